@@ -1,0 +1,1 @@
+"""Config layer: the parameter schema, YAML round-trip, validation and presets."""

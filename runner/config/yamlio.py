@@ -1,0 +1,382 @@
+"""Load and save LLaMA-Factory-style YAML configs without losing anything.
+
+Loading follows LLaMA-Factory's semantics: one flat mapping, comma-list strings,
+``key=value`` overrides after the path. Saving goes through ruamel's round-trip
+mode so the user's comments, key order and quoting survive an edit; it is atomic
+(temp file, fsync, rename), keeps the previous version as ``<file>.bak`` and
+refuses to overwrite a file that changed on disk since it was loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarstring import (
+    DoubleQuotedScalarString,
+    SingleQuotedScalarString,
+)
+
+from runner.errors import ConfigError, StaleFileError
+from runner.fsutil import atomic_write_text
+
+# Hard limits that keep a hostile or broken file from costing unbounded time/memory.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_ALIASES = 64
+MAX_DEPTH = 32
+
+BOM = "\ufeff"
+
+
+@dataclass(frozen=True)
+class Location:
+    """1-based line and column of a key; ``source`` is the file or "command line"."""
+
+    source: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.source
+        return f"{self.source}:{self.line}:{self.column or 1}"
+
+
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)
+    return y
+
+
+def _check_structure(text: str, source: str) -> None:
+    """Refuse alias bombs and absurd nesting before composing the document."""
+    if text.count("*") and text.count("&"):
+        y = YAML(typ="rt")
+        aliases = 0
+        try:
+            for ev in y.parse(io.StringIO(text)):
+                if type(ev).__name__ == "AliasEvent":
+                    aliases += 1
+                    if aliases > MAX_ALIASES:
+                        mark = getattr(ev, "start_mark", None)
+                        raise ConfigError(
+                            f"too many YAML aliases (more than {MAX_ALIASES}); refusing to expand "
+                            "what looks like an alias bomb",
+                            file=source,
+                            line=(mark.line + 1) if mark else None,
+                            column=(mark.column + 1) if mark else None,
+                        )
+        except YAMLError:
+            return  # the real parse reports the syntax error with its position
+    depth = 0
+    max_depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            max_depth = max(max_depth, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    if max_depth > MAX_DEPTH:
+        raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels is not a config", file=source, line=1)
+
+
+def _yaml_error(exc: YAMLError, source: str) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    msg = f"YAML syntax error: {problem}"
+    if context:
+        msg += f" ({context})"
+    if "\t" in str(problem) or "tab" in str(problem).lower():
+        hint = "YAML does not allow tabs for indentation; use spaces"
+    else:
+        hint = "check the indentation and the quoting on that line"
+    if isinstance(exc, MarkedYAMLError) and mark is not None:
+        return ConfigError(msg, file=source, line=mark.line + 1, column=mark.column + 1, hint=hint)
+    return ConfigError(msg, file=source, line=1, hint=hint)
+
+
+def to_plain(value: Any, _depth: int = 0) -> Any:
+    """Convert ruamel's round-trip types into plain Python values."""
+    if _depth > MAX_DEPTH:
+        raise ConfigError("nesting too deep")
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, CommentedSeq)):
+        return [to_plain(v, _depth + 1) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse a ``key=value`` override value the way YAML would read it."""
+    if text == "":
+        return None
+    try:
+        v = _yaml().load(text)
+    except YAMLError:
+        return text
+    return to_plain(v)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["lr=1e-4", "dataset=a,b"]`` -> dict; ``--flag`` style is refused with the fix."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if item.startswith("-") or "=" not in item:
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value",
+                file="command line",
+                hint="write overrides after the config path as key=value, e.g. learning_rate=1e-4",
+            )
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has no key", file="command line")
+        out[key] = parse_scalar(raw.strip())
+    return out
+
+
+class ConfigDoc:
+    """One config file held in round-trip form, plus command-line overrides."""
+
+    def __init__(
+        self,
+        data: CommentedMap,
+        *,
+        path: Path | None = None,
+        source: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        self.data = data
+        self.path = path
+        self.source = source or (str(path) if path else "<string>")
+        self.overrides: dict[str, Any] = dict(overrides or {})
+        self._fingerprint = fingerprint
+
+    # -- loading ---------------------------------------------------------------
+    @classmethod
+    def loads(cls, text: str, *, source: str = "<string>", path: Path | None = None) -> ConfigDoc:
+        if text.startswith(BOM):
+            text = text[1:]
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; a config is a few KiB",
+                file=source,
+                line=1,
+            )
+        if "\x00" in text:
+            raise ConfigError("file contains NUL bytes; it is not a text config", file=source, line=1)
+        _check_structure(text, source)
+        try:
+            data = _yaml().load(text)
+        except YAMLError as exc:
+            raise _yaml_error(exc, source) from None
+        except RecursionError:
+            raise ConfigError("nesting too deep to be a config", file=source, line=1) from None
+        if data is None:
+            data = CommentedMap()
+        if not isinstance(data, CommentedMap):
+            raise ConfigError(
+                f"top level must be a mapping of key: value pairs, not a {type(data).__name__}",
+                file=source,
+                line=1,
+                column=1,
+            )
+        for key in list(data.keys()):
+            if not isinstance(key, str):
+                line, col = _lc(data, key)
+                raise ConfigError(
+                    f"key {key!r} is not a string", file=source, line=line, column=col
+                )
+        return cls(data, path=path, source=source, fingerprint=_digest(text.encode("utf-8", "surrogatepass")))
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> ConfigDoc:
+        """Read ``path``; ``overrides`` are ``key=value`` strings or a mapping."""
+        p = Path(path)
+        try:
+            size = p.stat().st_size
+        except FileNotFoundError:
+            raise ConfigError("config file not found", file=p) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config: {exc.strerror}", file=p) from None
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"file is {size / 1048576:.1f} MiB; refusing to parse a config over "
+                f"{MAX_FILE_BYTES // 1048576} MiB",
+                file=p,
+                line=1,
+            )
+        try:
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config: {exc.strerror}", file=p) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise ConfigError("file is not valid UTF-8", file=p, line=line) from None
+        doc = cls.loads(text, source=str(p), path=p)
+        doc._fingerprint = _digest(raw)
+        if isinstance(overrides, Mapping):
+            doc.overrides = dict(overrides)
+        else:
+            doc.overrides = parse_overrides(overrides)
+        return doc
+
+    # -- reading ---------------------------------------------------------------
+    def values(self) -> dict[str, Any]:
+        """The effective config as plain values: file contents with overrides applied."""
+        out = to_plain(self.data)
+        out.update(self.overrides)
+        return out
+
+    def file_values(self) -> dict[str, Any]:
+        return to_plain(self.data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.overrides:
+            return self.overrides[key]
+        if key in self.data:
+            return to_plain(self.data[key])
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.overrides or key in self.data
+
+    def keys(self) -> list[str]:
+        ks = [str(k) for k in self.data.keys()]
+        ks += [k for k in self.overrides if k not in self.data]
+        return ks
+
+    def location(self, key: str) -> Location:
+        """Where ``key`` is set: the override on the command line wins over the file."""
+        if key in self.overrides:
+            return Location("command line")
+        if key in self.data:
+            line, col = _lc(self.data, key)
+            return Location(self.source, line, col)
+        return Location(self.source)
+
+    def value_location(self, key: str) -> Location:
+        """Where the *value* of ``key`` starts (for errors about the value)."""
+        if key in self.overrides:
+            return Location("command line")
+        if key in self.data:
+            try:
+                line, col = self.data.lc.value(key)
+                return Location(self.source, line + 1, col + 1)
+            except (AttributeError, KeyError, TypeError):
+                return self.location(key)
+        return Location(self.source)
+
+    # -- editing ---------------------------------------------------------------
+    def set(self, key: str, value: Any) -> None:
+        """Set ``key`` in the file's mapping, keeping its comment and quoting style."""
+        old = self.data.get(key) if key in self.data else None
+        if isinstance(value, str):
+            if isinstance(old, DoubleQuotedScalarString):
+                value = DoubleQuotedScalarString(value)
+            elif isinstance(old, SingleQuotedScalarString):
+                value = SingleQuotedScalarString(value)
+        self.data[key] = value
+        self.overrides.pop(key, None)
+
+    def delete(self, key: str) -> None:
+        if key in self.data:
+            del self.data[key]
+        self.overrides.pop(key, None)
+
+    def apply(self, patch: Mapping[str, Any]) -> None:
+        """Apply ``{key: value}``; a value of ``None`` removes the key."""
+        for k, v in patch.items():
+            if v is None:
+                self.delete(k)
+            else:
+                self.set(k, v)
+
+    def dumps(self) -> str:
+        buf = io.StringIO()
+        _yaml().dump(self.data, buf)
+        return buf.getvalue()
+
+    # -- saving ----------------------------------------------------------------
+    def changed_on_disk(self) -> bool:
+        if self.path is None or self._fingerprint is None:
+            return False
+        try:
+            return _digest(self.path.read_bytes()) != self._fingerprint
+        except FileNotFoundError:
+            return True
+
+    def save(self, path: str | Path | None = None, *, force: bool = False, backup: bool = True) -> Path:
+        """Write atomically; keep ``<file>.bak``; refuse if the file changed since load."""
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ConfigError("no path to save to")
+        same_file = self.path is not None and target.resolve() == self.path.resolve()
+        if same_file and not force and self.changed_on_disk():
+            raise StaleFileError(
+                "file changed on disk since it was loaded; not overwriting it",
+                file=target,
+                hint="reload it (your edits would be lost) or save under another name",
+            )
+        text = self.dumps()
+        mode = 0o644
+        if target.exists():
+            mode = target.stat().st_mode & 0o777 & ~0o022
+            if backup:
+                bak = target.with_name(target.name + ".bak")
+                tmp = bak.with_name(bak.name + ".tmp")
+                shutil.copyfile(target, tmp)
+                os.replace(tmp, bak)
+        atomic_write_text(target, text, mode=mode)
+        self.path = target
+        self.source = str(target)
+        self._fingerprint = _digest(text.encode("utf-8"))
+        return target
+
+
+def _lc(m: CommentedMap, key: Any) -> tuple[int | None, int | None]:
+    try:
+        line, col = m.lc.key(key)
+        return line + 1, col + 1
+    except (AttributeError, KeyError, TypeError):
+        return None, None
+
+
+def _digest(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def split_list(value: Any) -> list[str]:
+    """LLaMA-Factory's comma-list convention: ``"a, b"`` or ``[a, b]`` -> ``["a", "b"]``."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [s.strip() for s in str(value).split(",") if s.strip()]
+
+
+def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> ConfigDoc:
+    return ConfigDoc.load(path, overrides)

@@ -1,0 +1,4 @@
+"""Run control: launch argv, the detached supervisor, stop/resume, run manifests.
+
+Never imports torch or Textual.
+"""

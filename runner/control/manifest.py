@@ -1,0 +1,101 @@
+"""``tunedeck_run.json``: the run manifest, written only by the supervisor (atomically).
+
+Readers must tolerate a missing or unparsable manifest (plain transformers and
+LLaMA-Factory runs have none) and must never trust one that is group/world
+writable or owned by another user when it comes to sending signals.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from runner.fsutil import atomic_write_text
+from runner.protocol import MANIFEST, RunStatus
+
+
+class ProcRef(BaseModel):
+    """A process we may signal: pid plus its start time (psutil ``create_time``)."""
+
+    pid: int
+    create_time: float
+    pgid: int | None = None
+
+
+class Attempt(BaseModel):
+    """One launch or resume of the run."""
+
+    number: int
+    started_at: float
+    ended_at: float | None = None
+    resume_from: str | None = None
+    argv: list[str] = Field(default_factory=list)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    exit_code: int | None = None
+    end_reason: str | None = None  # a RunStatus value once ended
+    message: str | None = None
+    trainer: ProcRef | None = None
+
+
+class RunManifest(BaseModel):
+    schema_version: int = 1
+    id: str
+    name: str
+    output_dir: str
+    config_path: str                  # the user's config as launched (frozen copy is config.yaml)
+    argv: list[str] = Field(default_factory=list)       # exact accelerate launch argv
+    env_diff: dict[str, str] = Field(default_factory=dict)  # secrets redacted
+    host: str = ""
+    gpus: list[int] = Field(default_factory=list)       # physical indices; [] = CPU
+    num_processes: int = 1
+    status: RunStatus = RunStatus.STARTING
+    exit_code: int | None = None
+    message: str | None = None        # last exception line, or why it stopped
+    supervisor: ProcRef | None = None
+    trainer: ProcRef | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    max_restarts: int = 0
+    auto_triage: bool = False
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    finished_at: float | None = None
+
+    def write(self, run_dir: str | Path) -> None:
+        self.updated_at = time.time()
+        atomic_write_text(Path(run_dir) / MANIFEST, self.model_dump_json(indent=2) + "\n")
+
+
+def read_manifest(run_dir: str | Path) -> RunManifest | None:
+    """The manifest of ``run_dir``, or ``None`` if missing, truncated or not ours."""
+    p = Path(run_dir) / MANIFEST
+    try:
+        raw = p.read_bytes()
+    except OSError:
+        return None
+    if not raw.strip():
+        return None
+    try:
+        return RunManifest.model_validate_json(raw)
+    except (ValidationError, ValueError):
+        return None
+
+
+def manifest_trusted(run_dir: str | Path) -> bool:
+    """May we send signals to the pids this manifest names?
+
+    Not if the file is writable by group/others or owned by someone else: anyone
+    who can write it could point our ``stop`` at an arbitrary process.
+    """
+    p = Path(run_dir) / MANIFEST
+    try:
+        st = p.stat()
+    except OSError:
+        return False
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    return st.st_uid == os.getuid()
