@@ -1,0 +1,129 @@
+"""The import boundaries of DESIGN.md, checked in fresh interpreters.
+
+`tunedeck status` must answer fast on a box where torch takes seconds to import,
+and a monitoring-only install has no torch at all: so the control path must never
+import it, and nothing headless may import Textual.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import runner
+from runner.cli import COMMANDS
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "trl", "swanlab", "textual")
+# Modules that run inside the training subprocess may import the training stack.
+TRAIN_SIDE = ("runner.train", "runner.data")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = (
+        "import sys, json\n"
+        f"{code}\n"
+        f"heavy = {HEAVY!r}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy})))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _control_modules() -> list[str]:
+    names = []
+    for info in pkgutil.walk_packages(runner.__path__, "runner."):
+        if info.name.startswith(TRAIN_SIDE):
+            continue
+        names.append(info.name)
+    return names
+
+
+def test_every_control_path_module_imports_without_torch_or_textual() -> None:
+    mods = _control_modules()
+    assert "runner.cli" in mods and "runner.config.yamlio" in mods
+    code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in mods)
+    assert _loaded_after(code) == []
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "tui"])
+def test_subcommand_help_does_not_import_torch_or_textual(command: str) -> None:
+    code = (
+        "from runner.cli import main\n"
+        "import contextlib, io\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    try:\n"
+        f"        main([{command!r}, '--help'])\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "assert 'usage:' in buf.getvalue()\n"
+    )
+    assert _loaded_after(code) == []
+
+
+def test_top_level_help_lists_every_command_without_heavy_imports() -> None:
+    code = (
+        "from runner.cli import main\n"
+        "import contextlib, io\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "text = buf.getvalue()\n"
+        "missing = [c for c in " + repr([c for c in COMMANDS if c != "supervise"]) + " if c not in text]\n"
+        "assert not missing, missing\n"
+    )
+    assert _loaded_after(code) == []
+
+
+def _imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_nothing_under_runner_imports_textual_or_tui_except_the_tui_entry() -> None:
+    offenders = []
+    for path in sorted((REPO / "runner").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        bad = _imports_of(path) & {"textual", "tui"}
+        if bad and rel != "runner/commands/tui.py":
+            offenders.append(f"{rel}: {sorted(bad)}")
+    assert offenders == []
+
+
+def test_no_shell_strings_in_product_code() -> None:
+    offenders = []
+    for top in ("runner", "tui", "themes", "bench"):
+        for path in sorted((REPO / top).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.keyword) and node.arg == "shell":
+                    if not (isinstance(node.value, ast.Constant) and node.value.value is False):
+                        offenders.append(f"{path.relative_to(REPO)}:{node.lineno} shell=")
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("system", "popen")
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "os"
+                ):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} os.{node.func.attr}")
+    assert offenders == []
