@@ -98,7 +98,7 @@ def _yaml_error(exc: YAMLError, source: str) -> ConfigError:
     msg = f"YAML syntax error: {problem}"
     if context:
         msg += f" ({context})"
-    if "\t" in str(problem) or "tab" in str(problem).lower():
+    if "\\t" in str(problem) or "\t" in str(problem) or "tab" in str(problem).lower():
         hint = "YAML does not allow tabs for indentation; use spaces"
     else:
         hint = "check the indentation and the quoting on that line"
@@ -196,8 +196,9 @@ class ConfigDoc:
         if data is None:
             data = CommentedMap()
         if not isinstance(data, CommentedMap):
+            kind = "list" if isinstance(data, list) else type(data).__name__
             raise ConfigError(
-                f"top level must be a mapping of key: value pairs, not a {type(data).__name__}",
+                f"top level must be a mapping of key: value pairs, not a {kind}",
                 file=source,
                 line=1,
                 column=1,
