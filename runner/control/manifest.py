@@ -25,6 +25,7 @@ class ProcRef(BaseModel):
     pid: int
     create_time: float
     pgid: int | None = None
+    role: str | None = None  # "launcher" (accelerate launch), "worker" (python -m runner.train)
 
 
 class Attempt(BaseModel):
@@ -64,6 +65,15 @@ class RunManifest(BaseModel):
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
     finished_at: float | None = None
+    # -- added by run control (all optional, so older manifests still parse) --
+    cwd: str = ""                     # the trainer's working directory (relative paths in the config)
+    launch_options: dict[str, Any] = Field(default_factory=dict)  # gpus/processes/nodes, to rebuild argv
+    procs: list[ProcRef] = Field(default_factory=list)  # every process of the trainer tree seen
+    restarts: int = 0                 # automatic restarts done by the supervisor
+    stop_requested_at: float | None = None
+    stop_requested_by: str | None = None
+    checkpoint: str | None = None     # newest complete checkpoint when the run ended
+    survivors: list[ProcRef] = Field(default_factory=list)  # processes left after a stop (should be [])
 
     def write(self, run_dir: str | Path) -> None:
         self.updated_at = time.time()

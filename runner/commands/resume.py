@@ -1,0 +1,47 @@
+"""``tunedeck resume RUN [--from latest|checkpoint-N|PATH] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Relaunch a run's frozen config from a checkpoint (detached, like launch), as a new "
+        "attempt of the same run. Overrides are applied to the frozen config; the config the "
+        "previous attempt ran is kept as config.attempt-N.yaml. Warns before launching when the "
+        "checkpoint already reached max_steps / num_train_epochs; refuses an incomplete checkpoint."
+    )
+    parser.add_argument("run", metavar="RUN", help="run id, run name, or output_dir path")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for this attempt")
+    parser.add_argument("--from", dest="from_", default="latest", metavar="CKPT",
+                        help="latest (default: newest complete), checkpoint-N, or a path")
+    parser.add_argument("--follow", action="store_true", help="stream progress until the run ends")
+    parser.add_argument("--max-restarts", type=int, default=None, metavar="N",
+                        help="automatic restarts after a crash (default: as launched)")
+    parser.add_argument("--auto-triage", action="store_true", default=None,
+                        help="after OOM/divergence, restart with triage's first patch")
+    parser.add_argument("--root", metavar="DIR", help="also look for RUN by name under DIR")
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runner.control.follow import follow, outcome_exit_code
+    from runner.control.resume import resume
+    from runner.control.runs import resolve_run
+
+    run_dir = resolve_run(args.run, args.root)
+    res = resume(run_dir, from_=args.from_, overrides=args.overrides, max_restarts=args.max_restarts,
+                 auto_triage=args.auto_triage, warn=lambda t: print(t, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps({"id": res.run_id, "run_dir": str(res.run_dir), "checkpoint": str(res.checkpoint),
+                          "attempt": res.attempt, "supervisor_pid": res.supervisor_pid}), flush=True)
+    else:
+        print(res.run_id, flush=True)
+        print(f"resumed run {res.run_id} from {res.checkpoint.name} (attempt {res.attempt})",
+              file=sys.stderr, flush=True)
+    if not args.follow:
+        return 0
+    return outcome_exit_code(follow(res.run_dir, from_start=False, as_json=args.json))

@@ -1,0 +1,69 @@
+"""``tunedeck runs [--root DIR]``: list runs (tunedeck, LLaMA-Factory, plain transformers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from runner.control.runs import RunSnapshot
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", metavar="DIR",
+                        help="discover run directories under DIR (anything with trainer_log.jsonl, "
+                        "trainer_state.json or a tunedeck manifest); default: the registered runs")
+    parser.add_argument("--depth", type=int, default=4, metavar="N", help="how deep to look under --root")
+    parser.add_argument("--active", action="store_true", help="only runs that are starting/running/stopping")
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def _cell(v: object) -> str:
+    return "-" if v is None else str(v)
+
+
+def table_rows(snaps: list[RunSnapshot]) -> list[list[str]]:
+    from runner.control.follow import fmt_duration
+
+    rows = [["ID", "NAME", "KIND", "STATUS", "STEP", "LOSS", "ETA", "CKPTS", "DIR"]]
+    for s in snaps:
+        step = "-" if s.current_steps is None else f"{s.current_steps}/{_cell(s.total_steps)}"
+        if s.loss is None:
+            loss = "-"
+        elif math.isnan(s.loss):
+            loss = "nan"
+        else:
+            loss = f"{s.loss:.4f}"
+        eta = fmt_duration(s.eta_seconds) if s.active else "-"
+        done = sum(1 for c in s.checkpoints if c.complete)
+        ck = f"{done}" if done == len(s.checkpoints) else f"{done}+{len(s.checkpoints) - done}?"
+        rid = s.id if s.kind == "tunedeck" else "-"
+        rows.append([rid, s.name, s.kind, s.status.value, step, loss, eta, ck, str(s.run_dir)])
+    return rows
+
+
+def format_table(rows: list[list[str]]) -> str:
+    # Names and paths are data: show control characters escaped, never interpreted.
+    clean = [[c.encode("unicode_escape").decode("ascii") if not c.isprintable() else c for c in r]
+             for r in rows]
+    widths = [max(len(r[i]) for r in clean) for i in range(len(clean[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in clean)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from runner.control.runs import list_runs
+
+    snaps = list_runs(args.root, max_depth=args.depth)
+    if args.active:
+        snaps = [s for s in snaps if s.active]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in snaps], indent=2, default=str))
+        return 0
+    if not snaps:
+        where = f"under {args.root}" if args.root else "registered (try --root DIR)"
+        print(f"no runs {where}", file=sys.stderr)
+        return 0
+    print(format_table(table_rows(snaps)))
+    return 0

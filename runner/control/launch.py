@@ -1,0 +1,726 @@
+"""Building the ``accelerate launch`` command for a run, and starting the run.
+
+:func:`build_launch_plan` is pure: config values + hardware choice -> the exact
+argv and environment. It is always explicit: a per-run accelerate config file
+(``accelerate_config.json`` in the run directory) plus the flags on the command
+line, so a stray ``~/.cache/huggingface/accelerate/default_config.yaml`` can
+never change what a run does.
+
+:func:`launch` is the whole ``tunedeck launch``: validate, lock the output_dir,
+freeze the config, write the manifest, start the detached supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ConfigError, LaunchError, RunBusy, TunedeckError
+from runner.protocol import (
+    CHECKPOINT_PREFIX,
+    FROZEN_CONFIG,
+    MANIFEST,
+    STDOUT_LOG,
+    STOP_REQUEST,
+    TRAINER_EXIT,
+    TRAINER_LOG,
+    TRAINER_STATE,
+    RunStatus,
+)
+
+ACCELERATE_CONFIG = "accelerate_config.json"
+DEEPSPEED_CONFIG = "deepspeed_config.json"
+EXPECT_WORLD_SIZE_ENV = "TUNEDECK_EXPECT_WORLD_SIZE"
+RUN_ID_ENV = "TUNEDECK_RUN_ID"
+ALLOC_CONF = "expandable_segments:True"
+# How long `launch` waits for the detached supervisor to report in.
+SUPERVISOR_START_TIMEOUT = float(os.environ.get("TUNEDECK_SUPERVISOR_START_TIMEOUT", "30"))
+
+
+# ----------------------------------------------------------------------------
+# The plan: argv + env
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Exactly what will be executed. ``env`` holds only what we add to the environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+    accelerate_config: dict[str, Any]
+    accelerate_config_path: Path
+    world_size: int               # processes across all machines
+    processes_per_machine: int
+    num_machines: int
+    gpus: list[int]               # physical GPU indices ([] = CPU, or all visible)
+    cpu: bool
+    mixed_precision: str          # "no" | "bf16" | "fp16"
+    backend: str                  # "single" | "multi" | "deepspeed" | "fsdp"
+    deepspeed_config_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def shell_command(self, *, redact: bool = True) -> str:
+        """The command as one shell-quoted line (for a user to run by hand)."""
+        import shlex
+
+        from runner.control.secrets import redact_env
+
+        env = redact_env(self.env) if redact else self.env
+        prefix = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+        return " ".join([*prefix, shlex.join(self.argv)])
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "yes", "on")
+    return bool(v)
+
+
+def mixed_precision_of(values: Mapping[str, Any]) -> str:
+    """accelerate's ``--mixed_precision`` for a config.
+
+    Must agree with what the trainer gives ``TrainingArguments`` (bf16/fp16),
+    or accelerate's environment would switch autocast on behind its back.
+    ``pure_bf16`` loads the weights in bf16 and trains without AMP: ``no``.
+    """
+    if _truthy(values.get("bf16")):
+        return "bf16"
+    if _truthy(values.get("fp16")):
+        return "fp16"
+    return "no"
+
+
+def visible_gpu_count() -> int:
+    """GPUs NVML can see (0 with no driver). Never raises."""
+    try:
+        from runner.monitor.nvml import get_nvml
+
+        snap = get_nvml().snapshot(with_processes=False)
+        return len(snap.gpus) if snap.available else 0
+    except Exception:
+        return 0
+
+
+def _load_mapping_file(path: Path, key: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", key=key) from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            from runner.config.yamlio import ConfigDoc
+
+            data = ConfigDoc.loads(text, source=str(path)).values()
+    except (ValueError, TunedeckError) as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}", key=key) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping", key=key)
+    return data
+
+
+def _fsdp_section(values: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """accelerate's ``fsdp_config`` section from the config's ``fsdp_config``.
+
+    Accepts an accelerate config file (with its own ``fsdp_config:``), a
+    TrainingArguments-style file or an inline mapping; keys get accelerate's
+    ``fsdp_`` prefix.
+    """
+    raw = values.get("fsdp_config")
+    data: dict[str, Any] = {}
+    if isinstance(raw, Mapping):
+        data = dict(raw)
+    elif isinstance(raw, str) and raw.strip():
+        p = Path(raw).expanduser()
+        if not p.is_absolute():
+            p = base / p
+        data = _load_mapping_file(p, "fsdp_config")
+        if isinstance(data.get("fsdp_config"), Mapping):
+            data = dict(data["fsdp_config"])
+    return {(k if k.startswith("fsdp_") else f"fsdp_{k}"): v for k, v in data.items()}
+
+
+def build_launch_plan(
+    values: Mapping[str, Any],
+    *,
+    config_path: str | Path,
+    gpus: list[int] | None = None,
+    num_processes: int | None = None,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    main_process_ip: str | None = None,
+    main_process_port: int | None = None,
+    cpu: bool | None = None,
+    cwd: str | Path | None = None,
+    gpu_count: int | None = None,
+) -> LaunchPlan:
+    """The ``accelerate launch`` argv and environment for one run.
+
+    ``config_path`` is the frozen config the trainer reads (``<run_dir>/config.yaml``);
+    the accelerate config file is written next to it. ``num_processes`` counts the
+    processes on *this* machine (default: one per chosen GPU, else 1); the world
+    size is that times ``num_machines``. ``cpu=None`` means CPU when no GPU is
+    visible or the config sets ``use_cpu``. ``gpu_count`` overrides GPU detection.
+    """
+    config_path = Path(config_path)
+    run_dir = config_path.parent
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    notes: list[str] = []
+
+    if gpus is not None:
+        if not gpus:
+            raise ConfigError("--gpus needs at least one index", file="command line")
+        if len(set(gpus)) != len(gpus) or any(g < 0 for g in gpus):
+            raise ConfigError(f"--gpus {','.join(map(str, gpus))}: indices must be distinct and >= 0",
+                              file="command line")
+    if cpu is None:
+        if _truthy(values.get("use_cpu")):
+            cpu = True
+        elif gpus:
+            cpu = False
+        else:
+            cpu = (visible_gpu_count() if gpu_count is None else gpu_count) == 0
+    if cpu and gpus:
+        raise ConfigError("--gpus was given for a CPU run", file="command line",
+                          hint="drop --gpus, or unset use_cpu / --cpu")
+    per_machine = num_processes if num_processes is not None else (len(gpus) if gpus else 1)
+    if per_machine < 1:
+        raise ConfigError("--num-processes must be at least 1", file="command line")
+    if gpus and per_machine != len(gpus):
+        raise ConfigError(
+            f"--num-processes {per_machine} does not match the {len(gpus)} GPUs of --gpus",
+            file="command line", hint="one process per GPU: drop --num-processes",
+        )
+    if num_machines < 1 or not 0 <= machine_rank < num_machines:
+        raise ConfigError(f"--machine-rank must be in 0..{num_machines - 1}", file="command line")
+    if num_machines > 1 and not main_process_ip:
+        raise ConfigError("a multi-node run needs --main-ip (the address of machine rank 0)",
+                          file="command line")
+    world = per_machine * num_machines
+    mp = mixed_precision_of(values)
+
+    # -- DeepSpeed / FSDP from their config files --------------------------------
+    ds = values.get("deepspeed")
+    ds_path: Path | None = None
+    if isinstance(ds, Mapping) or (ds is None and isinstance(values.get("deepspeed_config"), Mapping)):
+        ds_path = run_dir / DEEPSPEED_CONFIG  # inline settings: the launcher writes this file
+    elif isinstance(ds, str) and ds.strip():
+        ds_path = Path(ds).expanduser()
+        if not ds_path.is_absolute():
+            ds_path = base / ds_path
+    fsdp = values.get("fsdp")
+    use_fsdp = bool(fsdp) and str(fsdp).strip().lower() not in ("", "false", "none")
+    if ds_path is not None and use_fsdp:
+        raise ConfigError("deepspeed and fsdp are both set; choose one", key="fsdp")
+
+    acc: dict[str, Any] = {
+        "compute_environment": "LOCAL_MACHINE",
+        "num_processes": world,
+        "num_machines": num_machines,
+        "machine_rank": machine_rank,
+        "mixed_precision": mp,
+        "use_cpu": bool(cpu),
+        "gpu_ids": "all",
+        "rdzv_backend": "static",
+        "same_network": True,
+        "debug": False,
+        "downcast_bf16": "no",
+        "enable_cpu_affinity": False,
+    }
+    mode_flags: list[str] = []
+    if ds_path is not None:
+        backend = "deepspeed"
+        acc["distributed_type"] = "DEEPSPEED"
+        acc["deepspeed_config"] = {"deepspeed_config_file": str(ds_path), "zero3_init_flag": False}
+        mode_flags = ["--use_deepspeed", "--deepspeed_config_file", str(ds_path)]
+        if cpu:
+            notes.append("DeepSpeed on CPU is not supported by accelerate; it will fall back or fail")
+    elif use_fsdp:
+        backend = "fsdp"
+        acc["distributed_type"] = "FSDP"
+        acc["fsdp_config"] = _fsdp_section(values, base)
+        mode_flags = ["--use_fsdp"]
+    elif world > 1:
+        backend = "multi"
+        # With use_cpu (ACCELERATE_USE_CPU=1) torchrun's workers pick MULTI_CPU + gloo;
+        # without it two independent runs would write the same output_dir.
+        acc["distributed_type"] = "MULTI_CPU" if cpu else "MULTI_GPU"
+        mode_flags = ["--multi_gpu"]
+    else:
+        backend = "single"
+        acc["distributed_type"] = "NO"
+        if cpu:
+            mode_flags = ["--cpu"]
+
+    port = main_process_port
+    if world > 1 and port is None and num_machines == 1:
+        port = 0  # accelerate picks a free port: parallel runs on one box never collide
+    if port is not None:
+        acc["main_process_port"] = port
+    if main_process_ip:
+        acc["main_process_ip"] = main_process_ip
+
+    acc_path = run_dir / ACCELERATE_CONFIG
+    argv = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(acc_path),
+        *mode_flags,
+        "--num_processes", str(world),
+        "--num_machines", str(num_machines),
+        "--mixed_precision", mp,
+        "--dynamo_backend", "no",
+    ]
+    if num_machines > 1:
+        argv += ["--machine_rank", str(machine_rank), "--main_process_ip", str(main_process_ip)]
+    if port is not None:
+        argv += ["--main_process_port", str(port)]
+    argv += ["-m", "runner.train", str(config_path)]
+
+    env: dict[str, str] = {
+        EXPECT_WORLD_SIZE_ENV: str(world),
+        "PYTHONUNBUFFERED": "1",  # stdout.log gets lines as they happen
+    }
+    if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = ALLOC_CONF
+    if cpu:
+        env["ACCELERATE_USE_CPU"] = "1"
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    # ALL_CAPS keys in a config are environment variables for the run (guide §8).
+    for k, v in values.items():
+        if k.isupper() and k[0].isalpha() and v is not None and not isinstance(v, (dict, list)):
+            env.setdefault(k, str(v).lower() if isinstance(v, bool) else str(v))
+    return LaunchPlan(
+        argv=argv,
+        env=env,
+        accelerate_config=acc,
+        accelerate_config_path=acc_path,
+        world_size=world,
+        processes_per_machine=per_machine,
+        num_machines=num_machines,
+        gpus=list(gpus or []),
+        cpu=bool(cpu),
+        mixed_precision=mp,
+        backend=backend,
+        deepspeed_config_path=ds_path,
+        notes=notes,
+    )
+
+
+def parse_gpus(text: str | None) -> list[int] | None:
+    """``"0,2"`` -> ``[0, 2]``; refuses anything that is not a comma list of indices."""
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ConfigError(f"--gpus {text!r}: expected GPU indices like 0,2", file="command line")
+        out.append(int(part))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Launch options and the run-directory policy
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LaunchOptions:
+    gpus: list[int] | None = None
+    num_processes: int | None = None
+    num_machines: int = 1
+    machine_rank: int = 0
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+    cpu: bool | None = None
+    name: str | None = None
+    max_restarts: int = 0
+    auto_triage: bool = False
+    overwrite: bool = False
+
+    def plan_kwargs(self) -> dict[str, Any]:
+        return {
+            "gpus": self.gpus,
+            "num_processes": self.num_processes,
+            "num_machines": self.num_machines,
+            "machine_rank": self.machine_rank,
+            "main_process_ip": self.main_process_ip,
+            "main_process_port": self.main_process_port,
+            "cpu": self.cpu,
+        }
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    run_id: str
+    name: str
+    run_dir: Path
+    plan: LaunchPlan
+    resume_from: str | None
+    attempt: int
+    supervisor_pid: int | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """``checkpoint-N`` directories directly in ``run_dir``, by step."""
+    out: list[tuple[int, Path]] = []
+    try:
+        it = os.scandir(run_dir)
+    except OSError:
+        return []
+    with it:
+        for e in it:
+            if e.name.startswith(CHECKPOINT_PREFIX) and e.is_dir(follow_symlinks=False):
+                tail = e.name[len(CHECKPOINT_PREFIX):]
+                if tail.isdigit():
+                    out.append((int(tail), Path(e.path)))
+    return [p for _, p in sorted(out)]
+
+
+def newest_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` (weights + trainer_state.json, no incomplete marker)."""
+    from runner.control.runs import checkpoint_refs
+
+    done = [c for c in checkpoint_refs(Path(run_dir)) if c.complete]
+    return Path(done[-1].path) if done else None
+
+
+def _remove_previous_outputs(run_dir: Path) -> list[str]:
+    """``--overwrite``: delete the previous run's checkpoints and logs, nothing else."""
+    removed: list[str] = []
+    for ck in checkpoint_dirs(run_dir):
+        shutil.rmtree(ck)
+        removed.append(ck.name)
+    for name in (TRAINER_LOG, TRAINER_EXIT, TRAINER_STATE, "all_results.json", "train_results.json",
+                 "eval_results.json"):
+        p = run_dir / name
+        if p.exists():
+            p.unlink()
+            removed.append(name)
+    return removed
+
+
+def _retire(path: Path) -> None:
+    """Keep a stale file from a previous run out of the way without deleting it."""
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
+
+
+def _host() -> str:
+    try:
+        return socket.gethostname()
+    except OSError:
+        return ""
+
+
+# ----------------------------------------------------------------------------
+# Freezing the config
+# ----------------------------------------------------------------------------
+def freeze_config(doc: Any, run_dir: Path, patch: Mapping[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """Write ``<run_dir>/config.yaml``: ``doc`` with overrides and ``patch`` applied, secrets redacted.
+
+    Returns the path and the real secret values (for the trainer's environment).
+    Comments and key order of the user's file survive (ruamel round-trip).
+    """
+    from runner.config.yamlio import ConfigDoc
+    from runner.control.secrets import REDACTED, is_secret_key
+    from runner.fsutil import atomic_write_text
+
+    frozen = ConfigDoc.loads(doc.dumps(), source=str(run_dir / FROZEN_CONFIG))
+    for k, v in doc.overrides.items():
+        frozen.set(k, v)
+    for k, v in patch.items():
+        if v is None:
+            frozen.delete(k)
+        else:
+            frozen.set(k, v)
+    secrets: dict[str, Any] = {}
+    for k in list(frozen.keys()):
+        v = frozen.get(k)
+        if is_secret_key(k) and v not in (None, "", REDACTED):
+            secrets[k] = v
+            frozen.set(k, REDACTED)
+    path = run_dir / FROZEN_CONFIG
+    atomic_write_text(path, frozen.dumps())
+    return path, secrets
+
+
+def keep_attempt_copy(run_dir: Path, attempt: int) -> Path | None:
+    """Before config.yaml is changed for a new attempt, keep the one attempt ``attempt`` ran."""
+    src = run_dir / FROZEN_CONFIG
+    dst = run_dir / f"config.attempt-{attempt}.yaml"
+    if src.exists() and not dst.exists():
+        shutil.copyfile(src, dst)
+        return dst
+    return None
+
+
+def write_plan_files(plan: LaunchPlan, values: Mapping[str, Any]) -> None:
+    """The per-run accelerate config (and an inline DeepSpeed config) in the run dir."""
+    from runner.fsutil import atomic_write_json
+
+    atomic_write_json(plan.accelerate_config_path, plan.accelerate_config)
+    if plan.deepspeed_config_path is not None and plan.deepspeed_config_path.name == DEEPSPEED_CONFIG \
+            and plan.deepspeed_config_path.parent == plan.accelerate_config_path.parent:
+        inline = values.get("deepspeed")
+        if not isinstance(inline, Mapping):
+            inline = values.get("deepspeed_config")
+        atomic_write_json(plan.deepspeed_config_path, dict(inline or {}))
+
+
+# ----------------------------------------------------------------------------
+# Starting the supervisor
+# ----------------------------------------------------------------------------
+def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: Path) -> int:
+    """Spawn the detached supervisor for ``run_dir``; it inherits the locked ``lock_fd``.
+
+    New session (survives the terminal, SSH hang-up, tmux detaching), stdin from
+    /dev/null, stdout/stderr appended to the run's stdout.log: a file, never a pipe.
+    """
+    from runner.control.lock import LOCK_FD_ENV
+
+    child_env = dict(env)
+    child_env[LOCK_FD_ENV] = str(lock_fd)
+    log = open(run_dir / STDOUT_LOG, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.control.supervisor", str(run_dir)],
+            cwd=str(cwd),
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(lock_fd,),
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise LaunchError(f"cannot start the supervisor: {exc}") from None
+    finally:
+        log.close()
+    return proc.pid
+
+
+def wait_supervisor_up(run_dir: Path, pid: int, timeout: float = SUPERVISOR_START_TIMEOUT) -> None:
+    """Wait until the supervisor has recorded itself in the manifest; raise if it died."""
+    from runner.control.procs import create_time
+    from runner.fsutil import read_json
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = read_json(run_dir / MANIFEST)
+        sup = (data or {}).get("supervisor") or {}
+        if sup.get("pid") == pid:
+            return
+        if create_time(pid) is None:
+            # Reap it if it is our child (it is: Popen) so the exit is not a zombie.
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+            data = read_json(run_dir / MANIFEST) or {}
+            if (data.get("supervisor") or {}).get("pid") == pid:
+                return  # it ran and finished already
+            from runner.monitor.logs import tail_lines
+
+            tail = "\n".join(tail_lines(run_dir / STDOUT_LOG, 12))
+            raise LaunchError(f"the supervisor exited at once; the end of {run_dir / STDOUT_LOG}:\n{tail}")
+        time.sleep(0.05)
+    raise LaunchError(f"the supervisor (pid {pid}) did not report in within {timeout:.0f}s",
+                      hint=f"see {run_dir / STDOUT_LOG}")
+
+
+def supervisor_env(plan: LaunchPlan, secrets: Mapping[str, Any], run_id: str) -> dict[str, str]:
+    """The environment the supervisor (and through it the trainer) runs with."""
+    from runner.control.secrets import secrets_env
+
+    env = dict(os.environ)
+    env.update(plan.env)
+    env.update(secrets_env(secrets))
+    env[RUN_ID_ENV] = run_id
+    return env
+
+
+# ----------------------------------------------------------------------------
+# tunedeck launch
+# ----------------------------------------------------------------------------
+def _validate(doc: Any) -> list[str]:
+    """Run the config validator: raise ConfigError on the first error (nothing is
+    launched), return the warnings as printable lines."""
+    from runner.config.validate import validate_doc
+
+    findings = list(validate_doc(doc))
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = (f" (and {len(errors) - 1} more error(s): `tunedeck validate` lists them all)"
+                if len(errors) > 1 else "")
+        raise ConfigError(first.message + more, file=first.file or doc.source, line=first.line,
+                          column=first.column, key=first.key, hint=first.fix)
+    return [f.format() for f in findings if f.severity == "warning"]
+
+
+def resolve_output_dir(values: Mapping[str, Any], cwd: Path, source: str) -> Path:
+    out = values.get("output_dir")
+    if not out or not isinstance(out, str):
+        raise ConfigError("output_dir is required: it is the run directory", file=source,
+                          key="output_dir", hint="add e.g. output_dir: saves/my-run")
+    p = Path(out).expanduser()
+    if not p.is_absolute():
+        p = cwd / p
+    return Path(os.path.normpath(p))
+
+
+def launch(
+    config_path: str | Path,
+    overrides: Iterable[str] | Mapping[str, Any] = (),
+    options: LaunchOptions | None = None,
+    *,
+    cwd: str | Path | None = None,
+    warn: Any = None,
+) -> LaunchResult:
+    """``tunedeck launch``: validate, lock, freeze, write the manifest, start the supervisor.
+
+    Returns as soon as the supervisor has reported in. ``warn(text)`` receives
+    the lines a user should read on stderr (resume notices, validator warnings).
+    Raises ConfigError (nothing launched), RunBusy or LaunchError.
+    """
+    from runner.config.yamlio import ConfigDoc
+    from runner.control import registry
+    from runner.control.lock import acquire
+    from runner.control.manifest import Attempt, RunManifest, read_manifest
+    from runner.control.procs import ref_alive
+    from runner.control.secrets import redact_env, redact_values
+    from runner.fsutil import ensure_dir
+
+    opts = options or LaunchOptions()
+    say = warn or (lambda _t: None)
+    cwd_p = Path(cwd) if cwd is not None else Path.cwd()
+    doc = ConfigDoc.load(config_path, overrides)
+    warnings = _validate(doc)
+    for w in warnings:
+        say(w)
+    values = doc.values()
+    run_dir = resolve_output_dir(values, cwd_p, doc.source)
+    ensure_dir(run_dir)
+
+    lock = acquire(run_dir)
+    try:
+        old = read_manifest(run_dir)
+        if old is not None and old.status.active and (
+            ref_alive(old.supervisor) or ref_alive(old.trainer) or any(ref_alive(p) for p in old.procs)
+        ):
+            raise RunBusy(f"run {old.id} is still active in {run_dir} (status {old.status.value})",
+                          hint=f"tunedeck stop {old.id}")
+
+        # -- the checkpoint policy (LLaMA-Factory's, made explicit) -------------
+        patch: dict[str, Any] = {"output_dir": str(run_dir)}
+        resume_from: str | None = None
+        cks = checkpoint_dirs(run_dir)
+        explicit = values.get("resume_from_checkpoint")
+        if cks and opts.overwrite:
+            removed = _remove_previous_outputs(run_dir)
+            say(f"--overwrite: removed {', '.join(removed)} from {run_dir}; starting from step 0")
+            patch["resume_from_checkpoint"] = None
+        elif cks and explicit in (None, False, ""):
+            if _truthy(values.get("overwrite_output_dir")):
+                raise RunBusy(
+                    f"{run_dir} holds {cks[-1].name} and the config sets overwrite_output_dir: true",
+                    hint="pass --overwrite to delete the old checkpoints and start from step 0, "
+                    "or set overwrite_output_dir=false to resume from the newest checkpoint",
+                )
+            newest = newest_complete_checkpoint(run_dir)
+            if newest is None:
+                raise RunBusy(
+                    f"{run_dir} holds checkpoints but none is complete ({', '.join(c.name for c in cks)})",
+                    hint="pass --overwrite to delete them and start from step 0",
+                )
+            resume_from = str(newest)
+            patch["resume_from_checkpoint"] = resume_from
+            say(f"{run_dir} holds {newest.name}: this launch resumes from it "
+                "(pass --overwrite to start from step 0 instead)")
+        elif explicit not in (None, False, ""):
+            resume_from = str(explicit)
+        if resume_from is None:
+            _retire(run_dir / TRAINER_LOG)
+        for stale in (TRAINER_EXIT, STOP_REQUEST):
+            with contextlib.suppress(FileNotFoundError):
+                (run_dir / stale).unlink()
+
+        # Continue the same run id when this resumes a tunedeck run in place.
+        continuing = old is not None and resume_from is not None
+        run_id = old.id if continuing and old is not None else registry.new_run_id()
+        name = opts.name or (old.name if continuing and old is not None else run_dir.name)
+        attempt_no = (len(old.attempts) + 1) if continuing and old is not None else 1
+        if continuing:
+            keep_attempt_copy(run_dir, attempt_no - 1)
+
+        frozen_path, secrets = freeze_config(doc, run_dir, patch)
+        effective = dict(values)
+        effective.update({k: v for k, v in patch.items() if v is not None})
+        plan = build_launch_plan(effective, config_path=frozen_path, cwd=cwd_p, **opts.plan_kwargs())
+        write_plan_files(plan, effective)
+        for n in plan.notes:
+            say(f"note: {n}")
+
+        attempt = Attempt(
+            number=attempt_no,
+            started_at=time.time(),
+            resume_from=resume_from,
+            argv=plan.argv,
+            overrides=redact_values(dict(doc.overrides)),
+        )
+        env_diff = redact_env({**plan.env, **{k.upper(): "***" for k in secrets}})
+        if continuing and old is not None:
+            m = old
+            m.attempts.append(attempt)
+            m.argv = plan.argv
+            m.env_diff = env_diff
+        else:
+            m = RunManifest(
+                id=run_id,
+                name=name,
+                output_dir=str(run_dir),
+                config_path=str(Path(config_path).resolve()),
+                argv=plan.argv,
+                env_diff=env_diff,
+                attempts=[attempt],
+            )
+        m.name = name
+        m.config_path = str(Path(config_path).resolve())
+        m.host = _host()
+        m.gpus = plan.gpus
+        m.num_processes = plan.world_size
+        m.status = RunStatus.STARTING
+        m.exit_code = None
+        m.message = None
+        m.supervisor = None
+        m.trainer = None
+        m.procs = []
+        m.survivors = []
+        m.finished_at = None
+        m.stop_requested_at = None
+        m.stop_requested_by = None
+        m.max_restarts = max(0, opts.max_restarts)
+        m.auto_triage = opts.auto_triage
+        m.cwd = str(cwd_p)
+        m.launch_options = {**opts.plan_kwargs(), "cpu": plan.cpu}
+        m.write(run_dir)
+        registry.register(run_id, name, run_dir)
+
+        pid = start_supervisor(run_dir, lock.fd, supervisor_env(plan, secrets, run_id), cwd_p)
+    finally:
+        lock.release()  # the supervisor holds its own inherited copy now
+    wait_supervisor_up(run_dir, pid)
+    return LaunchResult(
+        run_id=run_id, name=name, run_dir=run_dir, plan=plan, resume_from=resume_from,
+        attempt=attempt_no, supervisor_pid=pid, warnings=warnings,
+    )

@@ -1,0 +1,288 @@
+"""Process identity and signalling that survives pid reuse.
+
+A pid alone names nothing for long: after a process exits the kernel hands the
+number to the next one. Every process a run owns is therefore recorded as
+``(pid, create_time)``, and nothing here reports a pid as alive, or signals it,
+unless its start time still matches.
+
+The read side (:func:`alive`, :func:`create_time`) parses ``/proc`` directly on
+Linux, so ``tunedeck status`` does not pay for importing psutil; psutil is the
+fallback elsewhere and the tool for walking process trees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+# psutil's create_time is (starttime ticks / CLK_TCK) + btime; /proc/stat's btime
+# can move by a second when the wall clock is stepped, so matching allows slack.
+# A pid being recycled within half a second of the original's start is not a
+# realistic event (it needs the whole pid space to wrap in that time).
+CREATE_TIME_TOLERANCE = 0.5
+
+_BOOT_TIME: float | None = None
+_CLK_TCK: int | None = None
+
+
+@dataclass(frozen=True)
+class ProcId:
+    """A process as we recorded it: pid plus start time (seconds since the epoch)."""
+
+    pid: int
+    create_time: float
+
+
+def _boot_time() -> float | None:
+    global _BOOT_TIME
+    if _BOOT_TIME is None:
+        try:
+            with open("/proc/stat", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"btime"):
+                        _BOOT_TIME = float(line.split()[1])
+                        break
+        except OSError:
+            return None
+    return _BOOT_TIME
+
+
+def _proc_stat_fields(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces or ')'.
+    end = raw.rfind(b")")
+    if end < 0:
+        return None
+    return raw[end + 2 :].split()
+
+
+def create_time(pid: int) -> float | None:
+    """Start time of ``pid`` as psutil reports it, or ``None`` if no such process."""
+    if pid <= 0:
+        return None
+    global _CLK_TCK
+    if os.path.isdir("/proc/self"):
+        fields = _proc_stat_fields(pid)
+        if fields is None:
+            return None
+        # fields[0] is the state (field 3); starttime is field 22 -> index 19.
+        if fields[0] in (b"Z", b"X"):
+            return None  # a zombie holds its pid but is no longer running
+        bt = _boot_time()
+        if bt is None:
+            return None
+        if _CLK_TCK is None:
+            _CLK_TCK = os.sysconf("SC_CLK_TCK")
+        try:
+            return float(fields[19]) / _CLK_TCK + bt
+        except (IndexError, ValueError):
+            return None
+    import psutil  # not Linux: let psutil do it
+
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return p.create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def pgid_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def alive(pid: int | None, ctime: float | None) -> bool:
+    """Is the process we recorded as ``(pid, ctime)`` still running?
+
+    A reused pid (same number, different start time) and a zombie are not alive.
+    """
+    if not pid or ctime is None:
+        return False
+    actual = create_time(int(pid))
+    return actual is not None and abs(actual - float(ctime)) <= CREATE_TIME_TOLERANCE
+
+
+def ref_alive(ref: Any) -> bool:
+    """:func:`alive` for anything with ``pid``/``create_time`` (ProcRef, dict, ProcId)."""
+    if ref is None:
+        return False
+    if isinstance(ref, dict):
+        return alive(ref.get("pid"), ref.get("create_time"))
+    return alive(getattr(ref, "pid", None), getattr(ref, "create_time", None))
+
+
+def identify(pid: int) -> ProcId | None:
+    ct = create_time(pid)
+    return ProcId(pid, ct) if ct is not None else None
+
+
+def signal_verified(pid: int, ctime: float, sig: int) -> bool:
+    """Send ``sig`` to ``pid`` only if it is still the process started at ``ctime``.
+
+    Returns whether the signal was delivered.
+    """
+    if not alive(pid, ctime):
+        return False
+    try:
+        os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def group_members(pgid: int) -> list[ProcId]:
+    """Every live (non-zombie) process whose process group is ``pgid``."""
+    import psutil
+
+    out: list[ProcId] = []
+    for p in psutil.process_iter(["pid", "create_time", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if os.getpgid(p.pid) == pgid:
+                out.append(ProcId(p.pid, p.info["create_time"]))
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def descendants(pid: int, ctime: float) -> list[ProcId]:
+    """The live process tree under ``(pid, ctime)``, the root included.
+
+    torchrun starts each worker in a new session, so a process group alone does
+    not cover a multi-process run; the tree does, while the parents live.
+    """
+    import psutil
+
+    if not alive(pid, ctime):
+        return []
+    try:
+        root = psutil.Process(pid)
+        kids = root.children(recursive=True)
+    except psutil.Error:
+        return []
+    out = [ProcId(pid, ctime)]
+    for k in kids:
+        with contextlib.suppress(psutil.Error):
+            if k.status() != psutil.STATUS_ZOMBIE:
+                out.append(ProcId(k.pid, k.create_time()))
+    return out
+
+
+def survivors(procs: Iterable[ProcId | Any], pgids: Iterable[int] = ()) -> list[ProcId]:
+    """Which of ``procs`` (verified by start time) and members of ``pgids`` still run."""
+    seen: dict[int, ProcId] = {}
+    for p in procs:
+        pid = p["pid"] if isinstance(p, dict) else p.pid
+        ct = p["create_time"] if isinstance(p, dict) else p.create_time
+        if alive(pid, ct):
+            seen[int(pid)] = ProcId(int(pid), float(ct))
+    for g in pgids:
+        if g and g > 1:
+            for m in group_members(g):
+                seen.setdefault(m.pid, m)
+    return sorted(seen.values(), key=lambda p: p.pid)
+
+
+def signal_all(procs: Iterable[ProcId], pgids: Iterable[int], sig: int) -> int:
+    """Signal each process group in ``pgids`` and each verified process; count deliveries.
+
+    Groups are signalled with ``killpg`` only when at least one verified member
+    still belongs to them, so a recycled group id is never hit.
+    """
+    procs = list(procs)
+    sent = 0
+    live = [p for p in procs if alive(p.pid, p.create_time)]
+    live_groups = {pgid_of(p.pid) for p in live}
+    for g in pgids:
+        if g and g > 1 and g in live_groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(g, sig)
+                sent += 1
+    for p in live:
+        if signal_verified(p.pid, p.create_time, sig):
+            sent += 1
+    return sent
+
+
+def wait_gone(
+    procs: Iterable[ProcId], pgids: Iterable[int], timeout: float, poll: float = 0.1
+) -> list[ProcId]:
+    """Poll until none of ``procs``/``pgids`` runs or ``timeout`` passes; the survivors."""
+    procs = list(procs)
+    pgids = list(pgids)
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        left = survivors(procs, pgids)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(poll)
+
+
+def nvml_holders(pids: Iterable[int]) -> list[tuple[int, int, int | None]]:
+    """``(gpu_index, pid, used_bytes)`` for each of ``pids`` NVML says holds GPU memory.
+
+    Empty when there is no driver; never raises.
+    """
+    wanted = set(pids)
+    if not wanted:
+        return []
+    try:
+        from runner.monitor.nvml import get_nvml, pids_on_gpus
+
+        snap = get_nvml().snapshot()
+        hits = pids_on_gpus(snap, wanted)
+    except Exception:  # NVML is optional; a broken driver must not break a stop
+        return []
+    return [(idx, p.pid, p.used_bytes) for idx, procs in sorted(hits.items()) for p in procs]
+
+
+SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
+
+
+def find_by_env(name: str, value: str, *, exclude: Iterable[int] = ()) -> list[ProcId]:
+    """Processes of this user whose environment has ``name=value``.
+
+    Every process of a run inherits ``TUNEDECK_RUN_ID``, even a torchrun worker
+    in its own session whose parent is gone: the last word on "did anything of
+    this run survive?".
+    """
+    import psutil
+
+    skip = set(exclude)
+    uid = os.getuid()
+    out: list[ProcId] = []
+    for p in psutil.process_iter(["pid", "uids", "create_time", "status"]):
+        try:
+            if p.pid in skip or p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            uids = p.info["uids"]
+            if uids is not None and uids.real != uid:
+                continue
+            if p.environ().get(name) == value:
+                out.append(ProcId(p.pid, p.info["create_time"]))
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def cmdline(pid: int) -> list[str]:
+    import psutil
+
+    try:
+        return psutil.Process(pid).cmdline()
+    except (psutil.Error, OSError):
+        return []

@@ -1,0 +1,208 @@
+"""Resuming a run: the same frozen config, ``resume_from_checkpoint`` set, a new attempt.
+
+The frozen ``config.yaml`` the previous attempt ran is kept as
+``config.attempt-N.yaml`` before anything changes, so ``config.attempt-1.yaml``
+is always the config as first launched. Overrides (``key=value``, e.g. a triage
+patch) are applied to the frozen copy. Before launching, a checkpoint that
+already reached ``max_steps`` / ``num_train_epochs`` is reported (the run would
+end at once: LLaMA-Factory's "resume does nothing"), and an incomplete
+checkpoint is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RunBusy, TunedeckError
+from runner.protocol import (
+    CHECKPOINT_PREFIX,
+    FROZEN_CONFIG,
+    STOP_REQUEST,
+    TRAINER_EXIT,
+    TRAINER_STATE,
+    RunStatus,
+)
+
+
+@dataclass(frozen=True)
+class ResumeResult:
+    run_id: str
+    run_dir: Path
+    checkpoint: Path
+    attempt: int
+    supervisor_pid: int | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
+    """``latest`` (default) / ``checkpoint-N`` / a path -> a checkpoint directory (complete)."""
+    from runner.control.launch import checkpoint_dirs, newest_complete_checkpoint
+    from runner.control.runs import _complete
+
+    spec = (spec or "latest").strip()
+    if spec == "latest":
+        ck = newest_complete_checkpoint(run_dir)
+        if ck is None:
+            have = ", ".join(c.name for c in checkpoint_dirs(run_dir)) or "none"
+            raise TunedeckError(f"{run_dir} has no complete checkpoint to resume from (checkpoints: {have})",
+                                hint="launch it again from step 0 with `tunedeck launch CONFIG --overwrite`")
+        return ck
+    if spec.startswith(CHECKPOINT_PREFIX) and spec[len(CHECKPOINT_PREFIX):].isdigit():
+        ck = run_dir / spec
+    else:
+        ck = Path(spec).expanduser()
+        if not ck.is_absolute():
+            ck = (Path.cwd() / ck)
+    if not ck.is_dir():
+        raise TunedeckError(f"checkpoint {ck} does not exist",
+                            hint="`tunedeck checkpoints RUN` lists the checkpoints")
+    if not _complete(ck):
+        raise TunedeckError(
+            f"{ck} is incomplete (no weights or no {TRAINER_STATE}, or it carries the incomplete marker): "
+            "resuming from it would fail or lose optimizer state",
+            hint="resume from an earlier checkpoint with --from checkpoint-N, or --from latest",
+        )
+    return ck.resolve()
+
+
+def end_of_training_warning(ck: Path, values: dict[str, Any]) -> str | None:
+    """A warning when the checkpoint already reached the end the config asks for."""
+    try:
+        state = json.loads((ck / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict):
+        return None
+    step = state.get("global_step")
+    epoch = state.get("epoch")
+    max_steps = values.get("max_steps")
+    if isinstance(max_steps, int) and max_steps > 0 and isinstance(step, int):
+        if step >= max_steps:
+            return (f"{ck.name} is at step {step} and max_steps is {max_steps}: the resumed run will end "
+                    f"at once; raise max_steps (e.g. max_steps={max_steps * 2}) to train further")
+        return None
+    epochs = values.get("num_train_epochs", 3.0)
+    try:
+        epochs_f = float(epochs)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(epoch, (int, float)) and math.isfinite(epoch) and epoch >= epochs_f - 1e-6:
+        return (f"{ck.name} has finished epoch {epoch:g} and num_train_epochs is {epochs_f:g}: the resumed "
+                f"run will end at once; raise num_train_epochs (e.g. num_train_epochs={int(epochs_f) + 1}) "
+                "to train further")
+    return None
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    from_: str | None = None,
+    overrides: Iterable[str] = (),
+    max_restarts: int | None = None,
+    auto_triage: bool | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> ResumeResult:
+    """``tunedeck resume``: relaunch the run's frozen config from a checkpoint (detached)."""
+    from runner.config.yamlio import ConfigDoc, parse_overrides
+    from runner.control.launch import (
+        build_launch_plan,
+        keep_attempt_copy,
+        start_supervisor,
+        supervisor_env,
+        wait_supervisor_up,
+        write_plan_files,
+    )
+    from runner.control.lock import acquire
+    from runner.control.manifest import Attempt, read_manifest
+    from runner.control.procs import ref_alive
+    from runner.control.secrets import REDACTED, is_secret_key, redact_values
+    from runner.fsutil import atomic_write_text
+
+    say = warn or (lambda _t: None)
+    run = Path(run_dir)
+    m = read_manifest(run)
+    if m is None:
+        raise TunedeckError(
+            f"{run} has no tunedeck manifest, so there is no frozen config to resume",
+            hint="launch your config with output_dir set to it: `tunedeck launch CONFIG` resumes "
+            "from its newest checkpoint",
+        )
+    cfg_path = run / FROZEN_CONFIG
+    if not cfg_path.exists():
+        raise TunedeckError(f"{cfg_path} is missing: cannot resume without the frozen config")
+    over = parse_overrides(list(overrides))
+    ck = pick_checkpoint(run, from_)
+
+    lock = acquire(run)  # RunBusy while the supervisor of this run lives
+    try:
+        if ref_alive(m.supervisor) or any(ref_alive(p) for p in m.procs):
+            raise RunBusy(f"run {m.id} is still running", hint=f"tunedeck stop {m.id}")
+        doc = ConfigDoc.load(cfg_path)
+        values = doc.values()
+        values.update(over)
+        w = end_of_training_warning(ck, values)
+        if w:
+            say(f"warning: {w}")
+        attempt_no = len(m.attempts) + 1
+        keep_attempt_copy(run, attempt_no - 1)
+        for k, v in over.items():
+            if v is None:
+                doc.delete(k)
+            else:
+                doc.set(k, REDACTED if is_secret_key(k) and v not in ("", REDACTED) else v)
+        doc.set("resume_from_checkpoint", str(ck))
+        atomic_write_text(cfg_path, doc.dumps())
+
+        # Secrets: the frozen copy has placeholders; the real values come from the
+        # overrides, else from the user's original config if it is still there.
+        secrets = {k: v for k, v in over.items() if is_secret_key(k) and v not in (None, "", REDACTED)}
+        placeholders = [k for k in doc.keys() if doc.get(k) == REDACTED and k not in secrets]  # noqa: SIM118
+        if placeholders and m.config_path and Path(m.config_path).is_file():
+            try:
+                orig = ConfigDoc.load(m.config_path).values()
+                secrets.update({k: orig[k] for k in placeholders if orig.get(k) not in (None, "", REDACTED)})
+            except TunedeckError:
+                pass
+        missing = [k for k in placeholders if k not in secrets]
+        if missing:
+            say(f"warning: {', '.join(missing)} cannot be recovered (the original config is gone); "
+                "pass them as key=value or through the environment")
+
+        eff = doc.values()
+        plan = build_launch_plan(eff, config_path=cfg_path, cwd=m.cwd or None, **m.launch_options)
+        write_plan_files(plan, eff)
+        m.attempts.append(Attempt(number=attempt_no, started_at=time.time(), resume_from=str(ck),
+                                  argv=plan.argv, overrides=redact_values(over)))
+        m.argv = plan.argv
+        m.status = RunStatus.STARTING
+        m.exit_code = None
+        m.message = None
+        m.supervisor = None
+        m.trainer = None
+        m.procs = []
+        m.survivors = []
+        m.finished_at = None
+        m.stop_requested_at = None
+        m.stop_requested_by = None
+        m.checkpoint = None
+        m.restarts = 0
+        if max_restarts is not None:
+            m.max_restarts = max(0, max_restarts)
+        if auto_triage is not None:
+            m.auto_triage = auto_triage
+        m.write(run)
+        for stale in (TRAINER_EXIT, STOP_REQUEST):
+            (run / stale).unlink(missing_ok=True)
+        cwd = Path(m.cwd) if m.cwd and Path(m.cwd).is_dir() else run
+        pid = start_supervisor(run, lock.fd, supervisor_env(plan, secrets, m.id), cwd)
+    finally:
+        lock.release()
+    wait_supervisor_up(run, pid)
+    return ResumeResult(m.id, run, ck, attempt_no, pid)
+

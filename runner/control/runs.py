@@ -1,0 +1,479 @@
+"""Reading runs: one :class:`RunSnapshot` per run directory, listing, resolving a reference.
+
+Readers never write. A manifest that says a run is active while its supervisor
+is gone (pid and start time no longer match) is *computed* as ``lost``; the file
+is left alone. Reading is cheap: the manifest, the last lines of
+``trainer_log.jsonl`` (read backwards from the end, never the whole file), and a
+directory listing for checkpoints. Nothing here imports pydantic, psutil, torch
+or Textual, so ``tunedeck status`` answers in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RunNotFound
+from runner.protocol import (
+    ACTIVE_STATUSES,
+    CHECKPOINT_PREFIX,
+    FROZEN_CONFIG,
+    INCOMPLETE_MARKER,
+    MANIFEST,
+    TRAINER_LOG,
+    TRAINER_STATE,
+    RunStatus,
+)
+
+# A tunedeck run still "starting" with no supervisor recorded after this long is lost.
+STARTING_GRACE_S = 60.0
+# A run without a manifest whose log moved within this window is shown as running.
+FOREIGN_ACTIVE_WINDOW_S = 600.0
+_TAIL_LINES = 64
+_WEIGHT_FILES = (
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A checkpoint as status shows it (``tunedeck checkpoints`` has the full scan)."""
+
+    step: int
+    path: str
+    complete: bool
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """One run at one moment, whatever wrote it (tunedeck, LLaMA-Factory, transformers)."""
+
+    run_dir: Path
+    id: str
+    name: str
+    kind: str                       # "tunedeck" | "llamafactory" | "transformers"
+    status: RunStatus               # "lost" is computed, never read from a file
+    current_steps: int | None = None
+    total_steps: int | None = None
+    percentage: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    lr: float | None = None
+    throughput: float | None = None
+    eta_seconds: float | None = None
+    elapsed_seconds: float | None = None
+    epoch: float | None = None
+    attempts: int = 0
+    restarts: int = 0
+    checkpoints: tuple[CheckpointRef, ...] = ()
+    gpus: tuple[int, ...] = ()
+    pids: tuple[int, ...] = ()
+    config_path: str | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    updated_at: float | None = None
+    last_log_age_s: float | None = None
+    supervisor_alive: bool = False
+    host: str | None = None
+    created_at: float | None = None
+    finished_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def latest_checkpoint(self) -> CheckpointRef | None:
+        done = [c for c in self.checkpoints if c.complete]
+        return done[-1] if done else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; the field names are the ``status --json`` contract."""
+        d = asdict(self)
+        d["run_dir"] = str(self.run_dir)
+        d["status"] = self.status.value
+        d["checkpoints"] = [asdict(c) for c in self.checkpoints]
+        d["gpus"] = list(self.gpus)
+        d["pids"] = list(self.pids)
+        latest = self.latest_checkpoint
+        d["latest_checkpoint"] = latest.path if latest else None
+        d.pop("extra", None)
+        d.update({k: v for k, v in self.extra.items() if k not in d})
+        for k, v in list(d.items()):
+            if isinstance(v, float) and not math.isfinite(v):
+                d[k] = None if math.isinf(v) else "NaN"
+        return d
+
+
+# ----------------------------------------------------------------------------
+# Small readers
+# ----------------------------------------------------------------------------
+def raw_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """The manifest as plain JSON (no pydantic: this is the hot path of ``status``)."""
+    try:
+        raw = (run_dir / MANIFEST).read_bytes()
+    except OSError:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        return None
+    return data
+
+
+def parse_duration(text: Any) -> float | None:
+    """``"1:02:03"``, ``"2 days, 3:04:05"`` (str(timedelta)) or a number -> seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    if not isinstance(text, str) or not text.strip():
+        return None
+    s = text.strip()
+    days = 0.0
+    if "day" in s:
+        head, _, s = s.partition(",")
+        try:
+            days = float(head.split()[0])
+        except (ValueError, IndexError):
+            return None
+        s = s.strip()
+    parts = s.split(":")
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        return None
+    total = 0.0
+    for n in nums:
+        total = total * 60 + n
+    return days * 86400 + total
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def _int(v: Any) -> int | None:
+    f = _num(v)
+    return int(f) if f is not None and math.isfinite(f) else None
+
+
+def _last_log_records(run_dir: Path) -> list[dict[str, Any]]:
+    from runner.monitor.logs import tail_lines
+
+    out: list[dict[str, Any]] = []
+    for line in tail_lines(run_dir / TRAINER_LOG, _TAIL_LINES, collapse_cr=False):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a partial last line or garbage
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _trainer_state_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from runner.monitor.logs import trainer_state_path
+
+    p = trainer_state_path(run_dir)
+    if p is None:
+        return [], {}
+    try:
+        data = json.loads(p.read_bytes())
+    except (OSError, ValueError):
+        return [], {}
+    if not isinstance(data, dict):
+        return [], {}
+    hist = data.get("log_history")
+    recs = [r for r in hist if isinstance(r, dict)] if isinstance(hist, list) else []
+    return recs[-_TAIL_LINES:], data
+
+
+def checkpoint_refs(run_dir: Path) -> tuple[CheckpointRef, ...]:
+    """``checkpoint-N`` directories, oldest first, with a cheap completeness check.
+
+    Complete = weights (adapter or full, or a DeepSpeed ``global_step*``) and
+    ``trainer_state.json`` present and no incompleteness marker.
+    """
+    found: list[CheckpointRef] = []
+    try:
+        it = os.scandir(run_dir)
+    except OSError:
+        return ()
+    with it:
+        for e in it:
+            if not e.name.startswith(CHECKPOINT_PREFIX):
+                continue
+            tail = e.name[len(CHECKPOINT_PREFIX):]
+            if not tail.isdigit() or not e.is_dir(follow_symlinks=False):
+                continue
+            found.append(CheckpointRef(int(tail), e.path, _complete(Path(e.path))))
+    found.sort(key=lambda c: c.step)
+    return tuple(found)
+
+
+def _complete(ck: Path) -> bool:
+    try:
+        names = set(os.listdir(ck))
+    except OSError:
+        return False
+    if INCOMPLETE_MARKER in names or TRAINER_STATE not in names:
+        return False
+    if any(n in names for n in _WEIGHT_FILES):
+        return True
+    return any(n.startswith("model-") and n.endswith(".safetensors") for n in names) or any(
+        n.startswith("global_step") for n in names
+    )
+
+
+def _kind(run_dir: Path, has_manifest: bool) -> str:
+    if has_manifest:
+        return "tunedeck"
+    for marker in ("training_args.yaml", "llamaboard_config.yaml", TRAINER_LOG, "running_log.txt"):
+        if (run_dir / marker).exists():
+            return "llamafactory"
+    return "transformers"
+
+
+def _mtime(p: Path) -> float | None:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return None
+
+
+# ----------------------------------------------------------------------------
+# read_run
+# ----------------------------------------------------------------------------
+def computed_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
+    """The status a reader should show for a raw manifest: ``lost`` when the
+    manifest claims an active run but its supervisor is gone (pid + start time)."""
+    from runner.control.procs import ref_alive
+
+    try:
+        status = RunStatus(m.get("status"))
+    except ValueError:
+        return RunStatus.LOST
+    if status not in ACTIVE_STATUSES:
+        return status
+    sup = m.get("supervisor")
+    if sup is None:
+        created = _num(m.get("updated_at")) or _num(m.get("created_at")) or 0.0
+        if (now or time.time()) - created < STARTING_GRACE_S:
+            return status  # the launcher wrote it a moment ago; the supervisor is coming up
+        return RunStatus.LOST
+    return status if ref_alive(sup) else RunStatus.LOST
+
+
+def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
+    """A snapshot of one run directory (tunedeck's, LLaMA-Factory's or transformers')."""
+    run = Path(run_dir)
+    now = time.time()
+    m = raw_manifest(run)
+    log_path = run / TRAINER_LOG
+    recs = _last_log_records(run)
+    state: dict[str, Any] = {}
+    log_mtime = _mtime(log_path)
+    if not recs:
+        recs, state = _trainer_state_records(run)
+        if recs:
+            from runner.monitor.logs import trainer_state_path
+
+            sp = trainer_state_path(run)
+            log_mtime = _mtime(sp) if sp else None
+    last = recs[-1] if recs else {}
+
+    def newest(key: str, *alts: str) -> float | None:
+        for r in reversed(recs):
+            for k in (key, *alts):
+                v = _num(r.get(k))
+                if v is not None:
+                    return v
+        return None
+
+    current = _int(last.get("current_steps"))
+    if current is None:
+        current = _int(newest("step"))
+    if current is None:
+        current = _int(state.get("global_step"))
+    total = _int(last.get("total_steps")) or _int(state.get("max_steps"))
+    pct = _num(last.get("percentage"))
+    if pct is None and current is not None and total:
+        pct = round(100.0 * current / total, 2)
+    cks = checkpoint_refs(run)
+    age = (now - log_mtime) if log_mtime is not None else None
+
+    if m is not None:
+        status = computed_status(m, now)
+        kind = "tunedeck"
+        rid = str(m.get("id"))
+        name = str(m.get("name") or rid)
+        attempts = m.get("attempts") or []
+        pids = []
+        for ref in [m.get("supervisor"), *(m.get("procs") or [])]:
+            if isinstance(ref, dict) and isinstance(ref.get("pid"), int):
+                pids.append(ref["pid"])
+        msg = m.get("message")
+        if status is RunStatus.LOST and m.get("status") != RunStatus.LOST.value:
+            msg = (f"the supervisor is gone but the manifest says {m.get('status')}"
+                   + (f" ({msg})" if msg else ""))
+        gpus = tuple(int(g) for g in (m.get("gpus") or []) if isinstance(g, int))
+        snap_kw: dict[str, Any] = {
+            "attempts": len(attempts),
+            "restarts": _int(m.get("restarts")) or 0,
+            "gpus": gpus,
+            "pids": tuple(pids),
+            "config_path": str(run / FROZEN_CONFIG) if (run / FROZEN_CONFIG).exists() else m.get("config_path"),
+            "message": msg,
+            "exit_code": _int(m.get("exit_code")),
+            "updated_at": _num(m.get("updated_at")),
+            "supervisor_alive": status in ACTIVE_STATUSES and m.get("supervisor") is not None,
+            "host": m.get("host") or None,
+            "created_at": _num(m.get("created_at")),
+            "finished_at": _num(m.get("finished_at")),
+            "extra": {
+                "launched_config": m.get("config_path"),
+                "max_restarts": _int(m.get("max_restarts")) or 0,
+                "stop_requested_at": _num(m.get("stop_requested_at")),
+            },
+        }
+    else:
+        kind = _kind(run, False)
+        rid = str(run)
+        name = run.name
+        finished = bool(current is not None and total and current >= total)
+        if (run / "all_results.json").exists() or (run / "train_results.json").exists():
+            finished = True
+        if finished:
+            status = RunStatus.FINISHED
+        elif age is not None and age < FOREIGN_ACTIVE_WINDOW_S:
+            status = RunStatus.RUNNING
+        else:
+            status = RunStatus.LOST
+        cfg = run / "training_args.yaml"
+        snap_kw = {
+            "config_path": str(cfg) if cfg.exists() else None,
+            "message": None if status is not RunStatus.LOST else
+            "no tunedeck manifest; the log has not moved for a while and the run did not reach its last step",
+            "updated_at": log_mtime,
+        }
+
+    eta = parse_duration(last.get("remaining_time"))
+    if eta is not None and age is not None and status in ACTIVE_STATUSES:
+        eta = max(0.0, eta - age)
+    if status not in ACTIVE_STATUSES:
+        eta = None if status is not RunStatus.FINISHED else 0.0
+    return RunSnapshot(
+        run_dir=run,
+        id=rid,
+        name=name,
+        kind=kind,
+        status=status,
+        current_steps=current,
+        total_steps=total,
+        percentage=pct,
+        loss=newest("loss"),
+        eval_loss=newest("eval_loss"),
+        lr=newest("lr", "learning_rate"),
+        throughput=newest("throughput"),
+        eta_seconds=eta,
+        elapsed_seconds=parse_duration(last.get("elapsed_time")),
+        epoch=newest("epoch"),
+        checkpoints=cks,
+        last_log_age_s=age,
+        **snap_kw,
+    )
+
+
+# ----------------------------------------------------------------------------
+# Listing and resolving
+# ----------------------------------------------------------------------------
+def _is_run_dir(p: Path) -> bool:
+    return any((p / n).exists() for n in (MANIFEST, TRAINER_LOG, TRAINER_STATE)) or bool(
+        checkpoint_refs(p)
+    )
+
+
+def _discover(root: Path, max_depth: int) -> list[Path]:
+    from runner.monitor.discovery import discover_runs
+
+    return [Path(getattr(r, "path", r)) for r in discover_runs(root, max_depth)]
+
+
+def list_runs(root: str | os.PathLike[str] | None = None, *, max_depth: int = 4) -> list[RunSnapshot]:
+    """Runs under ``root`` (discovered: tunedeck, LLaMA-Factory, transformers) plus the
+    registered runs that live under it; with no root, every registered run. Newest first."""
+    from runner.control.registry import entries
+
+    dirs: dict[str, Path] = {}
+    root_p = Path(root).resolve() if root is not None else None
+    if root_p is not None:
+        for d in _discover(root_p, max_depth):
+            dirs.setdefault(str(d.resolve()), d)
+    for e in entries():
+        rd = e.run_dir.resolve()
+        if root_p is None or rd == root_p or root_p in rd.parents:
+            dirs.setdefault(str(rd), rd)
+    snaps = [read_run(d) for d in dirs.values()]
+    snaps.sort(key=lambda s: (s.updated_at or s.created_at or 0.0), reverse=True)
+    return snaps
+
+
+def resolve_run(ref: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """A run directory from a run id (or unique id prefix), a run name, or a path.
+
+    Raises :class:`RunNotFound` naming close matches.
+    """
+    from runner.control import registry
+
+    if not ref or "\x00" in ref:
+        raise RunNotFound("empty run reference")
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        if _is_run_dir(p):
+            return p.resolve()
+        raise RunNotFound(f"{ref} is a directory but not a run (no {MANIFEST}, {TRAINER_LOG}, "
+                          f"{TRAINER_STATE} or checkpoint-N inside)")
+    e = registry.lookup(ref)
+    if e is not None and e.run_dir.is_dir():
+        return e.run_dir
+    known = registry.entries()
+    by_prefix = [x for x in known if x.id.startswith(ref)] if registry.is_safe_id(ref) else []
+    if len(by_prefix) == 1:
+        return by_prefix[0].run_dir
+    by_name = [x for x in known if x.name == ref]
+    if len(by_name) == 1:
+        return by_name[0].run_dir
+    if len(by_name) > 1 or len(by_prefix) > 1:
+        many = by_name or by_prefix
+        raise RunNotFound(
+            f"{ref!r} matches {len(many)} runs: " + ", ".join(f"{x.id} ({x.run_dir})" for x in many[:8]),
+            hint="use the run id or the path",
+        )
+    if root is not None:
+        hits = [d for d in _discover(Path(root), 4) if d.name == ref]
+        if len(hits) == 1:
+            return hits[0].resolve()
+    names = [x.id for x in known] + [x.name for x in known]
+    close = difflib.get_close_matches(ref, names, n=5, cutoff=0.5)
+    hint = ("did you mean: " + ", ".join(close)) if close else "`tunedeck runs` lists the runs"
+    if e is not None:
+        raise RunNotFound(f"run {ref} is registered but its directory {e.run_dir} is gone", hint=hint)
+    raise RunNotFound(f"no run {ref!r} (not a run id, a run name or a run directory)", hint=hint)

@@ -1,0 +1,461 @@
+"""The detached supervisor: one per run, alive for the run's whole life.
+
+``python -m runner.control.supervisor RUN_DIR`` (or ``tunedeck supervise RUN_DIR``)
+is started by ``tunedeck launch`` / ``resume`` in a new session. It:
+
+- holds the output_dir lock it inherited (so a second launch is refused);
+- spawns ``accelerate launch ... -m runner.train <run_dir>/config.yaml`` in its
+  own process group, stdout/stderr appended to ``stdout.log`` (a file, not a pipe);
+- keeps ``tunedeck_run.json`` current with atomic writes: pids with start times,
+  status ``starting -> running -> (stopping) -> <end>``, attempts;
+- on a stop request (the ``tunedeck_stop`` file, or SIGTERM/SIGINT to itself):
+  SIGTERM to the trainer's group, wait up to the timeout, SIGKILL what is left,
+  then verify with psutil (and NVML) that no process of the run survives;
+- classifies the end (:mod:`runner.control.classify`) and applies the restart
+  policy: ``max_restarts`` resumes from the newest complete checkpoint after a
+  crash or kill (with a back-off), never after a config error or a user stop,
+  after OOM/divergence only with ``auto_triage`` (applying triage's first patch).
+
+It ignores SIGHUP and does not care whether its parent lives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from runner.control import procs as P
+from runner.control.classify import ExitInfo, classify_exit
+from runner.control.launch import (
+    RUN_ID_ENV,
+    build_launch_plan,
+    keep_attempt_copy,
+    newest_complete_checkpoint,
+    write_plan_files,
+)
+from runner.control.lock import LOCK_FD_ENV, RunLock, adopt
+from runner.control.manifest import Attempt, ProcRef, RunManifest, read_manifest
+from runner.fsutil import atomic_write_text, read_json
+from runner.protocol import FROZEN_CONFIG, STDOUT_LOG, STOP_REQUEST, TRAINER_EXIT, RunStatus
+
+POLL = 0.2                 # seconds between checks of the trainer and the stop file
+TREE_POLL = 0.5            # seconds between process-tree scans
+DEFAULT_STOP_TIMEOUT = 300.0  # long enough for a big model to reach a step boundary and save
+KILL_WAIT = 10.0           # after SIGKILL, how long to wait for the kernel to reap
+BACKOFF_ENV = "TUNEDECK_RESTART_BACKOFF"   # first restart delay in seconds (doubles, max 300)
+DEFAULT_BACKOFF = 10.0
+
+
+def _say(text: str) -> None:
+    """A line in stdout.log (the supervisor's stdout), marked as ours."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"[tunedeck {stamp}] {text}", flush=True)
+
+
+def _own_ref() -> ProcRef:
+    ct = P.create_time(os.getpid())
+    if ct is None:  # not Linux: ask psutil
+        import psutil
+
+        ct = psutil.Process().create_time()
+    return ProcRef(pid=os.getpid(), create_time=ct, pgid=os.getpgrp(), role="supervisor")
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path, lock: RunLock | None) -> None:
+        self.run_dir = run_dir
+        self.lock = lock
+        self.signal_stop: str | None = None
+        self.preempt_pending = False
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        self.stop_timeout = DEFAULT_STOP_TIMEOUT
+        self.kill_at: float | None = None
+        self.killed = False
+        m = read_manifest(run_dir)
+        if m is None:
+            raise SystemExit(f"tunedeck supervisor: no readable manifest in {run_dir}")
+        self.m: RunManifest = m
+        self.env = {k: v for k, v in os.environ.items() if k != LOCK_FD_ENV}
+        self.env.setdefault(RUN_ID_ENV, m.id)
+
+    # -- signals ------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal going away is not our business
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGUSR1, self._on_preempt_signal)
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        self.signal_stop = f"{signal.Signals(signum).name} to the supervisor"
+
+    def _on_preempt_signal(self, _signum: int, _frame: Any) -> None:
+        self.preempt_pending = True
+
+    # -- manifest -------------------------------------------------------------------
+    def write(self) -> None:
+        self.m.write(self.run_dir)
+
+    def stop_request(self) -> dict[str, Any] | None:
+        if self.signal_stop:
+            return {"by": self.signal_stop}
+        path = self.run_dir / STOP_REQUEST
+        if not path.exists():
+            return None
+        data = read_json(path)
+        return data if isinstance(data, dict) else {"by": "stop file"}
+
+    # -- main -------------------------------------------------------------------------
+    def run(self) -> int:
+        self.m.supervisor = _own_ref()
+        self.write()
+        _say(f"supervisor {os.getpid()} for run {self.m.id} in {self.run_dir}")
+        while True:
+            attempt = self.m.attempts[-1]
+            req = self.stop_request()
+            if req is not None:
+                # Stopped before the trainer started: nothing to save, nothing to kill.
+                self._record_stop_request(req)
+                info = ExitInfo(RunStatus.STOPPED, None, "stopped before the trainer started")
+                self._end_attempt(attempt, info)
+                break
+            info = self._run_attempt(attempt)
+            self._end_attempt(attempt, info)
+            patch = self._restart_patch(info)
+            if patch is None:
+                break
+            if not self._backoff():
+                self.m.status = RunStatus.STOPPED
+                self.m.message = "stopped on request while waiting to restart"
+                break
+            self._prepare_restart(attempt, info, patch)
+        self._finish()
+        return 0
+
+    # -- one attempt ------------------------------------------------------------------
+    def _run_attempt(self, attempt: Attempt) -> ExitInfo:
+        run_dir = self.run_dir
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / TRAINER_EXIT).unlink()
+        log_path = run_dir / STDOUT_LOG
+        try:
+            offset = log_path.stat().st_size
+        except OSError:
+            offset = 0
+        self.stopping = False
+        self.kill_at = None
+        self.killed = False
+        _say(f"attempt {attempt.number}: {' '.join(self.m.argv)}")
+        log = open(log_path, "ab")  # noqa: SIM115 - the child's stdout; closed below
+        try:
+            self.proc = subprocess.Popen(
+                self.m.argv,
+                cwd=self.m.cwd or None,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: one killpg reaches the launcher and rank 0
+                close_fds=True,
+            )
+        except OSError as exc:
+            log.close()
+            return ExitInfo(RunStatus.FAILED, None, f"cannot start the trainer: {exc}", config_error=True)
+        log.close()
+        pid = self.proc.pid
+        ct = P.create_time(pid) or time.time()
+        ref = ProcRef(pid=pid, create_time=ct, pgid=pid, role="launcher")
+        self.m.trainer = ref
+        attempt.trainer = ref
+        self.m.procs = [ref]
+        self.m.status = RunStatus.RUNNING
+        self.write()
+
+        known: dict[int, P.ProcId] = {pid: P.ProcId(pid, ct)}
+        next_tree = 0.0
+        rc: int | None = None
+        while True:
+            if rc is None:
+                rc = self.proc.poll()
+            now = time.monotonic()
+            if now >= next_tree:
+                next_tree = now + TREE_POLL
+                self._track_tree(pid, ct, known)
+            req = self.stop_request()
+            if req is not None and not self.stopping:
+                self._begin_stop(req, known, pid)
+            if self.preempt_pending:
+                self.preempt_pending = False
+                _say("SIGUSR1 (preemption warning): passing it to the trainer")
+                P.signal_all(known.values(), [pid], signal.SIGUSR1)
+            if self.stopping and not self.killed and self.kill_at is not None and now >= self.kill_at:
+                self._kill(known, pid)
+            # Once the launcher is gone, its children (the trainer when accelerate was
+            # killed alone, torchrun workers) may still be finishing: wait for them too.
+            if rc is not None and not P.survivors(known.values(), [pid]):
+                break
+            time.sleep(POLL)
+
+        left = self._verify_gone(known, pid)
+        info = classify_exit(run_dir, rc, log_offset=offset, stop_requested=self.stopping)
+        if self.stopping:
+            note = info.message or "stopped on request"
+            if self.killed:
+                note = f"did not stop within {self.stop_timeout:.0f}s; killed with SIGKILL ({note})"
+            info = ExitInfo(RunStatus.STOPPED, info.exit_code, note, info.checkpoint,
+                            info.config_error, info.signal, info.trainer_exit)
+        if left:
+            self.m.survivors = [ProcRef(pid=p.pid, create_time=p.create_time) for p in left]
+            info = ExitInfo(info.status, info.exit_code,
+                            (info.message or "") + f" [{len(left)} process(es) of the run survived: "
+                            + ", ".join(str(p.pid) for p in left) + "]",
+                            info.checkpoint, info.config_error, info.signal, info.trainer_exit)
+        return info
+
+    def _track_tree(self, pid: int, ct: float, known: dict[int, P.ProcId]) -> None:
+        changed = False
+        for p in P.descendants(pid, ct):
+            if p.pid not in known:
+                known[p.pid] = p
+                changed = True
+        # torchrun workers are not in our group and may outlive a killed parent:
+        # also find them by the run id every process inherits.
+        if changed:
+            roles = []
+            for p in known.values():
+                cmd = " ".join(P.cmdline(p.pid))
+                role = "launcher" if p.pid == pid else (
+                    "worker" if "runner.train" in cmd and "accelerate" not in cmd else "helper")
+                roles.append(ProcRef(pid=p.pid, create_time=p.create_time, pgid=P.pgid_of(p.pid), role=role))
+            self.m.procs = roles
+            self.write()
+
+    def _record_stop_request(self, req: dict[str, Any]) -> None:
+        self.m.stop_requested_at = float(req.get("at") or time.time())
+        self.m.stop_requested_by = str(req.get("by") or "tunedeck stop")
+        with contextlib.suppress(TypeError, ValueError):
+            if req.get("timeout") is not None:
+                self.stop_timeout = max(0.0, float(req["timeout"]))
+
+    def _begin_stop(self, req: dict[str, Any], known: dict[int, P.ProcId], pgid: int) -> None:
+        self._record_stop_request(req)
+        self.stopping = True
+        self.m.status = RunStatus.STOPPING
+        self.write()
+        _say(f"stop requested by {self.m.stop_requested_by}: SIGTERM to the trainer "
+             f"(SIGKILL after {self.stop_timeout:.0f}s)")
+        P.signal_all(known.values(), [pgid], signal.SIGTERM)
+        self.kill_at = time.monotonic() + self.stop_timeout
+
+    def _kill(self, known: dict[int, P.ProcId], pgid: int) -> None:
+        self.killed = True
+        extra = P.find_by_env(RUN_ID_ENV, self.m.id, exclude=[os.getpid()])
+        targets = list(known.values()) + extra
+        _say(f"the trainer did not stop within {self.stop_timeout:.0f}s: SIGKILL to "
+             + ", ".join(str(p.pid) for p in P.survivors(targets, [pgid])))
+        P.signal_all(targets, [pgid], signal.SIGKILL)
+        for p in extra:
+            known.setdefault(p.pid, p)
+
+    def _verify_gone(self, known: dict[int, P.ProcId], pgid: int) -> list[P.ProcId]:
+        """After the end: nothing of the run may survive. Kill stragglers; report the rest."""
+        strays = P.find_by_env(RUN_ID_ENV, self.m.id, exclude=[os.getpid()])
+        candidates = list(known.values()) + strays
+        left = P.survivors(candidates, [pgid])
+        if left:
+            _say("processes of the run still alive after it ended: "
+                 + ", ".join(str(p.pid) for p in left) + "; sending SIGKILL")
+            P.signal_all(left, [pgid], signal.SIGKILL)
+            left = P.wait_gone(left, [pgid], KILL_WAIT)
+        holders = P.nvml_holders([p.pid for p in candidates])
+        if holders:
+            _say("GPU memory still held by: " + ", ".join(
+                f"pid {pid} on GPU {gpu}" for gpu, pid, _b in holders))
+        return left
+
+    # -- end of an attempt and of the run --------------------------------------------------
+    def _end_attempt(self, attempt: Attempt, info: ExitInfo) -> None:
+        from runner.control.secrets import redact_text
+
+        secrets = _secrets_from_env()
+        msg = redact_text(info.message, secrets) if info.message else None
+        attempt.ended_at = time.time()
+        attempt.exit_code = info.exit_code
+        attempt.end_reason = info.status.value
+        attempt.message = msg
+        self.m.status = info.status
+        self.m.exit_code = info.exit_code
+        self.m.message = msg
+        ck = info.checkpoint
+        if ck is None:
+            with contextlib.suppress(Exception):
+                newest = newest_complete_checkpoint(self.run_dir)
+                ck = str(newest) if newest else None
+        self.m.checkpoint = ck
+        self.write()
+        _say(f"attempt {attempt.number} ended: {info.status.value}"
+             + (f" (exit code {info.exit_code})" if info.exit_code is not None else "")
+             + (f": {msg}" if msg else ""))
+
+    def _finish(self) -> None:
+        self.m.finished_at = time.time()
+        self.write()
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir / STOP_REQUEST).unlink()
+        _say(f"run {self.m.id} ended: {self.m.status.value}")
+
+    # -- restart policy ---------------------------------------------------------------------
+    def _restart_patch(self, info: ExitInfo) -> dict[str, Any] | None:
+        """The config patch for an automatic restart, or None for no restart (and why, logged)."""
+        st = info.status
+        if st in (RunStatus.FINISHED, RunStatus.STOPPED) or self.stop_request() is not None:
+            return None
+        if self.m.restarts >= self.m.max_restarts:
+            if self.m.max_restarts:
+                _say(f"not restarting: {self.m.restarts} of {self.m.max_restarts} restart(s) used")
+            return None
+        if info.config_error:
+            _say("not restarting: a configuration error fails the same way every time")
+            return None
+        if st is RunStatus.PREEMPTED:
+            _say("not restarting: the run was preempted (resume it where it is rescheduled)")
+            return None
+        if st in (RunStatus.OOM, RunStatus.DIVERGED):
+            if not self.m.auto_triage:
+                _say(f"not restarting after {st.value}: the same settings would fail again "
+                     "(launch with --auto-triage to retry with triage's first suggestion)")
+                return None
+            patch = _first_triage_patch(self.run_dir)
+            if not patch:
+                _say(f"not restarting after {st.value}: triage has no suggestion to apply")
+                return None
+            _say("auto-triage: applying " + json.dumps(patch, default=str))
+            return patch
+        return {}
+
+    def _backoff(self) -> bool:
+        """Sleep before a restart; False when a stop arrives meanwhile."""
+        try:
+            base = float(os.environ.get(BACKOFF_ENV, DEFAULT_BACKOFF))
+        except ValueError:
+            base = DEFAULT_BACKOFF
+        delay = min(300.0, base * (2 ** self.m.restarts))
+        _say(f"restarting in {delay:.1f}s ({self.m.restarts + 1} of {self.m.max_restarts})")
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            req = self.stop_request()
+            if req is not None:
+                self._record_stop_request(req)
+                return False
+            time.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+        return True
+
+    def _prepare_restart(self, attempt: Attempt, info: ExitInfo, patch: dict[str, Any]) -> None:
+        from runner.config.yamlio import ConfigDoc
+
+        ck = newest_complete_checkpoint(self.run_dir)
+        keep_attempt_copy(self.run_dir, attempt.number)
+        cfg = self.run_dir / FROZEN_CONFIG
+        doc = ConfigDoc.load(cfg)
+        for k, v in patch.items():
+            if v is None:
+                doc.delete(k)
+            else:
+                doc.set(k, v)
+        if ck is not None:
+            doc.set("resume_from_checkpoint", str(ck))
+        else:
+            doc.delete("resume_from_checkpoint")
+        atomic_write_text(cfg, doc.dumps())
+        values = doc.values()
+        opts = dict(self.m.launch_options)
+        plan = build_launch_plan(values, config_path=cfg, cwd=self.m.cwd or None, **opts)
+        write_plan_files(plan, values)
+        self.env.update(plan.env)
+        self.m.argv = plan.argv
+        self.m.restarts += 1
+        self.m.attempts.append(
+            Attempt(
+                number=attempt.number + 1,
+                started_at=time.time(),
+                resume_from=str(ck) if ck else None,
+                argv=plan.argv,
+                overrides=patch,
+            )
+        )
+        self.m.status = RunStatus.STARTING
+        self.m.exit_code = None
+        self.m.message = None
+        self.m.trainer = None
+        self.m.survivors = []
+        self.write()
+        _say(f"restart {self.m.restarts}: resuming from {ck.name if ck else 'scratch (no complete checkpoint)'}")
+
+
+def _secrets_from_env() -> dict[str, Any]:
+    from runner.control.secrets import SECRETS_ENV
+
+    raw = os.environ.get(SECRETS_ENV)
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _first_triage_patch(run_dir: Path) -> dict[str, Any] | None:
+    """The patch of triage's first suggestion for this run, or None."""
+    try:
+        from runner.triage import triage_run
+
+        for diag in triage_run(run_dir):
+            for sug in getattr(diag, "suggestions", None) or ():
+                patch = getattr(sug, "patch", None)
+                if patch:
+                    return dict(patch)
+    except Exception as exc:  # triage is advice; its failure must not take the run down
+        _say(f"auto-triage failed: {type(exc).__name__}: {exc}")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m runner.control.supervisor RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(args[0]).resolve()
+    lock: RunLock | None = None
+    fd = os.environ.get(LOCK_FD_ENV)
+    if fd and fd.isdigit():
+        lock = adopt(int(fd), run_dir)
+    else:
+        # Started by hand: take the lock ourselves (refused if a run is active).
+        from runner.control.lock import acquire
+
+        lock = acquire(run_dir)
+    try:
+        sup = Supervisor(run_dir, lock)
+        sup.install_signals()
+        return sup.run()
+    except SystemExit:
+        raise
+    except BaseException:
+        _say("supervisor error:\n" + traceback.format_exc())
+        return 1
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
