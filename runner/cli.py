@@ -73,7 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         selected = "tui"
         args_list = ["tui", *args_list]
     parser = build_parser(selected)
-    args = parser.parse_args(args_list)
+    # parse_known_args so that key=value overrides may follow options
+    # (`tunedeck resume RUN --follow lr=1e-4`), which argparse alone refuses.
+    args, extra = parser.parse_known_args(args_list)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0
