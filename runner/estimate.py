@@ -130,8 +130,8 @@ class MemoryEstimate:
                f"available ({short} short)")
         lv = self.fitting_level
         if lv is not None:
-            msg += f"; the guide's level {lv.level} ({lv.title}) would bring it to " \
-                   f"~{format_bytes(lv.per_gpu_bytes)}"
+            msg += (f"; the guide's 9.3 levels up to {lv.title!r} would bring it to "
+                    f"~{format_bytes(lv.per_gpu_bytes)}")
         elif self.levels:
             msg += "; even the guide's level 4 does not fit: more GPUs or a smaller model"
         return msg
@@ -788,7 +788,7 @@ def _coerce_level(idx: Any, item: Any) -> _Level | None:
         get = (item.get if isinstance(item, Mapping) else lambda k, d=None: getattr(item, k, d))
         patch = get("patch") or get("values") or get("settings") or {}
         title = get("title") or get("name") or f"level {idx}"
-        level = get("level") or idx
+        level = get("number") or get("level") or idx
     try:
         level_n = int(level)
     except (TypeError, ValueError):
@@ -807,6 +807,8 @@ def _apply_level(values: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[st
             out[k] = val
     if out.get("quantization_bit") and str(out.get("finetuning_type", "lora")) != "lora":
         out["finetuning_type"] = "lora"   # the guide's level 3 is QLoRA
+    if patch.get("gradient_checkpointing") is True:
+        out.pop("disable_gradient_checkpointing", None)   # else the old switch still wins
     return out
 
 

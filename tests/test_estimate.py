@@ -275,3 +275,20 @@ def test_estimate_command_prints_components_and_verdict(tmp_path: Path) -> None:
     # Two RTX 4090s detected through (fake) NVML: 24 GB each, both counted as ranks.
     assert data["num_gpus"] == 2 and data["gpu_mem_bytes"] > 20 * GiB
     assert data["fits"] in (True, False) and data["verdict"]
+
+
+def test_verdict_names_the_first_guide_level_that_fits() -> None:
+    from runner.config.presets import OPTIMIZATION_LEVELS
+
+    e = estimate({"finetuning_type": "full", "bf16": True, "cutoff_len": 2048,
+                  "per_device_train_batch_size": 4}, params="7B", gpu_mem_gib=24,
+                 detect_gpus=False)
+    assert e.fits is False
+    # Levels apply cumulatively, in the guide's order, and each one lowers the estimate.
+    assert [lv.level for lv in e.levels] == [lv.number for lv in OPTIMIZATION_LEVELS]
+    sizes = [e.per_gpu_bytes] + [lv.per_gpu_bytes for lv in e.levels]
+    assert sizes == sorted(sizes, reverse=True)
+    # Full fine-tuning of 7B does not fit 24 GiB until the QLoRA level switches method.
+    fit = e.fitting_level
+    assert fit is not None and fit.patch.get("quantization_bit") == 4
+    assert fit.title in e.verdict() and "does not fit" in e.verdict()

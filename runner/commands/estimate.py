@@ -77,7 +77,7 @@ def render(est, title: str) -> None:  # type: ignore[no-untyped-def]
         for lv in est.levels:
             patch = ", ".join(f"{k}={v}" for k, v in lv.patch.items())
             fits = "?" if lv.fits is None else ("yes" if lv.fits else "no")
-            lt.add_row(f"{lv.level} {lv.title}", patch, format_bytes(lv.per_gpu_bytes), fits)
+            lt.add_row(lv.title, patch, format_bytes(lv.per_gpu_bytes), fits)
         con.print(lt)
     if est.assumptions:
         con.print("[dim]assumptions:[/]")
