@@ -1,0 +1,38 @@
+"""``tunedeck tui`` (and ``tunedeck`` with no command): open the terminal UI.
+
+Textual is imported only when the command runs, so ``tunedeck tui --help`` and every
+other subcommand stay free of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", metavar="DIR", default=None,
+                        help="where runs are discovered (default: the current directory)")
+    parser.add_argument("--readonly", action="store_true",
+                        help="watch only: every action that changes a run or a file is removed")
+    parser.add_argument("--theme", metavar="NAME", default=None,
+                        help="colour theme: tunedeck-dark (default), tunedeck-light, tunedeck-contrast "
+                             "(16 colours), or a user theme; remembered for next time")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="open this YAML config in the editor right away")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runner.errors import TunedeckError
+
+    root = Path(args.root).expanduser() if args.root else Path.cwd()
+    if not root.is_dir():
+        raise TunedeckError(f"--root {root} is not a directory", hint="pass the folder that holds your runs")
+    if args.config and not Path(args.config).expanduser().is_file():
+        raise TunedeckError(f"--config {args.config}: file not found")
+    from tui.app import TunedeckApp
+
+    app = TunedeckApp(root=root, readonly=args.readonly, theme=args.theme,
+                      config=Path(args.config).expanduser() if args.config else None)
+    result = app.run()
+    return int(result or 0)

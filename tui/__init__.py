@@ -1,0 +1,1 @@
+"""tunedeck's Textual app. Imported only by ``runner/commands/tui.py`` (lazily)."""

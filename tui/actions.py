@@ -1,0 +1,197 @@
+"""The one registry of every key binding and action in the TUI.
+
+Each entry has a stable id, the key, the action it runs, a short footer label and
+a one-sentence help. Screens build their bindings from here
+(:func:`bindings_for`), the help screen and the command palette list from here,
+and ``--readonly`` filters here: an action that changes a run (or writes a file)
+is not registered at all in read-only mode, so no key, palette entry or footer
+hint can reach it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+# Scopes, in the order the help screen lists them.
+SCOPES: dict[str, str] = {
+    "app": "Everywhere",
+    "dashboard": "Dashboard",
+    "editor": "Config editor",
+    "checkpoints": "Checkpoints",
+    "triage": "Triage",
+    "logs": "Logs",
+    "help": "Help",
+    "modal": "Confirmation dialogs",
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One user action. ``key`` None means palette-only; ``builtin`` means Textual binds it."""
+
+    id: str
+    key: str | None
+    action: str
+    label: str
+    help: str
+    scope: str
+    mutating: bool = False
+    show: bool = True
+    key_display: str | None = None
+    priority: bool = False
+    builtin: bool = False
+
+    @property
+    def display_key(self) -> str:
+        if self.key is None:
+            return ""
+        if self.key_display:
+            return self.key_display
+        first = self.key.split(",")[0]
+        return {"question_mark": "?", "slash": "/", "escape": "esc", "enter": "enter"}.get(first, first)
+
+    def binding(self) -> Binding:
+        assert self.key is not None
+        return Binding(
+            self.key,
+            self.action,
+            self.label,
+            show=self.show,
+            key_display=self.key_display,
+            priority=self.priority,
+            tooltip=self.help,
+            id=self.id,
+        )
+
+
+def _a(*args: object, **kwargs: object) -> Action:
+    return Action(*args, **kwargs)  # type: ignore[arg-type]
+
+
+ACTIONS: tuple[Action, ...] = (
+    # -- everywhere -----------------------------------------------------------
+    _a("app.help", "question_mark,f1", "help", "Help", "Show every key of every screen.", "app",
+       key_display="?"),
+    _a("app.palette", "ctrl+p", "command_palette", "Palette",
+       "Open the command palette: every action of this screen, themes, editor groups.", "app",
+       builtin=True),
+    _a("app.quit", "ctrl+q", "quit", "Quit",
+       "Quit the TUI. Runs keep going: they belong to their supervisors, not to this window.", "app",
+       priority=True),
+    _a("app.theme.next", None, "next_theme", "Next theme", "Switch to the next colour theme.", "app"),
+    # -- dashboard ------------------------------------------------------------
+    _a("dashboard.quit", "q", "app.quit", "Quit", "Quit the TUI (runs keep going).", "dashboard"),
+    _a("run.stop", "S", "stop_run", "Stop",
+       "Stop the selected run: it saves a checkpoint at the next step and exits (asks first).",
+       "dashboard", mutating=True),
+    _a("run.resume", "R", "resume_run", "Resume",
+       "Resume the selected run from a checkpoint you choose.", "dashboard", mutating=True),
+    _a("run.launch_copy", "L", "launch_copy", "Copy",
+       "Launch a copy of the selected run's frozen config into a new output directory.",
+       "dashboard", mutating=True),
+    _a("run.triage", "t", "open_triage", "Triage",
+       "Diagnose the selected run and list ordered fixes with config patches.", "dashboard"),
+    _a("run.logs", "l", "open_logs", "Logs", "Open the selected run's full stdout.log.", "dashboard"),
+    _a("run.checkpoints", "c", "open_checkpoints", "Ckpts",
+       "List the selected run's checkpoints (resume from one, delete one).", "dashboard"),
+    _a("run.edit_config", "e", "edit_config", "Edit",
+       "Open the selected run's config in the editor.", "dashboard"),
+    _a("dashboard.new_config", "n", "new_config", "New",
+       "Start a config from a sample config or a 24/48/80GB hardware preset.", "dashboard"),
+    _a("dashboard.open_config", "o", "open_config", "Open", "Open a YAML config file in the editor.",
+       "dashboard"),
+    _a("run.metric.loss", "1", "metric('loss')", "Loss", "Plot the training loss.", "dashboard",
+       show=False),
+    _a("run.metric.eval_loss", "2", "metric('eval_loss')", "Eval", "Plot the evaluation loss.",
+       "dashboard", show=False),
+    _a("run.metric.lr", "3", "metric('lr')", "LR", "Plot the learning rate.", "dashboard", show=False),
+    _a("run.metric.grad_norm", "4", "metric('grad_norm')", "Grad", "Plot the gradient norm.",
+       "dashboard", show=False),
+    _a("run.metric.throughput", "5", "metric('throughput')", "Tok/s", "Plot the throughput (tokens/s).",
+       "dashboard", show=False),
+    # -- config editor --------------------------------------------------------
+    _a("editor.back", "escape", "back", "Back", "Leave the editor (asks when there are unsaved edits).",
+       "editor"),
+    _a("editor.save", "ctrl+s", "save", "Save",
+       "Save the config (comments and key order kept; refused if the file changed on disk).",
+       "editor", mutating=True),
+    _a("editor.save_as", None, "save_as", "Save as", "Save the config under a new path.", "editor",
+       mutating=True),
+    _a("editor.launch", "ctrl+r", "launch", "Launch",
+       "Launch this config: shows the exact command and a GPU picker first.", "editor", mutating=True),
+    _a("editor.findings", "ctrl+f", "focus_findings", "Findings",
+       "Jump to the findings list (enter on a finding jumps to its field).", "editor"),
+    _a("editor.next_group", "ctrl+t", "next_group", "Next tab", "Show the next parameter group.",
+       "editor"),
+    _a("editor.preview", "ctrl+y", "toggle_preview", "YAML/diff",
+       "Switch the side panel between the memory estimate, the YAML preview and the diff on disk.",
+       "editor"),
+    _a("editor.memory_source", "ctrl+g", "cycle_memory_source", "GPU mem",
+       "Estimate against the detected GPUs or the 24/48/80GB presets in turn.", "editor"),
+    _a("editor.open", "ctrl+o", "open_config", "Open", "Open another YAML config file.", "editor"),
+    _a("editor.new", "ctrl+n", "new_config", "New",
+       "Start from a sample config or a hardware preset.", "editor"),
+    # -- checkpoints ----------------------------------------------------------
+    _a("checkpoints.back", "escape", "back", "Back", "Back to the dashboard.", "checkpoints"),
+    _a("checkpoints.resume", "R", "resume_from", "Resume",
+       "Resume the run from the selected checkpoint.", "checkpoints", mutating=True),
+    _a("checkpoints.delete", "D", "delete", "Delete",
+       "Delete the selected checkpoint (asks; twice for the newest complete one).", "checkpoints",
+       mutating=True),
+    _a("checkpoints.path", "p", "show_path", "Path",
+       "Show the selected checkpoint's full path and copy it to the clipboard.", "checkpoints"),
+    # -- triage ---------------------------------------------------------------
+    _a("triage.back", "escape", "back", "Back", "Back to the dashboard.", "triage"),
+    _a("triage.apply", "A", "apply", "Apply",
+       "Write the selected suggestion's patched config as a new file, then offer to resume.",
+       "triage", mutating=True),
+    # -- logs -----------------------------------------------------------------
+    _a("logs.back", "escape", "back", "Back", "Back (or close the search bar).", "logs"),
+    _a("logs.follow", "f", "toggle_follow", "Follow", "Follow new lines as they are written.", "logs"),
+    _a("logs.search", "slash", "search", "Search", "Search the log; n / N for the next / previous match.",
+       "logs", key_display="/"),
+    _a("logs.next", "n", "next_match", "Next", "Next search match.", "logs", show=False),
+    _a("logs.previous", "N", "previous_match", "Prev", "Previous search match.", "logs", show=False),
+    _a("logs.first_error", "E", "first_error", "1st error",
+       "Jump to the first error (traceback, CUDA OOM, NaN).", "logs"),
+    _a("logs.top", "g", "top", "Top", "Go to the first line.", "logs", show=False),
+    _a("logs.bottom", "G", "bottom", "End", "Go to the last line.", "logs", show=False),
+    # -- help -----------------------------------------------------------------
+    _a("help.back", "escape,q", "back", "Back", "Close the help.", "help"),
+    # -- confirmation dialogs -------------------------------------------------
+    _a("modal.yes", "y", "yes", "Yes", "Confirm the action named in the dialog.", "modal"),
+    _a("modal.no", "n,escape", "no", "No", "Cancel: nothing happens.", "modal"),
+)
+
+_BY_ID = {a.id: a for a in ACTIONS}
+assert len(_BY_ID) == len(ACTIONS), "action ids must be unique"
+
+
+def get(action_id: str) -> Action:
+    return _BY_ID[action_id]
+
+
+def actions_for(scope: str, *, readonly: bool) -> list[Action]:
+    """The actions registered in ``scope``; read-only mode drops every mutating one."""
+    return [a for a in ACTIONS if a.scope == scope and not (readonly and a.mutating)]
+
+
+def bindings_for(scope: str, *, readonly: bool) -> list[Binding]:
+    """Textual bindings for ``scope`` (palette-only and Textual-builtin entries excluded)."""
+    return [a.binding() for a in actions_for(scope, readonly=readonly) if a.key and not a.builtin]
+
+
+def iter_help(readonly: bool) -> Iterator[tuple[str, list[Action]]]:
+    """(scope title, actions) in help order: what the help screen renders."""
+    for scope, title in SCOPES.items():
+        acts = actions_for(scope, readonly=readonly)
+        if acts:
+            yield title, acts
+
+
+def is_allowed(action_id: str, *, readonly: bool) -> bool:
+    a = _BY_ID.get(action_id)
+    return a is not None and not (readonly and a.mutating)

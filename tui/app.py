@@ -1,0 +1,577 @@
+"""The Textual app: a view and a controller over run directories.
+
+It never owns a run: runs belong to their supervisors, so quitting, losing the SSH
+link or detaching tmux changes nothing about training. Sampling happens in thread
+workers that post immutable snapshots (``tui.messages``); each poll schedules the
+next one only after it finished, so a slow disk or driver never piles up work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+import themes
+from tui import actions, data
+from tui.commands import TunedeckCommands
+from tui.messages import GpusSampled, RunDetailSampled, RunsSampled
+from tui.settings import Settings, load_settings, save_settings, user_themes_dir
+
+GPU_INTERVAL = 1.0       # NVML devices ~1 Hz (processes are cached ~2 s by the facade)
+RUNS_INTERVAL = 2.0      # run discovery + manifests
+DETAIL_INTERVAL = 1.0    # the selected run's log/checkpoints
+TTY_CHECK_INTERVAL = 2.0
+
+
+class TunedeckApp(App[int]):
+    """``tunedeck`` with no command. See ``tunedeck tui --help`` for the options."""
+
+    TITLE = "tunedeck"
+    CSS_PATH = [str(p) for p in themes.TCSS_FILES]
+    COMMANDS = App.COMMANDS | {TunedeckCommands}
+    BINDINGS = actions.bindings_for("app", readonly=False)
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(
+        self,
+        *,
+        root: str | Path | None = None,
+        readonly: bool = False,
+        theme: str | None = None,
+        config: str | Path | None = None,
+        poll: bool = True,
+        settings_file: Path | None = None,
+    ) -> None:
+        self.readonly = readonly  # set before super().__init__: screens read it
+        super().__init__()
+        self.root = Path(root or os.getcwd()).resolve()
+        self.start_config = Path(config).resolve() if config else None
+        self.poll_enabled = poll
+        self.settings_file = settings_file
+        self.settings: Settings = load_settings(settings_file)
+        self.cli_theme = theme
+        self.selected_run_dir: Path | None = None
+        self.gpu_view: data.GpuView | None = None
+        self.runs_view: data.RunsView | None = None
+        self._gpu_sampler = data.GpuSampler()
+        self._detail_sampler = data.RunDetailSampler()
+        self._theme_problems: list[str] = []
+        self._polls_started = False
+        self._hup_received = False
+        for t in themes.BUILTIN.values():
+            self.register_theme(t)
+        user, problems = themes.load_user_themes(user_themes_dir())
+        for t in user:
+            self.register_theme(t)
+        self._theme_problems = [str(p) for p in problems]
+        self.theme = self._initial_theme()
+
+    # -- themes -------------------------------------------------------------------
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return dict(themes.VARIABLE_DEFAULTS)
+
+    def _initial_theme(self) -> str:
+        for source, name in (("--theme", self.cli_theme), ("settings", self.settings.theme)):
+            resolved = themes.resolve_name(name)
+            if not resolved:
+                continue
+            if resolved in self.available_themes:
+                return resolved
+            self._theme_problems.append(
+                f"theme {name!r} (from {source}) does not exist; using {themes.DEFAULT_THEME}. "
+                f"Known: {', '.join(sorted(self._our_theme_names()))}"
+            )
+            break
+        return themes.DEFAULT_THEME
+
+    def _our_theme_names(self) -> list[str]:
+        return [n for n in self.available_themes if n.startswith("tunedeck") or n not in _textual_builtin()]
+
+    def watch_theme(self, theme_name: str) -> None:
+        # Remember the choice (palette switch or --theme), and recolour Rich-rendered cells.
+        if getattr(self, "_mounted_once", False) and theme_name != self.settings.theme:
+            self.settings = self.settings.with_theme(theme_name)
+            save_settings(self.settings, self.settings_file)
+        dash = self.dashboard
+        if dash is not None and dash.is_mounted and self.runs_view is not None:
+            dash.query_one("#runs").update_runs(self.runs_view.runs, force=True)  # type: ignore[attr-defined]
+
+    def action_next_theme(self) -> None:
+        names = self._our_theme_names()
+        i = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(i + 1) % len(names)]
+        self.notify(f"Theme: {self.theme}")
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+
+    # -- start-up -----------------------------------------------------------------
+    def get_default_screen(self) -> Screen[Any]:
+        from tui.screens.dashboard import DashboardScreen
+
+        return DashboardScreen()
+
+    @property
+    def dashboard(self) -> Any | None:
+        from tui.screens.dashboard import DashboardScreen
+
+        try:
+            base = self.screen_stack[0]
+        except (IndexError, Exception):  # noqa: BLE001 - before the first screen exists
+            return None
+        return base if isinstance(base, DashboardScreen) else None
+
+    def on_mount(self) -> None:
+        self._mounted_once = True
+        for problem in self._theme_problems:
+            self.notify(problem, severity="error", timeout=10)
+        if self.readonly:
+            self.sub_title = "read-only"
+        if self.poll_enabled:
+            self.start_polls()
+        if not self.is_headless:
+            self._install_terminal_watch()
+        if self.start_config is not None:
+            self.open_editor(self.start_config)
+
+    def start_polls(self) -> None:
+        if self._polls_started:
+            return
+        self._polls_started = True
+        self._poll_gpus()
+        self._poll_runs()
+
+    # -- terminal loss: exit instead of spinning (dolphie's watchdog) --------------
+    def _install_terminal_watch(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self._terminal_gone)
+        self.set_interval(TTY_CHECK_INTERVAL, self._check_terminal, name="tty-watch")
+
+    def _check_terminal(self) -> None:
+        try:
+            alive = os.isatty(sys.__stdin__.fileno()) and os.isatty(sys.__stdout__.fileno())
+        except (AttributeError, ValueError, OSError):
+            alive = False
+        if not alive:
+            self._terminal_gone()
+
+    def _terminal_gone(self) -> None:
+        self._hup_received = True
+        self.exit(0)
+
+    # -- samplers (thread workers; each poll schedules the next when it is done) ---
+    def _poll_gpus(self) -> None:
+        self.run_worker(self._sample_gpus, thread=True, group="gpu", exclusive=True,
+                        exit_on_error=False, name="gpu-sampler")
+
+    def _sample_gpus(self) -> None:
+        runs = self.runs_view.runs if self.runs_view else ()
+        try:
+            view = self._gpu_sampler.sample(runs)
+        except Exception as exc:  # noqa: BLE001 - the facade never raises, but be sure
+            view = data.GpuView(_failed_snapshot(str(exc)), {}, {})
+        self.post_message(GpusSampled(view))
+
+    @on(GpusSampled)
+    def _gpus_sampled(self, message: GpusSampled) -> None:
+        self.gpu_view = message.view
+        dash = self.dashboard
+        if dash is not None and dash.is_mounted:
+            dash.apply_gpus(message.view)
+        self.set_timer(GPU_INTERVAL, self._poll_gpus, name="gpu-poll")
+
+    def _poll_runs(self) -> None:
+        self.run_worker(self._sample_runs, thread=True, group="runs", exclusive=True,
+                        exit_on_error=False, name="runs-sampler")
+
+    def _sample_runs(self) -> None:
+        try:
+            view = data.list_runs(self.root)
+        except Exception as exc:  # noqa: BLE001
+            view = data.RunsView(self.root, (), error=str(exc))
+        self.post_message(RunsSampled(view))
+
+    @on(RunsSampled)
+    def _runs_sampled(self, message: RunsSampled) -> None:
+        first = self.runs_view is None
+        self.runs_view = message.view
+        dash = self.dashboard
+        if dash is not None and dash.is_mounted:
+            dash.apply_runs(message.view)
+            if self._pending_select is not None and dash.select_run_dir(self._pending_select):
+                self._pending_select = None
+        self.set_timer(RUNS_INTERVAL, self._poll_runs, name="runs-poll")
+        if first:
+            self._poll_detail()
+
+    _pending_select: Path | None = None
+
+    def select_run(self, run_dir: Path | None) -> None:
+        changed = run_dir != self.selected_run_dir
+        self.selected_run_dir = run_dir
+        if changed and self._polls_started:
+            self._poll_detail(reschedule=False)
+
+    def _poll_detail(self, reschedule: bool = True) -> None:
+        run_dir = self.selected_run_dir
+        if run_dir is None:
+            if reschedule:
+                self.set_timer(DETAIL_INTERVAL, self._poll_detail, name="detail-poll")
+            return
+        run = next((r for r in (self.runs_view.runs if self.runs_view else ()) if Path(r.run_dir) == run_dir), None)
+        gpus = self.gpu_view.snapshot if self.gpu_view else None
+        self.run_worker(lambda: self._sample_detail(run_dir, run, gpus, reschedule), thread=True,
+                        group="detail", exclusive=not reschedule, exit_on_error=False,
+                        name="detail-sampler")
+
+    def _sample_detail(self, run_dir: Path, run: Any, gpus: Any, reschedule: bool) -> None:
+        try:
+            self._detail_sampler.forget({run_dir})
+            detail = self._detail_sampler.sample(run_dir, run, gpus)
+        except Exception as exc:  # noqa: BLE001
+            detail = data.RunDetail(run_dir, run, {}, (f"cannot read run: {exc}",), (), ())
+        self.post_message(RunDetailSampled(detail, reschedule))
+
+    @on(RunDetailSampled)
+    def _detail_sampled(self, message: RunDetailSampled) -> None:
+        dash = self.dashboard
+        if dash is not None and dash.is_mounted:
+            dash.apply_detail(message.detail)
+        if message.reschedule:
+            self.set_timer(DETAIL_INTERVAL, self._poll_detail, name="detail-poll")
+
+    def refresh_now(self) -> None:
+        """Sample runs right away (after a launch/stop/resume)."""
+        self._poll_runs_once()
+
+    @work(thread=True, group="runs-now", exit_on_error=False)
+    def _poll_runs_once(self) -> None:
+        view = data.list_runs(self.root)
+        self.call_from_thread(self._apply_runs_once, view)
+
+    def _apply_runs_once(self, view: data.RunsView) -> None:
+        self.runs_view = view
+        dash = self.dashboard
+        if dash is not None and dash.is_mounted:
+            dash.apply_runs(view)
+            if self._pending_select is not None and dash.select_run_dir(self._pending_select):
+                self._pending_select = None
+
+    # -- navigation ------------------------------------------------------------
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen())
+
+    def back_to_dashboard(self) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def open_logs(self, run_dir: Path) -> None:
+        from tui.screens.logs import LogsScreen
+
+        self.push_screen(LogsScreen(run_dir))
+
+    def open_checkpoints(self, run_dir: Path) -> None:
+        from tui.screens.checkpoints import CheckpointsScreen
+
+        self.push_screen(CheckpointsScreen(run_dir))
+
+    def open_triage(self, run_dir: Path) -> None:
+        from tui.screens.triage import TriageScreen
+
+        self.push_screen(TriageScreen(run_dir))
+
+    def open_editor(self, path: Path | None = None, *, text: str | None = None,
+                    title: str | None = None) -> None:
+        from tui.screens.editor import EditorScreen
+
+        try:
+            screen = EditorScreen(path=path, text=text, title=title)
+        except Exception as exc:  # noqa: BLE001 - ConfigError with file:line
+            self.notify(str(exc), title="Cannot open config", severity="error", timeout=10)
+            return
+        self.push_screen(screen)
+
+    def edit_run_config(self, run: Any) -> None:
+        from runner.control.manifest import read_manifest
+
+        m = read_manifest(run.run_dir)
+        path = Path(m.config_path) if m and m.config_path and Path(m.config_path).is_file() else None
+        if path is None:
+            frozen = Path(run.run_dir) / "config.yaml"
+            path = frozen if frozen.is_file() else None
+        if path is None:
+            self.notify(f"{run.name} has no config file to edit.", severity="warning")
+            return
+        self.open_editor(path)
+
+    def prompt_open_config(self) -> None:
+        from tui.screens.modals import PathPrompt
+
+        def opened(value: str | None) -> None:
+            if value:
+                p = Path(value).expanduser()
+                if not p.is_absolute():
+                    p = self.root / p
+                self.open_editor(p)
+
+        self.push_screen(PathPrompt("Open a YAML config", placeholder=str(self.root / "config.yaml")), opened)
+
+    def new_config(self) -> None:
+        from tui.screens.modals import ChoiceModal
+
+        choices: list[tuple[str, str]] = []
+        for p in data.sample_config_paths():
+            choices.append((f"sample:{p}", f"sample  {p.name}"))
+        try:
+            for pr in data.hardware_presets():
+                choices.append((f"preset:{pr.name}", f"preset  {pr.title}"))
+        except Exception:  # noqa: BLE001 - presets not available
+            pass
+        if not choices:
+            self.notify("No sample configs or presets found.", severity="warning")
+            return
+
+        def chosen(cid: str | None) -> None:
+            if not cid:
+                return
+            kind, _, ref = cid.partition(":")
+            if kind == "sample":
+                text = Path(ref).read_text(encoding="utf-8")
+                self.open_editor(None, text=text, title=f"new config from {Path(ref).name}")
+            else:
+                self.open_editor(None, text=preset_yaml(ref), title=f"new config from preset {ref}")
+
+        self.push_screen(ChoiceModal("Start a config from", choices, id="new-config"), chosen)
+
+    # -- run control flows (asked for by screens) --------------------------------
+    def confirm_stop(self, run: Any) -> None:
+        from tui.screens.dashboard import describe_stop
+        from tui.screens.modals import ConfirmationModal
+
+        if self.readonly:
+            return
+        status = str(getattr(run.status, "value", run.status))
+        if status not in ("running", "starting", "stopping"):
+            self.notify(f"{run.name} is {status}: nothing to stop.", severity="warning")
+            return
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self._do_stop(Path(run.run_dir), run.name)
+
+        self.push_screen(ConfirmationModal(f"Stop run {run.name}?", describe_stop(run), yes="Stop",
+                                           id="confirm-stop"), done)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _do_stop(self, run_dir: Path, name: str) -> None:
+        try:
+            data.stop(run_dir)
+        except Exception as exc:  # noqa: BLE001 - typed errors carry the fix
+            self.call_from_thread(self.notify, str(exc), title=f"Stop {name}", severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, f"Stop requested: {name} will checkpoint and exit.",
+                              title="Stopping")
+        self.call_from_thread(self.refresh_now)
+
+    def choose_resume(self, run: Any, *, checkpoint: Path | None = None,
+                      overrides: dict[str, Any] | None = None) -> None:
+        """Pick a checkpoint (unless given), confirm, resume."""
+        from tui.screens.modals import ChoiceModal
+
+        if self.readonly:
+            return
+        if checkpoint is not None:
+            self._confirm_resume(run, str(checkpoint), overrides)
+            return
+
+        def picked(cid: str | None) -> None:
+            if cid:
+                self._confirm_resume(run, cid, overrides)
+
+        def offer(cks: tuple[Any, ...]) -> None:
+            complete = [c for c in cks if c.complete]
+            if not complete:
+                self.notify(f"{run.name} has no complete checkpoint to resume from.", severity="warning")
+                return
+            choices = [(str(c.path), f"step {c.step:<7} {Path(c.path).name}"
+                        + (f"  loss {c.loss:.4g}" if c.loss is not None else "")
+                        + ("  (newest)" if i == 0 else "")) for i, c in enumerate(complete)]
+            self.push_screen(ChoiceModal(f"Resume {run.name} from", choices, id="resume-choice"), picked)
+
+        self._scan_then(Path(run.run_dir), offer)
+
+    @work(thread=True, group="scan", exit_on_error=False)
+    def _scan_then(self, run_dir: Path, then: Callable[[tuple[Any, ...]], None]) -> None:
+        try:
+            cks = data.scan_checkpoints(run_dir)
+        except Exception:  # noqa: BLE001
+            cks = ()
+        self.call_from_thread(then, cks)
+
+    def _confirm_resume(self, run: Any, checkpoint: str, overrides: dict[str, Any] | None) -> None:
+        from tui.screens.modals import ConfirmationModal
+
+        status = str(getattr(run.status, "value", run.status))
+        lines = [
+            f"Run: {run.name}  ({status})",
+            f"Directory: {run.run_dir}",
+            f"From: {checkpoint}",
+            "What happens: a new supervised attempt starts from that checkpoint with the run's "
+            "frozen config" + (" and these changes:" if overrides else "."),
+        ]
+        for k, v in (overrides or {}).items():
+            lines.append(f"  {k}: {v}")
+        if status in ("running", "starting", "stopping"):
+            lines.append("The run is still active: resume will refuse until it has stopped.")
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self._do_resume(Path(run.run_dir), run.name, checkpoint, overrides)
+
+        self.push_screen(ConfirmationModal(f"Resume {run.name}?", lines, yes="Resume", danger=False,
+                                           id="confirm-resume"), done)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _do_resume(self, run_dir: Path, name: str, checkpoint: str, overrides: dict[str, Any] | None) -> None:
+        try:
+            data.resume(run_dir, checkpoint, overrides)
+        except Exception as exc:  # noqa: BLE001
+            self.call_from_thread(self.notify, str(exc), title=f"Resume {name}", severity="error", timeout=10)
+            return
+        self.call_from_thread(self._after_start, run_dir, f"Resumed {name} from {Path(checkpoint).name}.")
+
+    def _after_start(self, run_dir: Path, text: str) -> None:
+        self.notify(text, title="Run started")
+        self.back_to_dashboard()
+        self._pending_select = Path(run_dir)
+        self.refresh_now()
+
+    def launch_copy(self, run: Any) -> None:
+        frozen = Path(run.run_dir) / "config.yaml"
+        if not frozen.is_file():
+            self.notify(f"{run.name} has no frozen config.yaml to copy.", severity="warning")
+            return
+        base = Path(run.run_dir)
+        n = 2
+        while (base.parent / f"{base.name}-copy{n}").exists():
+            n += 1
+        out = base.parent / f"{base.name}-copy{n}"
+        self.start_launch(frozen, {"output_dir": str(out)}, title=f"Launch a copy of {run.name}")
+
+    def start_launch(self, config_path: Path, overrides: dict[str, Any], *, title: str,
+                     trust_remote_code: bool = False) -> None:
+        """Show the exact command and a GPU picker; launch on 'y' (and trust check)."""
+        if self.readonly:
+            return
+        self._prepare_launch(config_path, dict(overrides), title, trust_remote_code)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _prepare_launch(self, config_path: Path, overrides: dict[str, Any], title: str,
+                        trust_remote_code: bool) -> None:
+        from tui.screens.modals import GpuChoice
+
+        snap = self.gpu_view.snapshot if self.gpu_view else data.gpu_snapshot()
+        gpus: list[GpuChoice] = []
+        if getattr(snap, "available", False):
+            for g in snap.gpus:
+                if g.error:
+                    continue
+                free = g.mem_free
+                label = f"GPU {g.index}  {g.name or ''}  {'n/a' if free is None else f'{free / 2**30:.1f} GiB'} free"
+                gpus.append(GpuChoice(g.index, label, selected=not gpus))
+        try:
+            plan = data.launch_plan(config_path, overrides, [g.index for g in gpus if g.selected] or None)
+        except Exception as exc:  # noqa: BLE001
+            self.call_from_thread(self.notify, str(exc), title="Cannot launch", severity="error", timeout=12)
+            return
+        self.call_from_thread(self._show_launch_modal, config_path, overrides, title, plan, gpus,
+                              trust_remote_code)
+
+    def _show_launch_modal(self, config_path: Path, overrides: dict[str, Any], title: str,
+                           plan: data.PlannedLaunch, gpus: list[Any], trust_remote_code: bool) -> None:
+        from tui.screens.modals import ConfirmationModal, LaunchModal
+
+        notes = list(plan.notes)
+        if len(gpus) > 1:
+            notes.append("The command shows the preselected GPU; the GPUs ticked here are used.")
+        note = " ".join(notes) or None
+        trust = trust_remote_code or plan.trust_remote_code
+
+        def launched(choice: list[int] | None) -> None:
+            if choice is None:
+                return
+            if not trust:
+                self._do_launch(config_path, overrides, choice)
+                return
+            lines = [
+                "This config sets trust_remote_code: true.",
+                f"Loading the model runs Python code shipped with it ({plan.model or 'the model'}), "
+                "with your user's permissions, on this machine.",
+                "Only continue if you trust where that model came from.",
+            ]
+
+            def trusted(ok: bool | None) -> None:
+                if ok:
+                    self._do_launch(config_path, overrides, choice)
+
+            self.push_screen(ConfirmationModal("Run code from the model repository?", lines,
+                                               yes="Trust and launch", id="confirm-trust"), trusted)
+
+        self.push_screen(LaunchModal(title, f"{config_path}  ->  {plan.run_dir}", plan.command,
+                                     (), gpus, note), launched)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _do_launch(self, config_path: Path, overrides: dict[str, Any], gpus: list[int]) -> None:
+        try:
+            manifest = data.launch(config_path, overrides, gpus or None)  # LaunchResult
+        except Exception as exc:  # noqa: BLE001
+            self.call_from_thread(self.notify, str(exc), title="Launch failed", severity="error", timeout=12)
+            return
+        self.call_from_thread(self._after_start, Path(manifest.run_dir), f"Launched {manifest.name}.")
+
+
+def preset_yaml(name: str) -> str:
+    """A new config's YAML for a hardware preset: its values, one per line, commented."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    preset = next(p for p in data.hardware_presets() if p.name == name)
+    m = CommentedMap()
+    for k, v in preset.values.items():
+        m[k] = v
+    m.yaml_set_start_comment(f"{preset.title}\nFrom the guide's hardware presets; fill in the model and dataset.")
+    import io
+
+    buf = io.StringIO()
+    y = YAML(typ="rt")
+    y.dump(m, buf)
+    return buf.getvalue()
+
+
+def _failed_snapshot(message: str) -> Any:
+    from runner.monitor.nvml import GpuSnapshot
+
+    return GpuSnapshot(available=False, message=message, driver_version=None, gpus=(), taken_at=time.time())
+
+
+def _textual_builtin() -> set[str]:
+    from textual.theme import BUILTIN_THEMES
+
+    return set(BUILTIN_THEMES)

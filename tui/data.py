@@ -1,0 +1,555 @@
+"""The one place where the TUI calls into ``runner``.
+
+Everything here runs in thread workers (it does I/O) and returns immutable
+snapshots that the widgets render. Screens never import ``runner`` themselves, so
+swapping an implementation or faking one in a test happens here only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import os
+import re
+import shutil
+import statistics
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.config import yamlio
+from runner.protocol import STDOUT_LOG, RunStatus
+
+# --------------------------------------------------------------------------------------
+# Snapshots handed to the UI
+# --------------------------------------------------------------------------------------
+
+METRICS: tuple[tuple[str, str], ...] = (
+    ("loss", "loss"),
+    ("eval_loss", "eval loss"),
+    ("lr", "learning rate"),
+    ("grad_norm", "grad norm"),
+    ("throughput", "tokens/s"),
+)
+SPARK_POINTS = 400  # enough for any sparkline width; the widget buckets further
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A banner-worthy problem with a run (what the dashboard shows in red)."""
+
+    kind: str   # oom | diverged | failed | lost | stalled | disk | low_util
+    text: str
+
+
+@dataclass(frozen=True)
+class MetricSeries:
+    name: str
+    values: tuple[float, ...]      # downsampled for display, NaN/inf removed
+    last: float | None
+    minimum: float | None
+    count: int
+
+
+@dataclass(frozen=True)
+class RunsView:
+    root: Path
+    runs: tuple[Any, ...]          # runner.control.runs.RunSnapshot
+    error: str | None = None
+    taken_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run_dir: Path
+    run: Any | None                # RunSnapshot
+    series: Mapping[str, MetricSeries]
+    log_tail: tuple[str, ...]
+    checkpoints: tuple[Any, ...]   # runner.monitor.checkpoints.CheckpointInfo, newest first
+    alerts: tuple[Alert, ...]
+    taken_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class GpuView:
+    snapshot: Any                  # runner.monitor.nvml.GpuSnapshot
+    history: Mapping[int, tuple[tuple[float, ...], tuple[float, ...]]]  # idx -> (vram %, util %)
+    users: Mapping[int, tuple[tuple[str, int], ...]]                    # idx -> ((run name, bytes),)
+
+
+@dataclass(frozen=True)
+class EditorAnalysis:
+    generation: int                 # which edit this answers (stale answers are dropped)
+    findings: tuple[Any, ...]       # runner.config.validate.Finding
+    estimate: Any | None            # runner.estimate.MemoryEstimate
+    estimate_error: str | None
+    memory_label: str               # where the GPU memory figure comes from
+    yaml_text: str
+    diff: tuple[str, ...]           # unified diff against the file on disk
+    disk_changed: bool
+
+
+@dataclass(frozen=True)
+class TriageView:
+    run_dir: Path
+    diagnoses: tuple[Any, ...]     # runner.triage.Diagnosis
+    values: Mapping[str, Any]      # the frozen config the patches apply to
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------------------
+# GPUs
+# --------------------------------------------------------------------------------------
+
+
+def gpu_snapshot() -> Any:
+    from runner.monitor.nvml import get_nvml
+
+    return get_nvml().snapshot()
+
+
+class GpuSampler:
+    """Keeps a short VRAM/utilisation history per GPU. Used from one worker at a time."""
+
+    def __init__(self, points: int = 120) -> None:
+        self._vram: dict[int, deque[float]] = {}
+        self._util: dict[int, deque[float]] = {}
+        self._points = points
+
+    def sample(self, runs: Sequence[Any] = ()) -> GpuView:
+        snap = gpu_snapshot()
+        for g in snap.gpus:
+            v = self._vram.setdefault(g.index, deque(maxlen=self._points))
+            u = self._util.setdefault(g.index, deque(maxlen=self._points))
+            if g.mem_used is not None and g.mem_total:
+                v.append(100.0 * g.mem_used / g.mem_total)
+            if g.util_gpu is not None:
+                u.append(float(g.util_gpu))
+        history = {i: (tuple(self._vram[i]), tuple(self._util.get(i, ()))) for i in self._vram}
+        return GpuView(snap, history, gpu_users(snap, runs))
+
+
+def gpu_users(snapshot: Any, runs: Sequence[Any]) -> dict[int, tuple[tuple[str, int], ...]]:
+    """GPU index -> ((run name, bytes), ...) from each active run's process tree."""
+    if not getattr(snapshot, "available", False) or not runs:
+        return {}
+    from runner.monitor.nvml import gpu_usage_by_run
+
+    pid_sets: dict[str, set[int]] = {}
+    names: dict[str, str] = {}
+    for r in runs:
+        pids = set(getattr(r, "pids", ()) or ())
+        if pids:
+            pid_sets[r.id] = pids | _descendants(pids)
+            names[r.id] = r.name
+    if not pid_sets:
+        return {}
+    usage = gpu_usage_by_run(snapshot, pid_sets)
+    return {i: tuple((names.get(rid, rid), b) for rid, b in lst) for i, lst in usage.items()}
+
+
+def _descendants(pids: set[int]) -> set[int]:
+    out: set[int] = set()
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil is a core dependency
+        return out
+    for pid in pids:
+        with contextlib.suppress(Exception):
+            out.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------
+
+
+def list_runs(root: Path) -> RunsView:
+    from runner.control import runs as runs_mod
+
+    try:
+        runs = runs_mod.list_runs(root)
+    except Exception as exc:  # noqa: BLE001 - a broken tree must not kill the dashboard
+        return RunsView(root, (), error=f"cannot list runs under {root}: {exc}")
+    return RunsView(root, tuple(runs))
+
+
+def read_run(run_dir: Path) -> Any | None:
+    from runner.control import runs as runs_mod
+
+    try:
+        return runs_mod.read_run(run_dir)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+class RunDetailSampler:
+    """Incremental readers for the selected run(s); only one worker uses it at a time."""
+
+    def __init__(self) -> None:
+        self._histories: dict[Path, Any] = {}
+        self._ckpt: dict[Path, Any] = {}
+
+    def forget(self, keep: set[Path]) -> None:
+        for d in list(self._histories):
+            if d not in keep:
+                self._histories.pop(d, None)
+                self._ckpt.pop(d, None)
+
+    def history(self, run_dir: Path) -> Any:
+        from runner.monitor.logs import RunHistory
+
+        h = self._histories.get(run_dir)
+        if h is None:
+            h = self._histories[run_dir] = RunHistory(run_dir)
+        return h
+
+    def sample(self, run_dir: Path, run: Any | None, gpus: Any | None = None,
+               tail_lines: int = 60) -> RunDetail:
+        from runner.monitor import logs
+
+        follower = self.history(run_dir)
+        with contextlib.suppress(Exception):
+            follower.poll()
+        hist = follower.history
+        series: dict[str, MetricSeries] = {}
+        for name, _label in METRICS:
+            vals = _finite(hist.values(name))
+            shown = vals if len(vals) <= SPARK_POINTS else list(logs.downsample(vals, SPARK_POINTS))
+            series[name] = MetricSeries(name, tuple(_finite(shown)), vals[-1] if vals else None,
+                                        min(vals) if vals else None, len(vals))
+        try:
+            tail = tuple(logs.tail_lines(run_dir / STDOUT_LOG, tail_lines))
+        except Exception:  # noqa: BLE001
+            tail = ()
+        try:
+            cks = self._checkpoints(run_dir, hist)
+        except Exception:  # noqa: BLE001
+            cks = ()
+        alerts = run_alerts(run_dir, run, series, hist, cks, gpus)
+        return RunDetail(run_dir, run, series, tail, cks, alerts)
+
+    def _checkpoints(self, run_dir: Path, hist: Any) -> tuple[Any, ...]:
+        from runner.monitor import checkpoints as ck
+
+        watcher = self._ckpt.get(run_dir)
+        if watcher is None:
+            watcher = self._ckpt[run_dir] = ck.CheckpointWatcher(run_dir)
+        return _newest_first(watcher.poll(hist))
+
+
+def _newest_first(cks: Any) -> tuple[Any, ...]:
+    return tuple(sorted(cks, key=lambda c: c.step, reverse=True))
+
+
+def _status(run: Any | None) -> str:
+    s = getattr(run, "status", None)
+    return str(s.value if isinstance(s, RunStatus) else s or "")
+
+
+def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries], hist: Any,
+               checkpoints: Sequence[Any], gpus: Any | None) -> tuple[Alert, ...]:
+    """Cheap checks for the banner: OOM, divergence, failure, stall, disk, low GPU use."""
+    out: list[Alert] = []
+    status = _status(run)
+    msg = getattr(run, "message", None) or ""
+    if status == "oom":
+        out.append(Alert("oom", "CUDA out of memory: press t for the fixes, smallest first."))
+    elif status == "diverged":
+        out.append(Alert("diverged", "Loss became NaN/inf: the run was stopped (t for triage)."))
+    elif status in ("failed", "killed"):
+        out.append(Alert("failed", f"Run {status}: {msg or 'see the log (l)'}"))
+    elif status == "lost":
+        out.append(Alert("lost", "Supervisor vanished without a final status: the run is lost."))
+    if status in ("running", "starting"):
+        stamps = _finite(hist.values("timestamp")) if hist is not None else []
+        step_times = _finite(hist.values("step_time")) if hist is not None else []
+        if stamps:
+            idle = time.time() - stamps[-1]
+            med = statistics.median(step_times) if step_times else 0.0
+            limit = max(120.0, 20 * med)
+            if idle > limit:
+                out.append(Alert("stalled", f"No new log line for {idle / 60:.0f} min "
+                                            f"(median step {med:.1f} s): the run may be stalled."))
+        with contextlib.suppress(Exception):
+            last = next((c for c in checkpoints if getattr(c, "complete", False)), None)
+            need = getattr(last, "size_bytes", 0) or 0
+            free = shutil.disk_usage(run_dir).free
+            if need and free < need * 1.2:
+                out.append(Alert("disk", f"Disk nearly full: {free / 2**30:.1f} GiB free, the last "
+                                         f"checkpoint took {need / 2**30:.1f} GiB."))
+        idx = list(getattr(run, "gpus", ()) or ())
+        if gpus is not None and getattr(gpus, "available", False) and idx:
+            utils = [g.util_gpu for g in gpus.gpus if g.index in idx and g.util_gpu is not None]
+            if utils and max(utils) < 20 and status == "running":
+                out.append(Alert("low_util", f"GPU utilisation is {max(utils)}%: the GPUs are "
+                                             "waiting (data loading? try dataloader_num_workers)."))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints, logs
+# --------------------------------------------------------------------------------------
+
+
+def scan_checkpoints(run_dir: Path) -> tuple[Any, ...]:
+    """Every checkpoint of a run, newest first, with loss/eval loss at its step."""
+    from runner.monitor import checkpoints as ck
+    from runner.monitor.logs import load_history
+
+    return _newest_first(ck.scan_checkpoints(run_dir, load_history(run_dir)))
+
+
+def delete_checkpoint(path: Path) -> None:
+    """Remove one checkpoint directory (the caller confirmed it)."""
+    if not path.name.startswith("checkpoint-") or not path.is_dir():
+        raise ValueError(f"{path} is not a checkpoint directory")
+    shutil.rmtree(path)
+
+
+MAX_LOG_BYTES = 32 * 1024 * 1024
+
+
+def read_log(path: Path) -> tuple[list[str], int, bool]:
+    """All lines of a log (its last 32 MiB when bigger), the end offset, truncated?"""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return [], 0, False
+    start = max(0, size - MAX_LOG_BYTES)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(size - start)
+    text = data.decode("utf-8", "replace")
+    if start:
+        text = text.split("\n", 1)[-1]
+    return text.splitlines(), start + len(data), bool(start)
+
+
+def read_log_from(path: Path, offset: int) -> tuple[list[str], int]:
+    """Complete lines appended since ``offset`` and the new offset (follow mode)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return [], offset
+    if size < offset:  # truncated or replaced: start over
+        offset = 0
+    if size == offset:
+        return [], offset
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read(min(size - offset, MAX_LOG_BYTES))
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        return [], offset
+    return data[: cut + 1].decode("utf-8", "replace").splitlines(), offset + cut + 1
+
+
+ERROR_RE = re.compile(
+    r"Traceback \(most recent call last\)|out of memory|OutOfMemoryError|\bError\b|error:|"
+    r"\bnan\b|\binf\b loss|Killed|FAILED|RuntimeError|ValueError",
+    re.IGNORECASE,
+)
+
+
+# --------------------------------------------------------------------------------------
+# Config editor
+# --------------------------------------------------------------------------------------
+
+
+def schema() -> Any:
+    from runner.config import schema as s
+
+    return s
+
+
+def check_value(name: str, value: Any) -> str | None:
+    from runner.config import validate
+
+    try:
+        return validate.check_value(name, value)
+    except Exception as exc:  # noqa: BLE001 - a checker bug must not eat the keypress
+        return str(exc)
+
+
+def redact(values: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(schema().redact(dict(values)))
+
+
+def secret_keys() -> set[str]:
+    return {n for n, p in schema().PARAMS.items() if p.secret}
+
+
+def analyse(generation: int, text: str, path: Path | None, *, num_gpus: int | None,
+            gpu_mem_gib: float | None, memory_label: str) -> EditorAnalysis:
+    """Validate, estimate and diff an editor buffer (the YAML it would save)."""
+    from runner import estimate as est
+    from runner.config import validate
+
+    source = str(path) if path else "<new config>"
+    try:
+        doc = yamlio.ConfigDoc.loads(text, source=source, path=path)
+    except Exception as exc:  # noqa: BLE001 - the buffer is generated, but be safe
+        return EditorAnalysis(generation, (), None, str(exc), memory_label, text, (), False)
+    try:
+        findings = tuple(validate.validate_doc(doc, check_files=True))
+    except Exception as exc:  # noqa: BLE001
+        findings = ()
+        err = f"validator failed: {exc}"
+    else:
+        err = None
+    values = doc.values()
+    config_dir = path.parent if path else None
+    estimate = None
+    estimate_error = err
+    try:
+        estimate = est.estimate(values, config_dir=config_dir, num_gpus=num_gpus,
+                                gpu_mem_gib=gpu_mem_gib, detect_gpus=gpu_mem_gib is None)
+    except Exception as exc:  # noqa: BLE001 - e.g. no model shape: say so in the panel
+        estimate_error = str(exc).splitlines()[0]
+    disk_text = ""
+    disk_changed = False
+    if path is not None:
+        try:
+            disk_text = path.read_text(encoding="utf-8")
+        except OSError:
+            disk_text = ""
+            disk_changed = path is not None and not path.exists()
+    diff = tuple(
+        difflib.unified_diff(
+            _redact_yaml_lines(disk_text.splitlines()),
+            _redact_yaml_lines(text.splitlines()),
+            fromfile=f"{path.name if path else 'new'} (on disk)",
+            tofile=f"{path.name if path else 'new'} (edited)",
+            lineterm="",
+        )
+    )
+    return EditorAnalysis(generation, findings, estimate, estimate_error, memory_label,
+                          "\n".join(_redact_yaml_lines(text.splitlines())), diff, disk_changed)
+
+
+def _redact_yaml_lines(lines: Sequence[str]) -> list[str]:
+    """Mask the value of any secret key in YAML text meant for the screen."""
+    keys = secret_keys()
+    if not keys:
+        return list(lines)
+    pat = re.compile(r"^(\s*(?:" + "|".join(re.escape(k) for k in sorted(keys)) + r")\s*:\s*)(\S.*)$")
+    return [pat.sub(lambda m: m.group(1) + "'***'", ln) for ln in lines]
+
+
+def sample_config_paths() -> list[Path]:
+    try:
+        import sample_configs
+    except ImportError:
+        return []
+    base = Path(sample_configs.__file__).resolve().parent
+    return sorted(p for p in base.glob("*.yaml"))
+
+
+def hardware_presets() -> list[Any]:
+    from runner.config import presets
+
+    return list(presets.HARDWARE_PRESETS)
+
+
+# --------------------------------------------------------------------------------------
+# Run control
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedLaunch:
+    """What the launch modal shows: the exact command and where the run will go."""
+
+    command: str          # shell-quoted, secrets redacted
+    run_dir: Path
+    env: tuple[str, ...]  # KEY=value lines added to the environment (redacted)
+    notes: tuple[str, ...]
+    trust_remote_code: bool
+    model: str | None
+
+
+def _override_strings(overrides: Mapping[str, Any]) -> list[str]:
+    import json
+
+    return [f"{k}={'null' if v is None else (v if isinstance(v, str) and v and _plain(v) else json.dumps(v))}"
+            for k, v in overrides.items()]
+
+
+def _plain(text: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9_./:@+-]+", text) is not None and text.lower() not in (
+        "true", "false", "null", "yes", "no", "on", "off", "~")
+
+
+def launch_plan(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] | None) -> PlannedLaunch:
+    from runner.control import launch as launch_mod
+    from runner.control.secrets import redact_env
+
+    doc = yamlio.ConfigDoc.load(config_path, _override_strings(overrides))
+    values = doc.values()
+    run_dir = launch_mod.resolve_output_dir(values, Path.cwd(), doc.source)
+    plan = launch_mod.build_launch_plan(values, config_path=run_dir / "config.yaml",
+                                        gpus=list(gpus) if gpus else None)
+    env = tuple(f"{k}={v}" for k, v in sorted(redact_env(plan.env).items()))
+    return PlannedLaunch(plan.shell_command(redact=True), run_dir, env, tuple(plan.notes),
+                         values.get("trust_remote_code") is True,
+                         str(values.get("model_name_or_path") or "") or None)
+
+
+def launch(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] | None) -> Any:
+    """Start a detached supervised run; returns runner's LaunchResult (run_dir, name, ...)."""
+    from runner.control import launch as launch_mod
+
+    opts = launch_mod.LaunchOptions(gpus=list(gpus) if gpus else None)
+    return launch_mod.launch(config_path, _override_strings(overrides), opts)
+
+
+def stop(run_dir: Path) -> Any:
+    """Ask the supervisor to stop (returns at once; the dashboard shows the rest)."""
+    from runner.control import stop as stop_mod
+
+    return stop_mod.stop_run(run_dir, wait=False)
+
+
+def resume(run_dir: Path, from_: str | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
+    from runner.control import resume as resume_mod
+
+    return resume_mod.resume(run_dir, from_=from_ or "latest", overrides=_override_strings(overrides or {}))
+
+
+def triage(run_dir: Path) -> TriageView:
+    from runner import triage as triage_mod
+
+    values: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        values = yamlio.ConfigDoc.load(run_dir / "config.yaml").values()
+    try:
+        diags = tuple(triage_mod.triage_run(run_dir))
+    except Exception as exc:  # noqa: BLE001
+        return TriageView(run_dir, (), values, error=f"triage failed: {exc}")
+    return TriageView(run_dir, diags, values)
+
+
+def apply_suggestion(run_dir: Path, suggestion: Any) -> Path:
+    from runner import triage as triage_mod
+
+    return Path(triage_mod.apply_suggestion(run_dir, suggestion))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

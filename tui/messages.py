@@ -1,0 +1,66 @@
+"""Messages that sampler workers post to the app: immutable snapshots, never widgets.
+
+Workers run in threads and only ever ``post_message`` one of these; ``@on`` handlers
+on the main thread own the state and update the widgets. High-rate messages can be
+replaced in the queue by a newer one of the same kind (``can_replace``), so a slow
+frame never builds a backlog.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textual.message import Message
+
+if TYPE_CHECKING:
+    from tui.data import EditorAnalysis, GpuView, RunDetail, RunsView, TriageView
+
+
+class _Sample(Message, bubble=False):
+    """A periodic snapshot; a newer one of the same kind replaces a queued older one."""
+
+    def can_replace(self, message: Message) -> bool:
+        return type(message) is type(self)
+
+
+class GpusSampled(_Sample):
+    def __init__(self, view: GpuView) -> None:
+        super().__init__()
+        self.view = view
+
+
+class RunsSampled(_Sample):
+    def __init__(self, view: RunsView) -> None:
+        super().__init__()
+        self.view = view
+
+
+class RunDetailSampled(_Sample):
+    def __init__(self, detail: RunDetail, reschedule: bool = True) -> None:
+        super().__init__()
+        self.detail = detail
+        self.reschedule = reschedule  # False: a one-off sample after a selection change
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunDetailSampled) and message.detail.run_dir == self.detail.run_dir
+
+
+class EditorAnalysed(_Sample):
+    def __init__(self, analysis: EditorAnalysis) -> None:
+        super().__init__()
+        self.analysis = analysis
+
+
+class TriageReady(Message, bubble=False):
+    def __init__(self, view: TriageView) -> None:
+        super().__init__()
+        self.view = view
+
+
+class RunLaunched(Message):
+    """A run was started from the TUI; the dashboard selects it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir

@@ -1,0 +1,152 @@
+"""A run's checkpoints: resume from one, delete one (carefully), show its path."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Footer, Static
+
+from tui import data
+from tui import format as fmt
+from tui.screens.base import RegistryScreen
+from tui.screens.modals import ConfirmationModal
+
+COLUMNS = (("step", "Step"), ("time", "Saved"), ("size", "Size"), ("loss", "Loss"),
+           ("eval", "Eval loss"), ("kind", "Kind"), ("complete", "Complete"))
+
+
+class CheckpointsScreen(RegistryScreen[None]):
+    SCOPE = "checkpoints"
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(id="checkpoints")
+        self.run_dir = Path(run_dir)
+        self.checkpoints: tuple[Any, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Checkpoints of {self.run_dir.name}  ({self.run_dir})", classes="screen-title")
+        yield DataTable(id="ckpt-table", cursor_type="row")
+        yield Static("p: show the full path (copied to the clipboard)", id="ckpt-path")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        table.focus()
+        self.reload()
+
+    @work(thread=True, exclusive=True, group="ckpt-scan", exit_on_error=False)
+    def reload(self) -> None:
+        try:
+            cks = data.scan_checkpoints(self.run_dir)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, f"cannot scan checkpoints: {exc}", severity="error")
+            cks = ()
+        self.app.call_from_thread(self._show, cks)
+
+    def _show(self, cks: tuple[Any, ...]) -> None:
+        self.checkpoints = cks
+        table = self.query_one(DataTable)
+        keep = table.cursor_row
+        table.clear()
+        var = self.app.theme_variables
+        now = time.time()
+        newest = self.newest_complete()
+        for c in cks:
+            complete = Text("✔ yes", style=fmt.style_for(var, "status-running")) if c.complete else \
+                Text("✖ no", style=fmt.style_for(var, "status-failed"))
+            loss = "--" if c.loss is None or not math.isfinite(c.loss) else fmt.number(c.loss)
+            ev = "--" if c.eval_loss is None or not math.isfinite(c.eval_loss) else fmt.number(c.eval_loss)
+            step = f"{c.step}" + (" (newest)" if newest is not None and c.path == newest.path else "")
+            table.add_row(step, f"{fmt.duration(now - c.mtime)} ago", fmt.size(c.size_bytes), loss, ev,
+                          str(getattr(c, "kind", "") or ""), complete, key=str(c.path))
+        if not cks:
+            self.query_one("#ckpt-path", Static).update("This run has no checkpoints yet.")
+        elif keep is not None:
+            table.move_cursor(row=min(keep, len(cks) - 1))
+
+    def newest_complete(self) -> Any | None:
+        return next((c for c in self.checkpoints if c.complete), None)  # sorted newest first
+
+    def selected(self) -> Any | None:
+        table = self.query_one(DataTable)
+        if not self.checkpoints or table.cursor_row is None:
+            return None
+        row = table.cursor_row
+        return self.checkpoints[row] if 0 <= row < len(self.checkpoints) else None
+
+    # -- actions -----------------------------------------------------------
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_show_path(self) -> None:
+        c = self.selected()
+        if c is None:
+            return
+        self.query_one("#ckpt-path", Static).update(str(c.path))
+        self.app.copy_to_clipboard(str(c.path))
+        self.notify("Path copied to the clipboard (where the terminal supports it).")
+
+    def action_resume_from(self) -> None:
+        c = self.selected()
+        if c is None:
+            return
+        if not c.complete:
+            self.notify(f"checkpoint-{c.step} is incomplete: resuming from it would fail. "
+                        "Pick a complete one.", severity="error")
+            return
+        run = data.read_run(self.run_dir)
+        if run is None:
+            self.notify("Cannot read this run.", severity="error")
+            return
+        self.app.choose_resume(run, checkpoint=Path(c.path))  # type: ignore[attr-defined]
+
+    def action_delete(self) -> None:
+        c = self.selected()
+        if c is None:
+            return
+        newest = self.newest_complete()
+        is_newest = newest is not None and newest.path == c.path
+        lines = [
+            f"Delete {c.path}",
+            f"Step {c.step}, {fmt.size(c.size_bytes)}, {'complete' if c.complete else 'incomplete'}.",
+            "The directory and everything in it are removed from disk. This cannot be undone.",
+        ]
+        if is_newest:
+            lines.append("This is the NEWEST COMPLETE checkpoint: resuming would fall back to an "
+                         "older one and lose the progress since.")
+
+        def first(ok: bool | None) -> None:
+            if not ok:
+                return
+            if is_newest:
+                self.app.push_screen(
+                    ConfirmationModal(
+                        "Really delete the newest complete checkpoint?",
+                        [f"{c.path}", "Second confirmation: this is the run's latest resume point."],
+                        yes="Delete it", id="confirm-delete-newest",
+                    ),
+                    lambda ok2: self._delete(c) if ok2 else None,
+                )
+            else:
+                self._delete(c)
+
+        self.app.push_screen(ConfirmationModal(f"Delete checkpoint-{c.step}?", lines, yes="Delete",
+                                               id="confirm-delete"), first)
+
+    @work(thread=True, group="ckpt-delete", exit_on_error=False)
+    def _delete(self, c: Any) -> None:
+        try:
+            data.delete_checkpoint(Path(c.path))
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, f"delete failed: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"Deleted {Path(c.path).name}.")
+        self.app.call_from_thread(self.reload)

@@ -1,0 +1,198 @@
+"""The dashboard: GPUs, runs, and the selected run (metrics, alerts, log tail, checkpoints)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Footer, Static
+
+from tui import format as fmt
+from tui.data import GpuView, RunDetail, RunsView
+from tui.screens.base import RegistryScreen
+from tui.widgets.gpu_panel import GpuPanel
+from tui.widgets.run_panel import RunPanel
+from tui.widgets.runs_table import RunsTable
+
+if TYPE_CHECKING:
+    from tui.app import TunedeckApp
+
+
+class DashboardScreen(RegistryScreen[None]):
+    SCOPE = "dashboard"
+
+    def __init__(self) -> None:
+        super().__init__(id="dashboard")
+        self.runs_view: RunsView | None = None
+        self.detail: RunDetail | None = None
+
+    @property
+    def tapp(self) -> TunedeckApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="gpu-box"):
+            yield GpuPanel(id="gpus")
+        with Vertical(id="runs-box"):
+            yield Static(id="runs-empty")
+            yield RunsTable(id="runs")
+        yield RunPanel(id="run-panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#gpu-box").border_title = "GPUs"
+        self.query_one("#runs-box").border_title = f"Runs under {self.tapp.root}"
+        self.query_one("#run-panel").border_title = "Selected run"
+        self._layout_for(self.size.width, self.size.height)
+        self._show_empty()
+
+    def on_resize(self) -> None:
+        self._layout_for(self.size.width, self.size.height)
+
+    def _layout_for(self, width: int, height: int) -> None:
+        # Collapse on small terminals: the log tail goes first, then the checkpoints.
+        self.set_class(width < 120, "-narrow")
+        self.set_class(height < 34, "-short")
+        table = self.query_one(RunsTable)
+        old = (table.name_width, table.bar_width)
+        table.set_widths(width)
+        if old != (table.name_width, table.bar_width) and self.runs_view:
+            table.update_runs(self.runs_view.runs, force=True)
+
+    # -- snapshots from the app's samplers ----------------------------------------
+    def apply_gpus(self, view: GpuView) -> None:
+        panel = self.query_one(GpuPanel)
+        panel.update_view(view)
+        self.query_one("#gpu-box").set_class(not view.snapshot.available, "-off")
+
+    def apply_runs(self, view: RunsView) -> None:
+        self.runs_view = view
+        table = self.query_one(RunsTable)
+        table.update_runs(view.runs)
+        box = self.query_one("#runs-box")
+        n = len(view.runs)
+        active = sum(1 for r in view.runs if str(getattr(r.status, "value", r.status)) in ("running", "starting", "stopping"))
+        box.border_subtitle = f"{n} run{'s' if n != 1 else ''}, {active} active"
+        self._show_empty()
+        self._selection_changed()
+
+    def apply_detail(self, detail: RunDetail) -> None:
+        sel = self.selected_run()
+        if sel is not None and Path(sel.run_dir) != detail.run_dir:
+            return  # an answer for a run that is no longer selected
+        self.detail = detail
+        self.query_one(RunPanel).show(detail)
+
+    def _show_empty(self) -> None:
+        empty = self.query_one("#runs-empty", Static)
+        view = self.runs_view
+        if view is not None and view.error:
+            empty.update(view.error)
+            empty.display = True
+        elif view is not None and not view.runs:
+            empty.update(f"No runs under {view.root}. Press n for a new config or o to open one; "
+                         f"or start one with: tunedeck launch CONFIG.yaml")
+            empty.display = True
+        else:
+            empty.display = False
+
+    # -- selection ------------------------------------------------------------
+    def selected_run(self) -> Any | None:
+        return self.query_one(RunsTable).run_at_cursor()
+
+    def select_run_dir(self, run_dir: Path) -> bool:
+        ok = self.query_one(RunsTable).select_run_dir(str(run_dir))
+        if ok:
+            self._selection_changed()
+        return ok
+
+    @on(DataTable.RowHighlighted)
+    def _row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._selection_changed()
+
+    def _selection_changed(self) -> None:
+        run = self.selected_run()
+        new = Path(run.run_dir) if run is not None else None
+        if new != self.tapp.selected_run_dir:
+            self.tapp.select_run(new)
+            if self.detail is None or self.detail.run_dir != new:
+                self.query_one(RunPanel).show(None if new is None else RunDetail(new, run, {}, (), (), ()))
+
+    def _need_run(self) -> Any | None:
+        run = self.selected_run()
+        if run is None:
+            self.notify("No run selected.", severity="warning")
+        return run
+
+    # -- actions (ids and keys in tui/actions.py) ----------------------------
+    def action_metric(self, name: str) -> None:
+        self.query_one(RunPanel).set_metric(name)
+
+    def action_stop_run(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self.tapp.confirm_stop(run)
+
+    def action_resume_run(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self.tapp.choose_resume(run)
+
+    def action_launch_copy(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self.tapp.launch_copy(run)
+
+    def action_open_triage(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self.tapp.open_triage(Path(run.run_dir))
+
+    def action_open_logs(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self.tapp.open_logs(Path(run.run_dir))
+
+    def action_open_checkpoints(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self.tapp.open_checkpoints(Path(run.run_dir))
+
+    def action_edit_config(self) -> None:
+        run = self._need_run()
+        if run is not None:
+            self.tapp.edit_run_config(run)
+
+    def action_new_config(self) -> None:
+        self.tapp.new_config()
+
+    def action_open_config(self) -> None:
+        self.tapp.prompt_open_config()
+
+
+def describe_stop(run: Any) -> list[str]:
+    pids = list(getattr(run, "pids", ()) or ())
+    status = str(getattr(run.status, "value", run.status))
+    lines = [
+        f"Run: {run.name}  ({status})",
+        f"Directory: {run.run_dir}",
+        f"Processes: {', '.join(map(str, pids)) if pids else 'none recorded'}",
+        "What happens: the supervisor sends SIGTERM to the trainer's process group; the trainer "
+        "saves a checkpoint at the next step boundary and exits; the run ends as 'stopped'. "
+        "If it has not exited after the grace period it is killed (SIGKILL).",
+        "You can resume it later from that checkpoint (R).",
+    ]
+    if run.current_steps is not None and run.total_steps:
+        lines.insert(2, f"Progress: step {run.current_steps}/{run.total_steps}")
+    return lines
+
+
+def quote_argv(argv: list[str]) -> str:
+    return shlex.join(argv)
+
+
+__all__ = ["DashboardScreen", "describe_stop", "fmt", "quote_argv"]

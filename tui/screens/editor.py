@@ -1,0 +1,473 @@
+"""Config editor: one tab per schema group with generated fields, a findings panel that
+jumps to fields, a live memory estimate, the YAML preview and its diff against disk.
+
+The ``ConfigDoc`` (ruamel round-trip) is the state: every edit goes through
+``ConfigDoc.set``/``delete`` so saving keeps comments and key order. Validation,
+estimation and the diff run in a thread worker on a copy of the YAML text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Footer, Input, Select, Static, Switch, TabbedContent, TabPane
+
+from runner.config import yamlio
+from runner.errors import ConfigError, StaleFileError
+from tui import data
+from tui import format as fmt
+from tui.data import EditorAnalysis
+from tui.messages import EditorAnalysed
+from tui.screens.base import RegistryScreen
+from tui.screens.modals import ConfirmationModal, PathPrompt
+from tui.widgets.estimate_panel import render_estimate
+from tui.widgets.findings import FindingsList
+from tui.widgets.param_field import CONTROL_PREFIX, ParamField
+from tui.widgets.yaml_view import render_diff, render_yaml
+
+ANALYSE_DELAY = 0.25
+FIRST_BATCH = 8     # fields mounted before a tab first paints
+BATCH = 12          # then this many per frame, so keys stay answered while a tab fills
+SIDE_MODES = ("estimate", "yaml", "diff")
+
+
+class EditorScreen(RegistryScreen[None]):
+    SCOPE = "editor"
+
+    def __init__(self, *, path: Path | None = None, text: str | None = None,
+                 title: str | None = None) -> None:
+        super().__init__(id="editor")
+        if path is not None:
+            self.doc = yamlio.ConfigDoc.load(path)  # ConfigError -> caller notifies
+        else:
+            self.doc = yamlio.ConfigDoc.loads(text or "", source="<new config>")
+        self.path: Path | None = Path(path) if path else None
+        self.title_text = title or (str(path) if path else "new config")
+        self.schema = data.schema()
+        self.groups = [g for g in self.schema.GROUPS if self.schema.params_in_group(g.id)]
+        self.built: set[str] = set()
+        self.fields: dict[str, ParamField] = {}
+        self.field_errors: dict[str, str] = {}
+        self.dirty = False
+        self.generation = 0
+        self.analysis: EditorAnalysis | None = None
+        self.side_mode = "estimate"
+        self.memory_sources: list[tuple[str, int | None, float | None]] = [("detected GPUs (NVML)", None, None)]
+        self.memory_index = 0
+        self._timer: Any = None
+        self._pending: dict[str, list[ParamField]] = {}
+        self._by_control: dict[str, ParamField] = {}
+
+    # -- layout ----------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="editor-header")
+        yield Static(id="group-bar")
+        yield Static(id="editor-status")
+        with Horizontal(id="editor-main"):
+            with TabbedContent(id="editor-tabs"):
+                for g in self.groups:
+                    with TabPane(g.title, id=f"tab-{g.id}"), \
+                            VerticalScroll(id=f"pane-{g.id}", classes="group-pane"):
+                        yield Static(g.description, classes="group-description")
+            with Vertical(id="editor-side"):
+                with Vertical(id="findings-box"):
+                    yield FindingsList(id="findings")
+                with VerticalScroll(id="side-box"):
+                    yield Static(id="side-content")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.query_one("#findings-box").border_title = "Findings"
+        self._load_memory_sources()
+        self._layout_for(self.size.width)
+        # The group bar replaces the (hidden) tab strip; keep focus out of it.
+        for tabs in self.query("ContentTabs"):
+            tabs.can_focus = False
+        if self.groups:
+            await self._build_group(self.groups[0].id)
+            first = next(iter(self.fields.values()), None)
+            if first is not None:
+                first.control.focus()
+        self._update_group_bar()
+        self._update_header()
+        self._update_side()
+        self._schedule_analysis(0)
+
+    def on_resize(self) -> None:
+        self._layout_for(self.size.width)
+
+    def _layout_for(self, width: int) -> None:
+        narrow = width < 120
+        if narrow != self.has_class("-narrow"):
+            self.set_class(narrow, "-narrow")
+            if self.is_mounted and self.fields:
+                self._update_group_bar()
+
+    def _load_memory_sources(self) -> None:
+        try:
+            for pr in data.hardware_presets():
+                self.memory_sources.append((pr.title, int(pr.num_gpus), float(pr.gpu_mem_gib)))
+        except Exception:  # noqa: BLE001 - presets module missing: NVML only
+            pass
+        gv = getattr(self.app, "gpu_view", None)
+        if gv is not None and not gv.snapshot.available and len(self.memory_sources) > 1:
+            self.memory_index = 1  # no driver here: start from the smallest preset, say so
+
+    # -- fields (built lazily, per tab, on first show) -------------------------
+    async def _build_group(self, gid: str, *, complete: bool = False) -> None:
+        """Mount the fields of ``gid``: a first batch now, the rest in later frames.
+
+        ``complete`` waits for every field (jumping to one that may not exist yet).
+        """
+        if gid not in self.built:
+            self.built.add(gid)
+            fields = []
+            for p in self.schema.params_in_group(gid):
+                is_set = p.name in self.doc.data
+                f = ParamField(p, self.doc.get(p.name) if is_set else None, is_set=is_set)
+                if p.name in self.field_errors:
+                    f.error = self.field_errors[p.name]
+                elif is_set:
+                    f.error = data.check_value(p.name, self.doc.get(p.name))
+                    if f.error:
+                        self.field_errors[p.name] = f.error
+                self.fields[p.name] = f
+                fields.append(f)
+            self._pending[gid] = fields
+            await self._mount_batch(gid, FIRST_BATCH)
+        if complete:
+            while self._pending.get(gid):
+                await self._mount_batch(gid, BATCH)
+
+    async def _mount_batch(self, gid: str, n: int) -> None:
+        pending = self._pending.get(gid) or []
+        batch, self._pending[gid] = pending[:n], pending[n:]
+        if batch:
+            pane = self.query_one(f"#pane-{gid}", VerticalScroll)
+            await pane.mount_all([w for f in batch for w in f.widgets()])
+        if self._pending[gid]:
+            self.call_after_refresh(self._continue_batches, gid)
+
+    async def _continue_batches(self, gid: str) -> None:
+        if self._pending.get(gid) and self.is_attached:
+            await self._mount_batch(gid, BATCH)
+
+    @on(TabbedContent.TabActivated)
+    async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane_id = event.pane.id or ""
+        if pane_id.startswith("tab-"):
+            await self._build_group(pane_id[4:])
+            self._update_group_bar()
+
+    def palette_groups(self) -> list[tuple[str, str]]:
+        return [(g.id, g.title) for g in self.groups]
+
+    async def show_group(self, gid: str, *, complete: bool = False) -> None:
+        self.query_one(TabbedContent).active = f"tab-{gid}"
+        await self._build_group(gid, complete=complete)
+        self._update_group_bar()
+
+    def _update_group_bar(self) -> None:
+        var = self.app.theme_variables
+        active = self.query_one(TabbedContent).active
+        t = Text()
+        if self.has_class("-narrow"):
+            ids = [f"tab-{g.id}" for g in self.groups]
+            i = ids.index(active) if active in ids else 0
+            t.append(f"Group {i + 1}/{len(ids)}: ", style=fmt.style_for(var, "muted"))
+            t.append(self.groups[i].title, style="bold")
+            t.append("   ctrl+t next · ctrl+p \"group\" to pick", style=fmt.style_for(var, "muted"))
+            self.query_one("#group-bar", Static).update(t)
+            return
+        for i, g in enumerate(self.groups):
+            if i:
+                t.append(" · ", style=fmt.style_for(var, "muted"))
+            n_err = sum(1 for k in self.field_errors if self.schema.PARAMS.get(k) and self.schema.PARAMS[k].group == g.id)
+            label = g.title + (f" ✖{n_err}" if n_err else "")
+            style = "reverse bold" if active == f"tab-{g.id}" else ""
+            t.append(label.replace(" ", "\u00a0"), style=style)
+        self.query_one("#group-bar", Static).update(t)
+
+    async def jump_to(self, key: str) -> bool:
+        """Show the field for ``key`` (switching tabs) and focus it."""
+        p = self.schema.PARAMS.get(key)
+        if p is None:
+            alias = getattr(self.schema, "alias_target", None)
+            target = alias(key) if callable(alias) else None
+            p = self.schema.PARAMS.get(target) if target else None
+        if p is None:
+            self.notify(f"{key} has no field (unknown key): edit it in the YAML file.", severity="warning")
+            return False
+        await self.show_group(p.group, complete=True)
+        f = self.fields.get(p.name)
+        if f is None:
+            return False
+        self.call_after_refresh(f.focus_control)
+        return True
+
+    @on(FindingsList.JumpTo)
+    async def _jump(self, event: FindingsList.JumpTo) -> None:
+        await self.jump_to(event.key)
+
+    # -- edits ------------------------------------------------------------------
+    def _field_of(self, widget: Any) -> ParamField | None:
+        wid = getattr(widget, "id", None) or ""
+        if not wid.startswith(CONTROL_PREFIX):
+            return None
+        return self.fields.get(wid[len(CONTROL_PREFIX):])
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Switch.Changed)
+    def _control_changed(self, event: Input.Changed | Select.Changed | Switch.Changed) -> None:
+        widget = event.control
+        f = self._field_of(widget)
+        if f is None:
+            return
+        event.stop()
+        # Controls post Changed when mounted with their initial value: not an edit.
+        if f.is_initial_echo(event.value):
+            return
+        self.apply_edit(f, f.raw_from(widget, event.value))
+
+    def apply_edit(self, field: ParamField, raw: Any) -> None:
+        p = field.param
+        name = p.name
+        try:
+            value = self.schema.coerce(p, raw) if isinstance(raw, str) else raw
+        except ConfigError as exc:
+            self._field_error(field, getattr(exc, "bare_message", str(exc)) + (f" ({exc.hint})" if exc.hint else ""))
+            return
+        if value is None:
+            if name in self.doc.data:
+                self.doc.delete(name)
+                self._changed()
+            self._field_error(field, None)
+            field.set_is_set(False)
+            return
+        problem = data.check_value(name, value)
+        self._field_error(field, problem)
+        if name not in self.doc.data and value == field.initial and field.kind == "switch" and value == bool(p.default):
+            return  # a switch showing its default is not an edit
+        if self.doc.get(name) != value or name not in self.doc.data:
+            self.doc.set(name, value)
+            field.set_is_set(True)
+            self._changed()
+
+    def _field_error(self, field: ParamField, message: str | None) -> None:
+        name = field.param.name
+        if message is None:
+            self.field_errors.pop(name, None)
+        else:
+            self.field_errors[name] = message
+        field.set_error(message)
+        self._show_findings()
+        self._update_header()
+        self._update_group_bar()
+
+    def _changed(self) -> None:
+        self.dirty = True
+        self._update_header()
+        self._schedule_analysis()
+
+    # -- analysis (thread worker) ----------------------------------------------
+    def _schedule_analysis(self, delay: float = ANALYSE_DELAY) -> None:
+        self.generation += 1
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(delay, self._analyse) if delay else None
+        if not delay:
+            self._analyse()
+
+    def _analyse(self) -> None:
+        text = self.doc.dumps()
+        label, n, gib = self.memory_sources[self.memory_index]
+        self._run_analysis(self.generation, text, self.path, n, gib, label)
+
+    @work(thread=True, exclusive=True, group="editor-analysis", exit_on_error=False)
+    def _run_analysis(self, gen: int, text: str, path: Path | None, n: int | None, gib: float | None,
+                      label: str) -> None:
+        analysis = data.analyse(gen, text, path, num_gpus=n, gpu_mem_gib=gib, memory_label=label)
+        self.post_message(EditorAnalysed(analysis))
+
+    @on(EditorAnalysed)
+    def _analysed(self, message: EditorAnalysed) -> None:
+        if message.analysis.generation != self.generation:
+            return  # an answer to an older edit
+        self.analysis = message.analysis
+        self._show_findings()
+        self._update_header()
+        self._update_side()
+
+    def _show_findings(self) -> None:
+        findings = self.analysis.findings if self.analysis else ()
+        lst = self.query_one(FindingsList)
+        lst.show(self.field_errors, findings)
+        c = lst.counts()
+        self.query_one("#findings-box").border_subtitle = (
+            f"{c['error']} errors, {c['warning']} warnings, {c['advice']} advice")
+
+    def _update_header(self) -> None:
+        var = self.app.theme_variables
+        t = Text()
+        t.append(self.title_text, style="bold")
+        if self.dirty:
+            t.append("  ● modified", style=fmt.style_for(var, "status-stopped", bold=True))
+        if self.readonly:
+            t.append("  read-only", style=fmt.style_for(var, "muted"))
+        self.query_one("#editor-header", Static).update(t)
+
+    def _update_side(self) -> None:
+        var = self.app.theme_variables
+        box = self.query_one("#side-box")
+        content = self.query_one("#side-content", Static)
+        a = self.analysis
+        if self.side_mode == "estimate":
+            label = self.memory_sources[self.memory_index][0]
+            box.border_title = "Memory estimate"
+            box.border_subtitle = "ctrl+g: GPU size  ctrl+y: YAML"
+            if a is None:
+                content.update(Text("estimating…", style=fmt.style_for(var, "muted")))
+            else:
+                content.update(render_estimate(a.estimate, a.estimate_error, label, var))
+        elif self.side_mode == "yaml":
+            box.border_title = "YAML to be saved"
+            box.border_subtitle = "ctrl+y: diff"
+            content.update(render_yaml(a.yaml_text if a else self.doc.dumps(), var))
+        else:
+            box.border_title = "Diff against the file on disk"
+            box.border_subtitle = "ctrl+y: estimate"
+            if a is not None and a.disk_changed:
+                content.update(Text("The file is gone from disk.", style=fmt.style_for(var, "status-failed")))
+            else:
+                content.update(render_diff(a.diff if a else (), var))
+
+    def status(self, text: str, *, error: bool = False) -> None:
+        s = self.query_one("#editor-status", Static)
+        s.update(text)
+        s.set_class(error, "-error")
+
+    # -- actions -----------------------------------------------------------------
+    def action_back(self) -> None:
+        if not self.dirty or self.readonly:
+            self.dismiss()
+            return
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.dismiss()
+
+        self.app.push_screen(ConfirmationModal("Discard unsaved edits?",
+                                               [f"{self.title_text} has changes that are not saved.",
+                                                "y discards them; n goes back to the editor."],
+                                               yes="Discard", id="confirm-discard"), done)
+
+    def action_toggle_preview(self) -> None:
+        self.side_mode = SIDE_MODES[(SIDE_MODES.index(self.side_mode) + 1) % len(SIDE_MODES)]
+        self._update_side()
+
+    def action_cycle_memory_source(self) -> None:
+        self.memory_index = (self.memory_index + 1) % len(self.memory_sources)
+        self.side_mode = "estimate"
+        self._update_side()
+        self._schedule_analysis(0)
+        self.notify(f"Estimating for: {self.memory_sources[self.memory_index][0]}")
+
+    def action_focus_findings(self) -> None:
+        lst = self.query_one(FindingsList)
+        lst.focus()
+        if lst.option_count and lst.highlighted is None:
+            lst.highlighted = 0
+
+    async def action_next_group(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        ids = [f"tab-{g.id}" for g in self.groups]
+        i = ids.index(tabs.active) if tabs.active in ids else -1
+        await self.show_group(self.groups[(i + 1) % len(ids)].id)
+
+    def action_open_config(self) -> None:
+        self.app.prompt_open_config()  # type: ignore[attr-defined]
+
+    def action_new_config(self) -> None:
+        self.app.new_config()  # type: ignore[attr-defined]
+
+    def action_save(self) -> None:
+        if self.readonly:
+            return
+        if self.path is None:
+            self.action_save_as()
+            return
+        self._save(self.path)
+
+    def action_save_as(self) -> None:
+        if self.readonly:
+            return
+        root: Path = getattr(self.app, "root", Path.cwd())
+        default = str(self.path) if self.path else str(root / "config.yaml")
+
+        def chosen(value: str | None) -> None:
+            if value:
+                p = Path(value).expanduser()
+                if not p.is_absolute():
+                    p = root / p
+                self._save(p)
+
+        self.app.push_screen(PathPrompt("Save config as", value=default), chosen)
+
+    def _save(self, target: Path, then: Any = None) -> bool:
+        if self.field_errors:
+            keys = ", ".join(sorted(self.field_errors))
+            self.status(f"Not saved: fix the invalid field(s) first: {keys}", error=True)
+            self.notify(f"Not saved: invalid {keys}", severity="error")
+            return False
+        try:
+            saved = self.doc.save(target)
+        except StaleFileError:
+            msg = (f"Not saved: {target} changed on disk since it was opened, and saving would "
+                   "overwrite those changes. Open it again (ctrl+o) or save under another name "
+                   "(palette: Save as).")
+            self.status(msg, error=True)
+            self.notify(msg, title="File changed on disk", severity="error", timeout=12)
+            return False
+        except (ConfigError, OSError) as exc:
+            self.status(f"Not saved: {exc}", error=True)
+            self.notify(f"Not saved: {exc}", severity="error", timeout=10)
+            return False
+        self.path = saved
+        self.title_text = str(saved)
+        self.dirty = False
+        errors = sum(1 for f in (self.analysis.findings if self.analysis else ()) if str(f.severity) == "error")
+        self.status(f"Saved {saved}" + (f" (with {errors} error(s) still listed)" if errors else ""))
+        self.notify(f"Saved {saved.name}", title="Saved")
+        self._update_header()
+        self._schedule_analysis(0)
+        return True
+
+    def action_launch(self) -> None:
+        if self.readonly:
+            return
+        if self.field_errors:
+            self.notify("Fix the invalid fields before launching.", severity="error")
+            return
+        errors = [f for f in (self.analysis.findings if self.analysis else ())
+                  if str(getattr(f.severity, "value", f.severity)) == "error"]
+        if errors:
+            self.notify(f"The config has {len(errors)} error(s); the findings list names them "
+                        "(ctrl+f).", severity="error", timeout=8)
+            return
+        if self.path is None or self.dirty:
+            if self.path is None:
+                self.notify("Save the config first (ctrl+s): a run launches from a file.", severity="warning")
+                return
+            if not self._save(self.path):
+                return
+        values = self.doc.values()
+        self.app.start_launch(  # type: ignore[attr-defined]
+            self.path, {}, title=f"Launch {self.path.name}",
+            trust_remote_code=values.get("trust_remote_code") is True,
+        )

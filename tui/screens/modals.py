@@ -1,0 +1,184 @@
+"""Modal dialogs: confirmation (y/n), launch (command + GPU picker), path prompt, choice."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.markup import escape
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingsMap
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, OptionList, SelectionList, Static
+from textual.widgets.option_list import Option
+from textual.widgets.selection_list import Selection
+
+from tui.screens.base import RegistryModal
+
+
+class ConfirmationModal(RegistryModal[bool]):
+    """Ask before doing something that changes a run. Names exactly what will happen.
+
+    ``y`` confirms, ``n`` or ``Esc`` cancels; nothing happens until ``y``.
+    """
+
+    def __init__(self, title: str, lines: Sequence[str], *, yes: str = "Yes", danger: bool = True,
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.title_text = title
+        self.lines = list(lines)
+        self.yes_label = yes
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="-danger" if self.danger else ""):
+            yield Label(escape(self.title_text), id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                for line in self.lines:
+                    yield Static(escape(line), classes="dialog-line")
+            with Horizontal(id="dialog-buttons"):
+                yield Button(f"{self.yes_label} (y)", id="yes",
+                             variant="error" if self.danger else "primary")
+                yield Button("No (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_no(self) -> None:
+        self.dismiss(False)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+@dataclass(frozen=True)
+class GpuChoice:
+    index: int
+    label: str          # "GPU 0  NVIDIA A100 80GB  62.1 GiB free"
+    selected: bool
+
+
+class LaunchModal(RegistryModal["list[int] | None"]):
+    """Shows the exact command and a GPU picker; returns the chosen GPU indices (or None)."""
+
+    def __init__(self, title: str, config_path: str, command: str, env: Sequence[str],
+                 gpus: Sequence[GpuChoice], note: str | None = None) -> None:
+        super().__init__(id="launch-modal")
+        self.title_text = title
+        self.config_path = config_path
+        self.command = command
+        self.env = list(env)
+        self.gpus = list(gpus)
+        self.note = note
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(escape(self.title_text), id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                yield Static(f"config: {escape(self.config_path)}", classes="dialog-line")
+                yield Label("Command (runs detached under a supervisor):", classes="dialog-heading")
+                yield Static(escape(self.command), id="launch-command", classes="command")
+                if self.env:
+                    yield Static(escape("env: " + " ".join(self.env)), id="launch-env", classes="command")
+                if self.gpus:
+                    yield Label("GPUs (space toggles; free memory now):", classes="dialog-heading")
+                    yield SelectionList[int](
+                        *[Selection(g.label, g.index, g.selected) for g in self.gpus], id="gpu-picker"
+                    )
+                else:
+                    yield Static("No GPU detected: the run uses the CPU.", id="launch-cpu",
+                                 classes="dialog-line")
+                if self.note:
+                    yield Static(escape(self.note), classes="dialog-line -warning")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Launch (y)", id="yes", variant="primary")
+                yield Button("Cancel (n)", id="no")
+
+    def on_mount(self) -> None:
+        if self.gpus:
+            self.query_one("#gpu-picker", SelectionList).focus()
+        else:
+            self.query_one("#yes", Button).focus()
+
+    def selected_gpus(self) -> list[int]:
+        if not self.gpus:
+            return []
+        return sorted(self.query_one("#gpu-picker", SelectionList).selected)
+
+    def action_yes(self) -> None:
+        self.dismiss(self.selected_gpus())
+
+    def action_no(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "yes":
+            self.action_yes()
+        else:
+            self.action_no()
+
+
+class PathPrompt(ModalScreen["str | None"]):
+    """Ask for a file path. Enter accepts, Esc cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
+
+    def __init__(self, title: str, value: str = "", placeholder: str = "path/to/config.yaml") -> None:
+        super().__init__(id="path-prompt")
+        self.title_text = title
+        self.value = value
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(escape(self.title_text), id="dialog-title")
+            yield Input(self.value, placeholder=self.placeholder, id="path-input")
+            yield Static("enter: accept   esc: cancel", classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ChoiceModal(ModalScreen["str | None"]):
+    """Pick one item from a list (samples, presets, checkpoints). Enter picks, Esc cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="choice.cancel")]
+
+    def __init__(self, title: str, choices: Sequence[tuple[str, str]], *, id: str | None = None) -> None:
+        super().__init__(id=id or "choice-modal")
+        self.title_text = title
+        self.choices = list(choices)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(escape(self.title_text), id="dialog-title")
+            yield OptionList(*[Option(escape(label), id=cid) for cid, label in self.choices],
+                             id="choice-list")
+            yield Static("enter: choose   esc: cancel", classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one(OptionList).focus()
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+__all__ = ["BindingsMap", "ChoiceModal", "ConfirmationModal", "GpuChoice", "LaunchModal", "PathPrompt"]

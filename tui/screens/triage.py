@@ -1,0 +1,171 @@
+"""Triage for one run: the diagnosis, ordered suggestions (rationale, patch as a diff,
+memory before/after); apply writes the patched config as a new file and offers resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from tui import data
+from tui import format as fmt
+from tui.data import TriageView
+from tui.screens.base import RegistryScreen
+
+
+class TriageScreen(RegistryScreen[None]):
+    SCOPE = "triage"
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(id="triage")
+        self.run_dir = Path(run_dir)
+        self.view: TriageView | None = None
+        self.suggestions: list[tuple[Any, Any]] = []  # (diagnosis, suggestion)
+        self.applied: Path | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Triage of {self.run_dir.name}  ({self.run_dir})", classes="screen-title")
+        yield Static("Diagnosing…", id="diagnosis")
+        with Horizontal(id="triage-main"):
+            yield OptionList(id="suggestions")
+            with VerticalScroll(id="suggestion-detail-box"):
+                yield Static(id="suggestion-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#suggestions").border_title = "Suggestions, in order"
+        self.query_one("#suggestion-detail-box").border_title = "Patch"
+        self.set_class(self.size.width < 110, "-narrow")
+        self.query_one(OptionList).focus()
+        self._diagnose()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < 110, "-narrow")
+
+    @work(thread=True, exclusive=True, group="triage", exit_on_error=False)
+    def _diagnose(self) -> None:
+        view = data.triage(self.run_dir)
+        self.app.call_from_thread(self._show, view)
+
+    def _show(self, view: TriageView) -> None:
+        self.view = view
+        diag = self.query_one("#diagnosis", Static)
+        opts = self.query_one(OptionList)
+        opts.clear_options()
+        self.suggestions = []
+        if view.error:
+            diag.update(view.error)
+            return
+        if not view.diagnoses:
+            diag.update("Nothing wrong found: no OOM, divergence, stall, disk or speed problem in "
+                        "this run's files.")
+            self.query_one("#suggestion-detail", Static).update("")
+            return
+        lines = []
+        for d in view.diagnoses:
+            lines.append(f"{d.kind.upper()}: {d.summary}")
+            for ev in list(getattr(d, "evidence", ()) or ())[:3]:
+                lines.append(f"  · {ev}")
+        diag.update(Text("\n".join(lines)))
+        n = 0
+        for d in view.diagnoses:
+            for s in d.suggestions:
+                n += 1
+                self.suggestions.append((d, s))
+                opts.add_option(Option(f"{n}. {s.title}", id=str(n - 1)))
+        if self.suggestions:
+            opts.highlighted = 0
+            self._detail(0)
+
+    @on(OptionList.OptionHighlighted, "#suggestions")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        if event.option.id is not None:
+            self._detail(int(event.option.id))
+
+    def selected_index(self) -> int | None:
+        h = self.query_one(OptionList).highlighted
+        return h if h is not None and 0 <= h < len(self.suggestions) else None
+
+    def _detail(self, i: int) -> None:
+        if not (0 <= i < len(self.suggestions)) or self.view is None:
+            return
+        _d, s = self.suggestions[i]
+        var = self.app.theme_variables
+        parts: list[Any] = []
+        parts.append(Text(s.title, style="bold"))
+        parts.append(Text(s.rationale or ""))
+        if getattr(s, "guide_ref", None):
+            parts.append(Text(f"guide: {s.guide_ref}", style=fmt.style_for(var, "muted")))
+        before, after = getattr(s, "before_bytes", None), getattr(s, "after_bytes", None)
+        if before is not None or after is not None:
+            mem = Text("\nMemory per GPU: ")
+            mem.append(fmt.size(before), style="bold")
+            mem.append(" → ")
+            mem.append(fmt.size(after), style=fmt.style_for(var, "diff-added", bold=True))
+            parts.append(mem)
+        parts.append(Text("\nConfig patch:", style="bold"))
+        try:
+            diff_lines = list(s.diff_lines(self.view.values))
+        except Exception:  # noqa: BLE001 - fall back to the raw patch
+            diff_lines = [f"+ {k}: {v}" for k, v in (s.patch or {}).items()]
+        if not diff_lines:
+            diff_lines = ["(no config change: an action to take by hand)"]
+        diff = Text()
+        for j, line in enumerate(diff_lines):
+            if j:
+                diff.append("\n")
+            style = (fmt.style_for(var, "diff-added") if line.startswith("+")
+                     else fmt.style_for(var, "diff-removed") if line.startswith("-") else "")
+            diff.append(line, style=style)
+        parts.append(diff)
+        if self.applied is not None:
+            parts.append(Text(f"\nLast applied: {self.applied}", style=fmt.style_for(var, "muted")))
+        self.query_one("#suggestion-detail", Static).update(Group(*parts))
+
+    # -- actions -------------------------------------------------------------
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_apply(self) -> None:
+        i = self.selected_index()
+        if i is None:
+            self.notify("No suggestion selected.", severity="warning")
+            return
+        _d, s = self.suggestions[i]
+        if not s.patch:
+            self.notify("This suggestion has no config patch to apply; it is a step to take by hand.",
+                        severity="warning")
+            return
+        self._apply(s)
+
+    @work(thread=True, group="triage-apply", exit_on_error=False)
+    def _apply(self, suggestion: Any) -> None:
+        try:
+            path = data.apply_suggestion(self.run_dir, suggestion)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, f"apply failed: {exc}", severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self._applied, suggestion, path)
+
+    def _applied(self, suggestion: Any, path: Path) -> None:
+        self.applied = path
+        self.notify(f"Wrote {path}", title="Patched config")
+        i = self.selected_index()
+        if i is not None:
+            self._detail(i)
+        if self.readonly:
+            return
+        run = data.read_run(self.run_dir)
+        if run is None:
+            return
+        status = str(getattr(run.status, "value", run.status))
+        if status in ("running", "starting", "stopping"):
+            return
+        self.app.choose_resume(run, checkpoint=None, overrides=dict(suggestion.patch))  # type: ignore[attr-defined]

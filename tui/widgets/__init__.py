@@ -1,0 +1,1 @@
+"""Widgets: each renders one kind of snapshot and never does I/O."""

@@ -1,0 +1,124 @@
+"""GPU panel: a row per GPU (VRAM bar, utilisation, temperature, power, who uses it,
+VRAM and utilisation sparklines). With no driver, one line and the space goes to the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tui import format as fmt
+from tui.data import GpuView
+
+
+class GpuPanel(Widget):
+    """Renders a :class:`tui.data.GpuView`; wide terminals get one line per GPU,
+    narrow ones pack several compact GPUs per line."""
+
+    DEFAULT_CSS = """
+    GpuPanel { height: auto; }
+    """
+
+    view: reactive[GpuView | None] = reactive(None, layout=True)
+
+    def update_view(self, view: GpuView) -> None:
+        self.view = view
+
+    def render(self) -> RenderableType:
+        v = self.view
+        var = self.app.theme_variables
+        if v is None:
+            return Text("GPUs: sampling…", style=fmt.style_for(var, "muted"))
+        snap = v.snapshot
+        if not snap.available:
+            msg = snap.message or "no NVIDIA driver found"
+            return Text(f"GPUs: {msg}", style=fmt.style_for(var, "muted"))
+        if not snap.gpus:
+            return Text("GPUs: none visible", style=fmt.style_for(var, "muted"))
+        width = self.content_region.width or self.size.width or 80
+        if width >= 118:
+            return Group(*[self._wide_row(g, v, width) for g in snap.gpus])
+        return self._compact(snap.gpus, v, width)
+
+    # one GPU per line ------------------------------------------------------
+    def _wide_row(self, g: Any, v: GpuView, width: int) -> Text:
+        var = self.app.theme_variables
+        t = Text()
+        name = fmt.truncate(short_name(g.name), 18)
+        t.append(f"{g.index:>2} ", style="bold")
+        t.append(f"{name:<18} ")
+        if g.error:
+            t.append(f"error: {g.error}", style=fmt.style_for(var, "status-failed", bold=True))
+            return t
+        frac = (g.mem_used / g.mem_total) if (g.mem_used is not None and g.mem_total) else None
+        t.append_text(fmt.bar(frac, 16, var))
+        t.append(f" {fmt.gib(g.mem_used):>5}/{fmt.gib(g.mem_total, 0):<3}GiB ")
+        t.append(f"{'n/a' if g.util_gpu is None else str(g.util_gpu) + '%':>4} ")
+        t.append(f"{'n/a' if g.temperature is None else str(g.temperature) + '°C':>5} ")
+        power = "n/a" if g.power_w is None else f"{g.power_w:.0f}"
+        limit = "" if g.power_limit_w is None else f"/{g.power_limit_w:.0f}"
+        t.append(f"{power + limit + 'W':>9} ")
+        vram_hist, util_hist = v.history.get(g.index, ((), ()))
+        spark_w = max(6, min(24, (width - 96) // 3))
+        t.append("vram ", style=fmt.style_for(var, "muted"))
+        t.append_text(fmt.spark(vram_hist, spark_w, var, lo=0, hi=100))
+        t.append(" util ", style=fmt.style_for(var, "muted"))
+        t.append_text(fmt.spark(util_hist, spark_w, var, lo=0, hi=100))
+        users = v.users.get(g.index, ())
+        room = width - len(t.plain) - 1
+        if room > 8:
+            if users:
+                who = ", ".join(f"{n} {fmt.gib(b)}G" for n, b in users)
+            elif g.processes:
+                who = f"{len(g.processes)} other process{'es' if len(g.processes) > 1 else ''}"
+            else:
+                who = "idle"
+            t.append(" " + fmt.truncate(who, room), style=fmt.style_for(var, "muted"))
+        return t
+
+    # several GPUs per line ---------------------------------------------------
+    def _compact(self, gpus: tuple[Any, ...], v: GpuView, width: int) -> Text:
+        var = self.app.theme_variables
+        cell = 38
+        per_line = max(1, width // cell)
+        out = Text()
+        for i, g in enumerate(gpus):
+            if i and i % per_line == 0:
+                out.append("\n")
+            elif i:
+                out.append(" ")
+            t = Text()
+            t.append(f"{g.index}", style="bold")
+            if g.error:
+                t.append(f" {fmt.truncate('error: ' + g.error, cell - 3)}",
+                         style=fmt.style_for(var, "status-failed", bold=True))
+                t.pad_right(cell - 1 - len(t.plain))
+                out.append_text(t)
+                continue
+            frac = (g.mem_used / g.mem_total) if (g.mem_used is not None and g.mem_total) else None
+            t.append(" ")
+            t.append_text(fmt.bar(frac, 8, var))
+            t.append(f" {fmt.gib(g.mem_used, 0):>2}/{fmt.gib(g.mem_total, 0):<2}G")
+            t.append(f" {'--' if g.util_gpu is None else str(g.util_gpu):>3}%")
+            users = v.users.get(g.index, ())
+            vram_hist, util_hist = v.history.get(g.index, ((), ()))
+            t.append(" ")
+            t.append_text(fmt.spark(util_hist, 6, var, lo=0, hi=100))
+            if users:
+                t.append(" " + fmt.truncate(users[0][0], 6), style=fmt.style_for(var, "muted"))
+            t.truncate(cell - 1)
+            t.pad_right(cell - 1 - len(t.plain))
+            out.append_text(t)
+        return out
+
+
+def short_name(name: str | None) -> str:
+    """``NVIDIA GeForce RTX 4090`` -> ``RTX 4090``: the vendor words carry nothing."""
+    if not name:
+        return "GPU"
+    for word in ("NVIDIA ", "GeForce ", "Tesla "):
+        name = name.replace(word, "")
+    return name.strip() or "GPU"

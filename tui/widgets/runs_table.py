@@ -1,0 +1,106 @@
+"""Runs table: a DataTable updated in place by row key, so cursor and scroll never jump."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from tui import format as fmt
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("name", "Run"),
+    ("status", "Status"),
+    ("progress", "Progress"),
+    ("loss", "Loss"),
+    ("throughput", "Tok/s"),
+    ("eta", "ETA"),
+    ("gpus", "GPUs"),
+)
+
+
+def run_key(run: Any) -> str:
+    return str(run.run_dir)
+
+
+class RunsTable(DataTable[Any]):
+    """One row per run, keyed by its directory. :meth:`update_runs` adds, updates, removes."""
+
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self._rows: dict[str, tuple[Any, ...]] = {}
+        self._runs: dict[str, Any] = {}
+        self.name_width = 22
+        self.bar_width = 8
+
+    def on_mount(self) -> None:
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def run_at_cursor(self) -> Any | None:
+        if not self.row_count:
+            return None
+        try:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        except Exception:  # noqa: BLE001 - an empty/shrinking table
+            return None
+        return self._runs.get(str(key.value))
+
+    def select_run_dir(self, run_dir: str) -> bool:
+        if run_dir not in self._rows:
+            return False
+        self.move_cursor(row=self.get_row_index(run_dir))
+        return True
+
+    def set_widths(self, width: int) -> None:
+        """Give the name column what the others leave, on narrow terminals too."""
+        self.name_width = max(10, min(40, width - 70))
+        self.bar_width = 8 if width >= 90 else 5
+
+    def _cells(self, run: Any) -> tuple[Any, ...]:
+        var = self.app.theme_variables
+        status = str(getattr(run.status, "value", run.status))
+        pct = run.percentage
+        if pct is None and run.total_steps:
+            pct = 100.0 * (run.current_steps or 0) / run.total_steps
+        prog = Text()
+        prog.append_text(fmt.bar(None if pct is None else pct / 100, self.bar_width, var, level_colours=False))
+        prog.append(f" {'--' if pct is None else f'{pct:.0f}%':>4}")
+        if run.gpus:
+            gpus = ",".join(str(g) for g in run.gpus)
+        else:  # a tunedeck run with no GPU is a CPU run; for a foreign run we cannot tell
+            gpus = "cpu" if getattr(run, "kind", "tunedeck") == "tunedeck" else "--"
+        eta = fmt.duration(run.eta_seconds) if status in ("running", "starting") else "--"
+        return (
+            fmt.truncate(run.name or run.id, self.name_width),
+            fmt.status_text(status, var),
+            prog,
+            fmt.number(run.loss),
+            fmt.rate(run.throughput),
+            eta,
+            fmt.truncate(gpus, 7),
+        )
+
+    def update_runs(self, runs: Sequence[Any], *, force: bool = False) -> None:
+        """Sync rows with ``runs`` by key: changed cells are updated, nothing is cleared."""
+        seen: set[str] = set()
+        for run in runs:
+            key = run_key(run)
+            seen.add(key)
+            self._runs[key] = run
+            cells = self._cells(run)
+            old = self._rows.get(key)
+            if old is None:
+                self.add_row(*cells, key=key)
+            elif force or old != cells:
+                for (col, _), new, prev in zip(COLUMNS, cells, old, strict=True):
+                    if force or new != prev:
+                        self.update_cell(key, col, new)
+            self._rows[key] = cells
+        for key in [k for k in self._rows if k not in seen]:
+            self.remove_row(key)
+            self._rows.pop(key, None)
+            self._runs.pop(key, None)
