@@ -20,11 +20,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
     SingleQuotedScalarString,
 )
+from ruamel.yaml.tokens import CommentToken
 
 from runner.errors import ConfigError, StaleFileError
 from runner.fsutil import atomic_write_text
@@ -266,7 +267,7 @@ class ConfigDoc:
         return key in self.overrides or key in self.data
 
     def keys(self) -> list[str]:
-        ks = [str(k) for k in self.data.keys()]
+        ks = [str(k) for k in self.data]
         ks += [k for k in self.overrides if k not in self.data]
         return ks
 
@@ -304,7 +305,9 @@ class ConfigDoc:
         self.overrides.pop(key, None)
 
     def delete(self, key: str) -> None:
+        """Remove ``key``; comment lines that followed its value stay in the file."""
         if key in self.data:
+            _keep_following_comments(self.data, key)
             del self.data[key]
         self.overrides.pop(key, None)
 
@@ -356,6 +359,52 @@ class ConfigDoc:
         self.source = str(target)
         self._fingerprint = _digest(text.encode("utf-8"))
         return target
+
+
+def _last_comment_slot(m: CommentedMap, key: Any) -> tuple[Any, Any]:
+    """(container, key) whose post-value comment holds the lines after ``m[key]``.
+
+    ruamel attaches full-line comments to the entry *before* them, so for a nested
+    value they live on its deepest last entry.
+    """
+    owner: Any = m
+    k: Any = key
+    value = m[key]
+    while isinstance(value, (CommentedMap, CommentedSeq)) and len(value):
+        owner, k = value, (list(value.keys())[-1] if isinstance(value, CommentedMap) else len(value) - 1)
+        value = owner[k]
+    return owner, k
+
+
+def _keep_following_comments(m: CommentedMap, key: Any) -> None:
+    """Before deleting ``key``, hand the comment lines after it to the previous entry."""
+    owner, k = _last_comment_slot(m, key)
+    slot = owner.ca.items.get(k)
+    token = slot[2] if slot and len(slot) > 2 else None
+    if token is None or "\n" not in token.value:
+        return
+    rest = token.value.split("\n", 1)[1]  # drop the deleted line's own end-of-line comment
+    if not rest.strip():
+        return
+    keys = list(m.keys())
+    idx = keys.index(key)
+    if idx == 0:
+        top = m.ca.comment
+        if top is None:
+            m.ca.comment = [None, []]
+            top = m.ca.comment
+        if top[1] is None:
+            top[1] = []
+        top[1].append(CommentToken(rest, start_mark=CommentMark(0)))
+        return
+    prev_owner, prev_k = _last_comment_slot(m, keys[idx - 1])
+    prev_slot = prev_owner.ca.items.setdefault(prev_k, [None, None, None, None])
+    while len(prev_slot) < 3:
+        prev_slot.append(None)
+    if prev_slot[2] is not None:
+        prev_slot[2].value = prev_slot[2].value + rest
+    else:
+        prev_slot[2] = CommentToken("\n" + rest, start_mark=CommentMark(0))
 
 
 def _lc(m: CommentedMap, key: Any) -> tuple[int | None, int | None]:
