@@ -564,7 +564,7 @@ def _declare() -> list[Param]:  # noqa: C901 - one long table, read top to botto
     p("logging_strategy", "monitoring", "enum", "steps", "When to log.", target=T, choices=INTERVALS)
     p("logging_first_step", "monitoring", "bool", False, "Also log the very first step.", target=T)
     p("logging_nan_inf_filter", "monitoring", "bool", True, "Skip NaN/inf losses when averaging logged loss.", target=T)
-    p("logging_dir", "monitoring", "path", None, "TensorBoard log folder (transformers 5 dropped the argument; tunedeck exports it as TENSORBOARD_LOGGING_DIR).", target=T)
+    p("logging_dir", "monitoring", "path", None, "TensorBoard log folder (transformers 5 dropped the argument and reads TENSORBOARD_LOGGING_DIR instead).", target=T)
     p("log_level", "monitoring", "enum", "passive", "transformers log level on the main process.", target=T,
       choices=("passive", "debug", "info", "warning", "error", "critical"))
     p("disable_tqdm", "monitoring", "bool", None, "Hide progress bars.", target=T)
