@@ -484,6 +484,9 @@ def _estimate_core(
                   "counted; activations counted as one dense MLP (approximate)")
     if detected_n:
         notes.add(f"{detected_n} GPU(s) detected: assumed all of them train (pass --num-gpus)")
+    if _bool(v.get("use_cpu")):
+        notes.add("use_cpu is set: this run trains on the CPU; the figures are what one GPU "
+                  "would need")
 
     P = shape.total_params
     stage = str(v.get("stage", "sft")).lower()

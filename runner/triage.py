@@ -27,7 +27,14 @@ from typing import Any
 
 from runner.config.yamlio import ConfigDoc
 from runner.errors import ConfigError, RunNotFound, TunedeckError
-from runner.estimate import GiB, deepspeed_plan, estimate, format_bytes, with_defaults
+from runner.estimate import (
+    GiB,
+    MemoryEstimate,
+    deepspeed_plan,
+    estimate,
+    format_bytes,
+    with_defaults,
+)
 from runner.fsutil import atomic_write_text, read_json
 from runner.protocol import (
     CHECKPOINT_PREFIX,
@@ -40,14 +47,21 @@ from runner.protocol import (
 )
 
 LF_CONFIG = "training_args.yaml"     # what LLaMA Board writes into a run's output_dir
+LOG_FILES = (STDOUT_LOG, "webui_subprocess.log", "running_log.txt")
 LOG_TAIL_BYTES = 64 * 1024
 
+# Case-insensitive substrings, except the regexes (case-sensitive, whole words).
 OOM_PATTERNS = ("CUDA out of memory", "torch.OutOfMemoryError", "OutOfMemoryError",
                 "out of memory")
-ENOSPC_PATTERNS = ("No space left on device", "ENOSPC", "[Errno 28]")
+ENOSPC_PATTERNS = ("No space left on device", "[Errno 28]", re.compile(r"\bENOSPC\b"))
 NAN_PATTERNS = ("loss is nan", "loss became nan", "nan loss", "non-finite loss",
-                "loss is inf")
-KILLED_PATTERNS = ("Killed", "SIGKILL", "signal 9")
+                "loss is inf", "loss became inf")
+KILLED_PATTERNS = (re.compile(r"\bKilled\b"), "SIGKILL", "signal 9")
+# Lines that quote settings rather than report an event (e.g. the fault-injection banner
+# "Faults(oom_step=3, enospc_on_save=False, ...)") must not match.
+_IGNORED_LINE = re.compile(r"^\[tunedeck\] fault injection")
+# The supervisor marks each attempt in stdout.log; only the newest attempt's lines count.
+_ATTEMPT_LINE = re.compile(r"^\[tunedeck [^\]]*\] attempt \d+: ")
 
 STALL_FACTOR = 10          # "many times the median interval between log lines"
 STALL_FLOOR_S = 120.0      # ... and never less than this
@@ -110,6 +124,11 @@ class TriageInput:
     disk_path: str | None = None       # mount point (and device) holding output_dir
     gpu_util_pct: float | None = None  # mean utilisation of the run's GPUs right now
     exit_reason: str | None = None     # trainer_exit.json "reason"
+    gpu_name: str | None = None        # e.g. "NVIDIA A100-SXM4-80GB" (for the throughput check)
+
+
+def _delta(b: float) -> str:
+    return ("+" if b > 0 else "-" if b < 0 else "") + format_bytes(abs(b))
 
 
 def _show(v: Any) -> str:
@@ -133,11 +152,12 @@ class _Ctx:
     def __init__(self, inp: TriageInput) -> None:
         self.inp = inp
         self.v = with_defaults(inp.values)
-        self._mem: dict[str, float | None] = {}
+        self._mem: dict[str, MemoryEstimate | None] = {}
         self.tail = "\n".join(inp.log_tail[-400:])
         self.exit = inp.exit_message or ""
 
-    def mem(self, patch: Mapping[str, Any] | None = None) -> float | None:
+    def estimate(self, patch: Mapping[str, Any] | None = None) -> MemoryEstimate | None:
+        """The memory estimate of the config with ``patch`` applied (None: model unknown)."""
         vals = dict(self.inp.values)
         for k, val in (patch or {}).items():
             if val is None:
@@ -147,22 +167,26 @@ class _Ctx:
         key = json.dumps(vals, sort_keys=True, default=str)
         if key not in self._mem:
             try:
-                est = estimate(vals, config_dir=self.inp.config_dir,
-                               num_gpus=max(1, self.inp.num_gpus),
-                               gpu_mem_gib=(self.inp.gpu_mem_bytes / GiB
-                                            if self.inp.gpu_mem_bytes else None),
-                               detect_gpus=False, with_levels=False)
-                self._mem[key] = est.per_gpu_bytes
+                self._mem[key] = estimate(
+                    vals, config_dir=self.inp.config_dir, num_gpus=max(1, self.inp.num_gpus),
+                    gpu_mem_gib=(self.inp.gpu_mem_bytes / GiB if self.inp.gpu_mem_bytes
+                                 else None),
+                    detect_gpus=False, with_levels=False)
             except (ConfigError, ValueError, TypeError, ZeroDivisionError):
                 self._mem[key] = None
         return self._mem[key]
+
+    def mem(self, patch: Mapping[str, Any] | None = None) -> float | None:
+        est = self.estimate(patch)
+        return est.per_gpu_bytes if est is not None else None
 
     def suggest(self, title: str, rationale: str, patch: dict[str, Any], ref: str,
                 *, memory: bool = True) -> Suggestion:
         before = self.mem() if memory else None
         after = self.mem(patch) if memory and patch else before
         if memory and before is not None and after is not None and patch:
-            rationale += f" Estimated peak per GPU: {format_bytes(before)} -> {format_bytes(after)}"
+            rationale += (f" Estimated peak per GPU: {format_bytes(before)} -> "
+                          f"{format_bytes(after)} ({_delta(after - before)})")
             if self.inp.gpu_mem_bytes:
                 fits = after <= self.inp.gpu_mem_bytes
                 rationale += (f" ({'fits' if fits else 'still over'} "
@@ -252,12 +276,25 @@ def _total_steps(ctx: _Ctx) -> int | None:
     return None
 
 
-def _matches(text: str, patterns: tuple[str, ...]) -> str | None:
+def _matches(text: str, patterns: tuple[str | re.Pattern[str], ...]) -> str | None:
+    """The last line matching any pattern (substrings case-insensitively, regexes as is)."""
     for line in reversed(text.splitlines()):
+        if _IGNORED_LINE.match(line):
+            continue
+        low = line.lower()
         for p in patterns:
-            if p.lower() in line.lower():
+            hit = p.search(line) if isinstance(p, re.Pattern) else p.lower() in low
+            if hit:
                 return line.strip()[:300]
     return None
+
+
+def current_attempt(lines: list[str]) -> list[str]:
+    """The lines of ``stdout.log`` since the supervisor's last "attempt N:" marker."""
+    for i in range(len(lines) - 1, -1, -1):
+        if _ATTEMPT_LINE.match(lines[i]):
+            return lines[i:]
+    return lines
 
 
 def _nonfinite(x: Any) -> bool:
@@ -651,7 +688,7 @@ def diagnose(inp: TriageInput) -> list[Diagnosis]:
             else {}, "10.6", memory=False)]
         found.append(Diagnosis("killed", "the trainer was killed by a signal", tuple(ev),
                                tuple(sugg)))
-    elif status in ("failed", "lost") and not found:
+    elif (status in ("failed", "lost") or reason in ("error", "config_error")) and not found:
         msg = inp.exit_message or _last_exception(inp.log_tail) or "no message"
         found.append(Diagnosis(
             "failed", f"the run failed: {msg}",
@@ -812,10 +849,56 @@ def _slow_diag(ctx: _Ctx) -> Diagnosis | None:
                       "recently (memory creep or throttling)")
     if inp.gpu_util_pct is not None and inp.gpu_util_pct < 50 and (inp.status or "") == "running":
         ev.append(f"GPU utilisation {inp.gpu_util_pct:.0f}%: the GPUs wait on something")
+    mfu = _mfu(ctx)
+    if mfu is not None and mfu[0] < LOW_MFU:
+        ev.append(mfu[1])
     if not ev:
         return None
     return Diagnosis("slow", "training is slower than it should be", tuple(ev),
                      tuple(_slow(ctx)))
+
+
+# Dense bf16/fp16 tensor-core peaks (TFLOP/s, no sparsity), matched on the NVML name.
+# Most specific names first.
+GPU_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("H800", 989.0), ("H20", 148.0),
+    ("GH200", 989.0), ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0),
+    ("L40", 181.0), ("L4", 121.0), ("A6000", 155.0), ("A40", 150.0), ("A10", 125.0),
+    ("4090", 165.0), ("4080", 97.0), ("3090", 71.0), ("V100", 125.0), ("T4", 65.0),
+)
+LOW_MFU = 0.10   # well-tuned fine-tuning runs reach 0.3-0.5 of peak
+
+
+def gpu_peak_flops(name: str | None) -> float | None:
+    if not name:
+        return None
+    for key, tflops in GPU_PEAK_TFLOPS:
+        if key.lower() in name.lower():
+            return tflops * 1e12
+    return None
+
+
+def _mfu(ctx: _Ctx) -> tuple[float, str] | None:
+    """(model FLOPs utilisation, sentence) from the logged throughput, if it can be known."""
+    inp = ctx.inp
+    peak = gpu_peak_flops(inp.gpu_name)
+    if peak is None or (inp.status or "") != "running":
+        return None
+    tput = next((r["throughput"] for r in reversed(inp.history)
+                 if isinstance(r.get("throughput"), (int, float)) and r["throughput"] > 0), None)
+    est = ctx.estimate()
+    if tput is None or est is None:
+        return None
+    n = est.shape.total_params
+    # 6N per token for a full step; frozen weights need no weight gradient (~2N less);
+    # gradient checkpointing recomputes the forward (+2N).
+    per_token = 6 * n if est.trainable_params >= 0.5 * n else 4 * n
+    if any(c.name == "activations" and c.note.startswith("gradient checkpointing")
+           for c in est.components):
+        per_token += 2 * n
+    mfu = tput * per_token / (peak * max(1, inp.num_gpus))
+    return mfu, (f"{tput:,.0f} tokens/s is {100 * mfu:.1f}% of the {inp.gpu_name} bf16 peak "
+                 f"(x{max(1, inp.num_gpus)}); well-tuned runs reach 30-50%")
 
 
 def _not_converging_diag(ctx: _Ctx) -> Diagnosis | None:
@@ -874,6 +957,30 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     except OSError:
         return []
     return out
+
+
+def _state_history(run_dir: Path) -> list[dict[str, Any]]:
+    """History of a plain transformers run: ``trainer_state.json``'s ``log_history``.
+
+    Records are renamed to the trainer_log.jsonl keys (``step`` -> ``current_steps``).
+    """
+    cands = [run_dir / TRAINER_STATE] + [c.path / TRAINER_STATE
+                                         for c in reversed(_checkpoints(run_dir))]
+    for path in cands:
+        state = read_json(path)
+        if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
+            continue
+        total = state.get("max_steps")
+        out = []
+        for rec in state["log_history"]:
+            if isinstance(rec, dict) and "loss" in rec:
+                r = dict(rec)
+                r["current_steps"] = rec.get("step")
+                if isinstance(total, int):
+                    r["total_steps"] = total
+                out.append(r)
+        return out
+    return []
 
 
 @dataclass(frozen=True)
@@ -952,8 +1059,12 @@ def gather(run_dir: str | Path) -> TriageInput:
             values = {}
     if man is not None and man.config_path:
         config_dir = Path(man.config_path).expanduser().resolve().parent
-    history = read_history(rd / TRAINER_LOG)
-    tail = _read_tail(rd / STDOUT_LOG)
+    history = read_history(rd / TRAINER_LOG) or _state_history(rd)
+    tail: list[str] = []
+    for name in LOG_FILES:   # ours, then what LLaMA Board leaves behind
+        if (rd / name).is_file():
+            tail = current_attempt(_read_tail(rd / name))
+            break
     exit_info = read_json(rd / TRAINER_EXIT)
     exit_reason = exit_msg = None
     if isinstance(exit_info, dict):
@@ -981,42 +1092,46 @@ def gather(run_dir: str | Path) -> TriageInput:
     except OSError:
         age = None
     num_gpus = 1
-    gpu_mem = None
-    util = None
+    gpu_mem = util = None
+    gpu_name = None
     gpu_idx: list[int] = []
     if man is not None:
         gpu_idx = list(man.gpus)
         num_gpus = max(1, int(man.num_processes or len(gpu_idx) or 1))
     if gpu_idx:
-        gpu_mem, util = _gpu_facts(gpu_idx)
+        gpu_mem, util, gpu_name = _gpu_facts(gpu_idx)
     return TriageInput(
         status=status, exit_message=exit_msg, log_tail=tail, values=values,
         config_dir=config_dir, gpu_mem_bytes=gpu_mem, num_gpus=num_gpus, history=history,
         disk_free_bytes=free, checkpoint_bytes=ck_bytes, last_log_age_s=age,
         checkpoint_step=ck.step if ck else None, checkpoint_epoch=ck_epoch,
-        disk_path=_mount_of(rd), gpu_util_pct=util, exit_reason=exit_reason,
+        disk_path=_mount_of(rd), gpu_util_pct=util, exit_reason=exit_reason, gpu_name=gpu_name,
     )
 
 
-def _gpu_facts(indices: list[int]) -> tuple[float | None, float | None]:
+def _gpu_facts(indices: list[int]) -> tuple[float | None, float | None, str | None]:
+    """(smallest memory, mean utilisation, name) of the run's GPUs, from NVML."""
     try:
         from runner.monitor.nvml import get_nvml
     except ImportError:
-        return None, None
+        return None, None, None
     try:
         snap = get_nvml().snapshot(with_processes=False)
     except Exception:   # NVML never breaks triage
-        return None, None
+        return None, None, None
     if not getattr(snap, "available", False):
-        return None, None
-    mems, utils = [], []
+        return None, None, None
+    mems, utils, names = [], [], []
     for g in snap.gpus:
         if g.index in indices:
             if g.mem_total:
                 mems.append(float(g.mem_total))
             if g.util_gpu is not None:
                 utils.append(float(g.util_gpu))
-    return (min(mems) if mems else None), (statistics.mean(utils) if utils else None)
+            if g.name:
+                names.append(str(g.name))
+    return ((min(mems) if mems else None), (statistics.mean(utils) if utils else None),
+            (names[0] if names else None))
 
 
 def triage_run(run_dir: str | Path) -> list[Diagnosis]:

@@ -335,3 +335,67 @@ def test_triage_command_lists_applies_and_prints_the_resume_command(tmp_path: Pa
     assert (run / "config.triage-1.yaml").is_file()
     bad = cli(str(run), "--apply", "99")
     assert bad.returncode != 0 and "no suggestion 99" in bad.stderr
+
+
+def test_only_the_newest_attempt_and_real_events_count(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    (run / "trainer_exit.json").unlink()
+    # Attempt 1 died of OOM; attempt 2 (after a patch) is running fine. The banner that
+    # quotes fault settings ("enospc_on_save=False") is not a disk-full event.
+    (run / "stdout.log").write_text(
+        "[tunedeck 2026-11-29 12:00:00] attempt 1: accelerate launch ...\n"
+        + "\n".join(OOM_TAIL) + "\n"
+        "[tunedeck 2026-11-29 12:05:00] attempt 2: accelerate launch ...\n"
+        "[tunedeck] fault injection active: Faults(oom_step=None, enospc_on_save=False)\n"
+        "step 12 loss 1.8\n")
+    (run / "trainer_log.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in _hist([2.0 - 0.05 * i for i in range(10)])))
+    assert kinds(triage_run(run)) == ["healthy"]
+
+
+def test_low_throughput_for_the_gpu_is_slow() -> None:
+    def run(tokens_per_s: float) -> list[Diagnosis]:
+        hist = _hist([2.0 - 0.05 * i for i in range(10)], throughput=tokens_per_s)
+        return diagnose(make_input(status="running", history=hist, last_log_age_s=5,
+                                   gpu_name="NVIDIA A100-SXM4-80GB",
+                                   values={**LORA_7B, "flash_attn": "fa2"}))
+
+    # Qwen2.5-7B LoRA with checkpointing: ~6 x 7.6e9 FLOPs per token; an A100 peaks at
+    # 312 TFLOP/s, so 200 tokens/s is ~3% of peak and 3000 tokens/s ~44%.
+    slow = first(run(200), "slow")
+    assert "% of the NVIDIA A100-SXM4-80GB bf16 peak" in slow.evidence[0]
+    assert slow.suggestions[0].patch == {"dataloader_num_workers": 4}
+    assert all(s.patch != {"flash_attn": "fa2"} for s in slow.suggestions)  # already fa2
+    assert "slow" not in kinds(run(3000))
+
+
+def test_a_llamafactory_output_dir_is_triaged_from_its_own_files(tmp_path: Path) -> None:
+    run = tmp_path / "saves" / "train_2026"
+    run.mkdir(parents=True)
+    (run / "training_args.yaml").write_text(
+        "model_name_or_path: /models/Llama-3-8B\nfinetuning_type: lora\nlearning_rate: 1.0e-06\n"
+        "per_device_train_batch_size: 2\nbf16: true\n")
+    # LLaMA-Factory's trainer_log.jsonl (elapsed_time strings, no timestamps): a flat loss.
+    recs = [{"current_steps": 5 * (i + 1), "total_steps": 500, "loss": 1.5, "lr": 1e-6,
+             "elapsed_time": f"0:0{i // 6}:{(i * 10) % 60:02d}"} for i in range(12)]
+    (run / "trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (run / "running_log.txt").write_text("[INFO|2026-01-01 00:00:00] trainer.py:1 >> step\n")
+    diags = triage_run(run)
+    nc = first(diags, "not_converging")
+    assert nc.suggestions[0].patch == {"learning_rate": 5e-5}
+    assert "flat" in nc.summary
+
+
+def test_a_plain_transformers_run_uses_trainer_state_log_history(tmp_path: Path) -> None:
+    run = tmp_path / "out"
+    ck = run / "checkpoint-30"
+    ck.mkdir(parents=True)
+    (run / "config.yaml").write_text("model_name_or_path: /m/Llama-2-7B\nfp16: true\n")
+    # transformers writes NaN as a bare JSON token.
+    (ck / "trainer_state.json").write_text(
+        '{"global_step": 30, "max_steps": 100, "epoch": 0.3, "log_history": ['
+        '{"step": 10, "loss": 2.1, "grad_norm": 3.0}, {"step": 20, "loss": 1.9},'
+        '{"step": 30, "loss": NaN, "grad_norm": NaN}]}')
+    d = first(triage_run(run), "diverged")
+    assert "at step 30" in d.evidence[0]
+    assert d.suggestions[0].patch == {"fp16": None, "bf16": True}

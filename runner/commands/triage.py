@@ -117,8 +117,10 @@ def _render(diags: list, values: dict[str, Any], ref: str) -> None:  # type: ign
             for line in s.diff_lines(values):
                 con.print(f"       {escape(line)}")
             if s.before_bytes is not None and s.after_bytes is not None and s.patch:
+                d = s.after_bytes - s.before_bytes
+                sign = "+" if d > 0 else "-" if d < 0 else ""
                 con.print(f"       memory per GPU: {format_bytes(s.before_bytes)} -> "
-                          f"{format_bytes(s.after_bytes)}")
+                          f"{format_bytes(s.after_bytes)} ({sign}{format_bytes(abs(d))})")
             con.print(f"       [dim]{escape(s.rationale)}[/]")
     if any(s.patch for _, _, s in numbered(diags)):
         con.print(f"\napply one with: tunedeck triage {shlex.quote(ref)} --apply N")
