@@ -197,18 +197,12 @@ def _int(v: Any, default: int) -> int:
 
 def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
     """The config with schema defaults filled in (the schema's if it is there)."""
-    out = dict(values)
+    from runner.config.schema import apply_defaults
+
     try:
-        from runner.config.schema import apply_defaults  # type: ignore[attr-defined]
-    except ImportError:
-        apply_defaults = None
-    if apply_defaults is not None:
-        try:
-            filled = apply_defaults(dict(values))
-            if isinstance(filled, Mapping):
-                out = dict(filled)
-        except (TypeError, ValueError, ConfigError):
-            out = dict(values)
+        out = dict(apply_defaults(dict(values)))
+    except (TypeError, ValueError, ConfigError):
+        out = dict(values)
     for k, v in _DEFAULTS.items():
         if out.get(k) is None:
             out[k] = v
@@ -600,10 +594,10 @@ def _estimate_core(
         notes.add("BAdam: gradients and optimizer states for the active block only "
                   "(approximate)")
     gbytes_per = 2 if ds is not None and cb == 2 else tw
-    grad_bytes = grad_params * gbytes_per
-    if use_galore and _bool(v.get("galore_layerwise")) or use_apollo and _bool(
-            v.get("apollo_layerwise")):
-        grad_bytes = shape.layer_params * gbytes_per
+    grad_bytes = float(grad_params * gbytes_per)
+    if (use_galore and _bool(v.get("galore_layerwise"))) or (
+            use_apollo and _bool(v.get("apollo_layerwise"))):
+        grad_bytes = float(shape.layer_params * gbytes_per)
         gnote = "layer-wise update: gradients of ~one layer at a time"
     if zero >= 2:
         grad_bytes /= world

@@ -302,9 +302,9 @@ def resolve_shape(
                     raise ConfigError("config.json is not a JSON object", file=cfg_path,
                                       key="model_name_or_path")
                 return shape_from_config(data, f"config.json at {cfg_path}")
-        size = size_from_name(model)
-        if size is not None:
-            return assumed_shape(size, model)
+        named = size_from_name(model)
+        if named is not None:
+            return assumed_shape(named, model)
     raise ConfigError(
         f"cannot tell the size of model {model!r}: no local config.json and no size in its name",
         key="model_name_or_path",

@@ -666,7 +666,7 @@ def diagnose(inp: TriageInput) -> list[Diagnosis]:
             ev.append(f"log: {nan_line}")
         if status == "diverged":
             ev.append("run status: diverged")
-        gn = [r.get("grad_norm") for r in inp.history
+        gn = [float(r["grad_norm"]) for r in inp.history
               if isinstance(r.get("grad_norm"), (int, float)) and not _nonfinite(r["grad_norm"])]
         if len(gn) >= 3:
             ev.append(f"grad_norm median {statistics.median(gn):.3g}, max {max(gn):.3g}")

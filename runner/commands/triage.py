@@ -20,32 +20,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_run_dir(ref: str) -> tuple[Path, str]:
     """(run directory, how to name the run on a command line) for an id or a path."""
-    from runner.errors import RunNotFound
+    from runner.control.runs import resolve_run
+    from runner.protocol import FROZEN_CONFIG
 
-    try:
-        from runner.control.runs import resolve_run  # type: ignore[import-not-found]
-    except ImportError:
-        resolve_run = None
-    if resolve_run is not None:
-        got: Any = resolve_run(ref)
-        if isinstance(got, (str, Path)):
-            return Path(got), ref
-        for attr in ("run_dir", "output_dir", "path"):
-            val = getattr(got, attr, None)
-            if val:
-                return Path(val), ref
     p = Path(ref).expanduser()
-    if p.is_dir():
-        return p, ref
-    try:
-        from runner.control.registry import is_safe_id, lookup
-    except ImportError:
-        lookup = None  # type: ignore[assignment]
-    if lookup is not None and is_safe_id(ref):
-        entry = lookup(ref)
-        if entry is not None:
-            return Path(entry.run_dir), ref
-    raise RunNotFound(f"no run {ref!r}", hint="pass a run id from `tunedeck runs` or an output_dir")
+    if p.is_dir() and ((p / FROZEN_CONFIG).is_file() or (p / "training_args.yaml").is_file()):
+        return p, ref   # a config is enough to triage, even before any log exists
+    return resolve_run(ref), ref
 
 
 def run(args: argparse.Namespace) -> int:
