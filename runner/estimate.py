@@ -491,10 +491,22 @@ def _estimate_core(
     pure_bf16 = _bool(v.get("pure_bf16"))
     bf16 = _bool(v.get("bf16")) or pure_bf16
     fp16 = _bool(v.get("fp16")) and not bf16
-    cb = 2 if (bf16 or fp16) else 4           # compute dtype bytes (weights/activations)
-    if cb == 4:
-        notes.add("neither bf16 nor fp16 set: weights and activations in fp32")
-    mixed = cb == 2 and not pure_bf16
+    # Bytes of the dtype the model is loaded in (frozen weights, activations). Without
+    # bf16/fp16, LLaMA-Factory still loads the model in its own 16-bit dtype on a GPU
+    # (infer_optim_dtype) and trains without autocast; only an fp32 checkpoint stays fp32.
+    if bf16 or fp16:
+        cb = 2
+    elif str(shape.torch_dtype or "").lower() in ("float32", "fp32"):
+        cb = 4
+        notes.add("neither bf16 nor fp16 set and the checkpoint is float32: weights and "
+                  "activations in fp32")
+    else:
+        cb = 2
+        notes.add("neither bf16 nor fp16 set: the model loads in its 16-bit dtype (as "
+                  "LLaMA-Factory does on a GPU) and trains without autocast")
+    mixed = (bf16 or fp16) and not pure_bf16
+    # Full fine-tuning without autocast computes with the fp32-upcast weights.
+    act_b = 4 if (ft == "full" and not (bf16 or fp16) and not use_badam_flag(v)) else cb
 
     qbits = v.get("quantization_bit")
     qbits = _int(qbits, 0) if qbits not in (None, "", False) else 0
@@ -554,7 +566,7 @@ def _estimate_core(
     # Trainable parameter storage dtype: LLaMA-Factory upcasts trainable params to fp32
     # unless pure_bf16, BAdam, or ZeRO-3 without quantization.
     upcast = cb == 2 and not pure_bf16 and not use_badam and not (zero == 3 and not qbits)
-    if ds is not None and cb == 2:
+    if ds is not None and (bf16 or fp16):
         upcast = False    # DeepSpeed keeps the module in the compute dtype (fp32 master in optim)
     tw = 4 if (upcast or cb == 4) else 2       # bytes per trainable weight
     train_weight_bytes = trainable * tw
@@ -593,7 +605,7 @@ def _estimate_core(
         gnote = f"BAdam: only the active block ({grad_params / 1e6:,.1f}M params) has gradients"
         notes.add("BAdam: gradients and optimizer states for the active block only "
                   "(approximate)")
-    gbytes_per = 2 if ds is not None and cb == 2 else tw
+    gbytes_per = 2 if ds is not None and (bf16 or fp16) else tw
     grad_bytes = float(grad_params * gbytes_per)
     if (use_galore and _bool(v.get("galore_layerwise"))) or (
             use_apollo and _bool(v.get("apollo_layerwise"))):
@@ -625,7 +637,7 @@ def _estimate_core(
         notes.add(f"{which.upper()}: optimizer state from the rank-{rank} projection; "
                   "approximate")
     if ds is not None:
-        master = 4 * opt_params if cb == 2 else 0
+        master = 4 * opt_params if (bf16 or fp16) else 0
         opt_bytes += master
         if master:
             onote += " + fp32 master copy"
@@ -673,7 +685,7 @@ def _estimate_core(
     if ft == "lora" and dropout > 0:
         dims = shape.linear_dims()
         per_tok_layer += sum(dims[t][0] * 2 + dims[t][0] for t in targets)   # copy + mask
-    scale = cb / 2
+    scale = act_b / 2
     ckpt = _gradient_checkpointing(v)
     if ckpt:
         act = tokens * scale * (shape.num_layers * 2 * h + per_tok_layer)
@@ -693,7 +705,7 @@ def _estimate_core(
         comps.append(Component("logits", 0.0,
                                "Liger fused linear cross-entropy: logits never materialised"))
     else:
-        per = cb + 8   # 16-bit logits + fp32 upcast for the loss + fp32 log-softmax saved
+        per = act_b + 8   # logits + fp32 upcast for the loss + fp32 log-softmax saved
         comps.append(Component("logits", tokens * shape.vocab_size * per,
                                f"{tokens} tokens x {shape.vocab_size} vocab x {per} bytes "
                                "(logits + fp32 upcast + log-softmax)"))
@@ -729,6 +741,10 @@ def _projector_elems(shape: ModelShape, targets_raw: Any, rank: int) -> int:
         fan_in, fan_out = shape.linear_dims()[m]
         total += min(rank, fan_in, fan_out) * min(fan_in, fan_out)
     return total * shape.num_layers
+
+
+def use_badam_flag(v: Mapping[str, Any]) -> bool:
+    return _bool(v.get("use_badam"))
 
 
 def _badam_active(v: Mapping[str, Any], shape: ModelShape) -> int:

@@ -38,6 +38,7 @@ class ModelShape:
     source: str                # "config.json at ..." or "assumed 7B llama shape (...)"
     model_type: str = "llama"
     num_experts: int = 0       # >0: a mixture-of-experts config (counted, not modelled in detail)
+    torch_dtype: str | None = None   # config.json's dtype ("bfloat16", "float32"...); None: unknown
 
     @property
     def q_width(self) -> int:
@@ -267,7 +268,10 @@ def shape_from_config(config: dict[str, Any], source: str) -> ModelShape:
     experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
     if experts and cfg.get("moe_intermediate_size"):
         inter = int(cfg["moe_intermediate_size"])
-    return _make(h, layers, heads, kv, inter, vocab, tied, bias, source, mtype, head_dim, experts)
+    dtype = cfg.get("torch_dtype") or cfg.get("dtype") or config.get("torch_dtype") \
+        or config.get("dtype")
+    shape = _make(h, layers, heads, kv, inter, vocab, tied, bias, source, mtype, head_dim, experts)
+    return replace(shape, torch_dtype=str(dtype) if isinstance(dtype, str) else None)
 
 
 def resolve_shape(

@@ -292,3 +292,14 @@ def test_verdict_names_the_first_guide_level_that_fits() -> None:
     fit = e.fitting_level
     assert fit is not None and fit.patch.get("quantization_bit") == 4
     assert fit.title in e.verdict() and "does not fit" in e.verdict()
+
+
+@pytest.mark.parametrize(("dtype", "weight_bytes"), [("bfloat16", 2), ("float32", 4)])
+def test_without_bf16_or_fp16_the_checkpoint_dtype_decides(
+    tmp_path: Path, dtype: str, weight_bytes: int
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "torch_dtype": dtype}))
+    e = est({"model_name_or_path": str(tmp_path), "finetuning_type": "lora"})
+    frozen = e.component("weights").bytes - e.trainable_params * 4  # adapters upcast to fp32
+    assert frozen == e.shape.total_params * weight_bytes
+    assert e.component("autocast weight copies") is None   # no autocast without bf16/fp16

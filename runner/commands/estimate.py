@@ -67,7 +67,7 @@ def render(est, title: str) -> None:  # type: ignore[no-untyped-def]
     con.print(t)
     style = "green" if est.fits else "red" if est.fits is False else "yellow"
     con.print(f"[{style}]{est.verdict()}[/]")
-    if est.levels:
+    if est.levels and est.fits is not True:   # when it fits, the levels are noise
         lt = Table(title="the guide's optimisation levels (9.3), applied cumulatively",
                    show_edge=False, header_style="bold", title_justify="left")
         lt.add_column("level")
