@@ -1087,10 +1087,14 @@ def gather(run_dir: str | Path) -> TriageInput:
         free = float(shutil.disk_usage(rd).free)
     except OSError:
         free = None
-    try:
-        age = time.time() - (rd / TRAINER_LOG).stat().st_mtime
-    except OSError:
-        age = None
+    age = None
+    # Before the first log line (loading, tokenising) the console output is the heartbeat.
+    for name in (TRAINER_LOG, *LOG_FILES):
+        try:
+            age = time.time() - (rd / name).stat().st_mtime
+            break
+        except OSError:
+            continue
     num_gpus = 1
     gpu_mem = util = None
     gpu_name = None

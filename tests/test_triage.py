@@ -399,3 +399,21 @@ def test_a_plain_transformers_run_uses_trainer_state_log_history(tmp_path: Path)
     d = first(triage_run(run), "diverged")
     assert "at step 30" in d.evidence[0]
     assert d.suggestions[0].patch == {"fp16": None, "bf16": True}
+
+
+def test_a_run_silent_since_start_up_is_stalled(tmp_path: Path) -> None:
+    from runner.control.manifest import RunManifest
+    from runner.protocol import RunStatus
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(CONFIG)
+    RunManifest(id="r1", name="r1", output_dir=str(run), config_path=str(run / "config.yaml"),
+                status=RunStatus.RUNNING).write(run)
+    log = run / "stdout.log"
+    log.write_text("[tunedeck 2026-11-29 12:00:00] attempt 1: accelerate launch ...\n"
+                   "Running tokenizer on dataset:  12%\n")
+    two_hours_ago = log.stat().st_mtime - 7200
+    os.utime(log, (two_hours_ago, two_hours_ago))
+    st = first(triage_run(run), "stalled")
+    assert "no new log line for 7" in st.evidence[0] and "30 min" in st.evidence[0]
