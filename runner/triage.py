@@ -330,6 +330,18 @@ def _sample_file(*, offload: bool) -> str:
     return name
 
 
+def _missing(package: str, pip_name: str) -> str:
+    """A sentence when ``package`` is not installed here (the run would fail at start-up)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        found = False
+    return "" if found else (f" Note: {pip_name} is not installed on this machine "
+                             f"(pip install {pip_name}); without it the run fails at start-up.")
+
+
 def _oom(ctx: _Ctx) -> list[Suggestion]:
     """The guide's 10.6 OOM steps, in order, skipping what the config already does."""
     v, inp, out = ctx.v, ctx.inp, []
@@ -352,7 +364,8 @@ def _oom(ctx: _Ctx) -> list[Suggestion]:
             "Enable the Liger kernel",
             "Guide 10.6 (OOM, step 2); 10.5 lists it first among memory fixes because it costs "
             "no speed: fused RMSNorm/SwiGLU keep fewer activations and the fused linear "
-            "cross-entropy never materialises the vocab x tokens logits in fp32.",
+            "cross-entropy never materialises the vocab x tokens logits in fp32."
+            + _missing("liger_kernel", "liger-kernel"),
             {"enable_liger_kernel": True}, "10.6 OOM step 2"))
     # (10.5 priority 3 / 9.3 level 2: gradient checkpointing, when someone turned it off.)
     if ("gradient_checkpointing" in v and v["gradient_checkpointing"] is False) or ctx.flag(
@@ -566,13 +579,13 @@ def _slow(ctx: _Ctx) -> list[Suggestion]:
             "FlashAttention-2",
             "Guide 10.6 (slow training, step 2) and 10.5 (compute): flash_attn fa2 is faster "
             "than sdpa/eager attention and does not store the attention matrix. Needs the "
-            "flash-attn package and an Ampere or newer GPU.",
+            "flash-attn package and an Ampere or newer GPU." + _missing("flash_attn", "flash-attn"),
             {"flash_attn": "fa2"}, "10.6 slow step 2"))
     if not ctx.flag("enable_liger_kernel"):
         out.append(ctx.suggest(
             "Enable the Liger kernel",
             "Guide 10.6 (slow training, step 3): fused Triton kernels for RMSNorm, RoPE, "
-            "SwiGLU and the loss; faster and lighter.",
+            "SwiGLU and the loss; faster and lighter." + _missing("liger_kernel", "liger-kernel"),
             {"enable_liger_kernel": True}, "10.6 slow step 3"))
     if ctx.inp.num_gpus > 1:
         patch = {}
