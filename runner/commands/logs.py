@@ -36,7 +36,7 @@ def pick_log(run_dir: Path, name: str | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.control.runs import computed_status, raw_manifest, resolve_run
+    from runner.control.runs import raw_manifest, resolve_run, run_ended
     from runner.monitor.logs import TextTail, tail_lines
 
     run_dir = resolve_run(args.run, args.root)
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             out.write(line + "\n")
         out.flush()
         m = raw_manifest(run_dir)
-        if m is not None and not computed_status(m).active:
+        if m is not None and run_ended(m):
             # One more poll after the end so the supervisor's last lines are shown.
             ended_polls += 1
             if ended_polls > 1:

@@ -84,7 +84,7 @@ def follow(
     """
     import json
 
-    from runner.control.runs import computed_status, raw_manifest
+    from runner.control.runs import computed_status, raw_manifest, run_ended
     from runner.monitor.logs import TrainerLogReader
 
     out = out or sys.stdout
@@ -103,7 +103,7 @@ def follow(
         if status is not last_status:
             print(f"[{m.get('id', run.name)}] {status.value}", file=err, flush=True)
             last_status = status
-        if not status.active:
+        if not m or run_ended(m):
             for rec in reader.poll():
                 print(json.dumps(rec) if as_json else progress_line(rec), file=out, flush=True)
             msg = m.get("message")

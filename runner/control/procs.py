@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -249,8 +248,6 @@ def nvml_holders(pids: Iterable[int]) -> list[tuple[int, int, int | None]]:
         return []
     return [(idx, p.pid, p.used_bytes) for idx, procs in sorted(hits.items()) for p in procs]
 
-
-SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 
 
 def find_by_env(name: str, value: str, *, exclude: Iterable[int] = ()) -> list[ProcId]:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ def new_run_id(now: float | None = None) -> str:
     """``YYYYMMDD-HHMMSS-xxxx``: sortable by start time, unique, safe as a file name."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
     while True:
-        rid = f"{stamp}-{secrets.token_hex(2)}"
+        rid = f"{stamp}-{os.urandom(2).hex()}"
         if not (runs_dir() / f"{rid}.json").exists():
             return rid
 

@@ -10,7 +10,6 @@ or Textual, so ``tunedeck status`` answers in a few tens of milliseconds.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -282,6 +281,17 @@ def computed_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
     return status if ref_alive(sup) else RunStatus.LOST
 
 
+def run_ended(m: dict[str, Any]) -> bool:
+    """Has the run (not just an attempt) ended? A terminal status with the supervisor done
+    (``finished_at`` written) or gone. During an automatic restart the supervisor lives on."""
+    from runner.control.procs import ref_alive
+
+    st = computed_status(m)
+    if st in ACTIVE_STATUSES:
+        return False
+    return st is RunStatus.LOST or m.get("finished_at") is not None or not ref_alive(m.get("supervisor"))
+
+
 def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
     """A snapshot of one run directory (tunedeck's, LLaMA-Factory's or transformers')."""
     run = Path(run_dir)
@@ -472,6 +482,8 @@ def resolve_run(ref: str, root: str | os.PathLike[str] | None = None) -> Path:
         if len(hits) == 1:
             return hits[0].resolve()
     names = [x.id for x in known] + [x.name for x in known]
+    import difflib
+
     close = difflib.get_close_matches(ref, names, n=5, cutoff=0.5)
     hint = ("did you mean: " + ", ".join(close)) if close else "`tunedeck runs` lists the runs"
     if e is not None:

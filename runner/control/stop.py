@@ -63,7 +63,7 @@ def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: boo
     """
     from runner.control import procs as P
     from runner.control.manifest import manifest_trusted, read_manifest
-    from runner.control.runs import computed_status, raw_manifest
+    from runner.control.runs import computed_status, raw_manifest, run_ended
 
     run = Path(run_dir)
     m = read_manifest(run)
@@ -96,8 +96,7 @@ def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: boo
     deadline = time.monotonic() + timeout + _GRACE_AFTER_TIMEOUT
     while time.monotonic() < deadline:
         raw = raw_manifest(run) or {}
-        st = computed_status(raw)
-        if st not in (RunStatus.STARTING, RunStatus.RUNNING, RunStatus.STOPPING):
+        if run_ended(raw):
             break
         time.sleep(poll)
     m2 = read_manifest(run) or m

@@ -132,6 +132,12 @@ class Supervisor:
             patch = self._restart_patch(info)
             if patch is None:
                 break
+            # Not over yet: say so before the back-off, so nobody mistakes it for the end.
+            self.m.status = RunStatus.STARTING
+            self.m.message = (f"attempt {attempt.number} ended {info.status.value}"
+                              + (f" ({self.m.message})" if self.m.message else "")
+                              + f"; restart {self.m.restarts + 1} of {self.m.max_restarts} pending")
+            self.write()
             if not self._backoff():
                 self.m.status = RunStatus.STOPPED
                 self.m.message = "stopped on request while waiting to restart"
