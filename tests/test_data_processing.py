@@ -282,3 +282,29 @@ def test_kto_rows_carry_the_label_and_drop_untagged_examples() -> None:
     out = KTOProcessor(t, tok, _args("kto"))(batch)
     assert out["label"] == [True, False]
     assert out["prompt"][0] == "Human: q</s>\nAssistant:" and out["completion"][0] == "a</s>"
+
+
+def test_efficient_eos_labels_the_closing_eos_of_each_answer() -> None:
+    from runner.data.templates import S, Template
+
+    tok = make_tokenizer()
+    t = Template(name="eff", format_user=S("Q: {{content}}\nA:"), format_assistant=S("{{content}}"),
+                 efficient_eos=True)
+    prompt, response = _conv(("one", "two"), ("three", "four"))
+    (s0, a0), (s1, a1) = t.encode_multiturn(tok, prompt + response)
+    ids, labels, _ = encode_supervised(t, tok, prompt, response, None, None, cutoff_len=512)
+    eos = tok.eos_token_id
+    assert ids == s0 + a0 + s1 + a1 + [eos]
+    # the eos that ends answer 1 sits at the start of turn 2's prompt; it is learned
+    assert labels == [IGNORE_INDEX] * len(s0) + a0 + [eos] + [IGNORE_INDEX] * (len(s1) - 1) + a1 + [eos]
+
+
+def test_a_chat_template_that_rewrites_history_cannot_be_split_per_turn() -> None:
+    from runner.errors import TunedeckError
+
+    jinja = ("{% for m in messages %}{% if loop.last %}{{ m['content'] }}{% else %}X{% endif %}"
+             "{% endfor %}")
+    tok = make_tokenizer(jinja)
+    with pytest.raises(TunedeckError, match="set `template:`"):
+        get_template(None, tok).encode_multiturn(tok, [{"role": "user", "content": "a"},
+                                                      {"role": "assistant", "content": "b"}])
