@@ -388,11 +388,55 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` (weights + trainer_state.json, no incomplete marker)."""
-    from runner.control.runs import checkpoint_refs
+    """The newest complete ``checkpoint-N`` (the monitor's definition of complete), or None."""
+    from runner.monitor.checkpoints import latest_complete
 
-    done = [c for c in checkpoint_refs(Path(run_dir)) if c.complete]
-    return Path(done[-1].path) if done else None
+    found = latest_complete(run_dir)
+    return found.path if found is not None else None
+
+
+@dataclass(frozen=True)
+class StartDecision:
+    """How a launch treats what output_dir already holds."""
+
+    resume_from: str | None      # checkpoint the run resumes from (None: from step 0)
+    implicit: bool = False       # chosen by tunedeck (newest complete), not set in the config
+    overwrite: bool = False      # delete the previous checkpoints and logs first
+    note: str | None = None      # what to tell the user
+
+
+def decide_start(run_dir: Path, values: Mapping[str, Any], *, overwrite: bool) -> StartDecision:
+    """The launch policy for an output_dir that may hold checkpoints (see ``launch --help``).
+
+    Pure: decides, deletes nothing. Raises :class:`RunBusy` when tunedeck must not guess.
+    """
+    cks = checkpoint_dirs(run_dir)
+    explicit = values.get("resume_from_checkpoint")
+    if overwrite:
+        return StartDecision(resume_from=None, overwrite=True)
+    if not cks:
+        if explicit not in (None, False, ""):
+            return StartDecision(resume_from=str(explicit))
+        return StartDecision(resume_from=None)
+    if explicit not in (None, False, ""):
+        return StartDecision(resume_from=str(explicit))
+    if _truthy(values.get("overwrite_output_dir")):
+        raise RunBusy(
+            f"{run_dir} holds {cks[-1].name} and the config sets overwrite_output_dir: true",
+            hint="pass --overwrite to delete the old checkpoints and start from step 0, "
+            "or set overwrite_output_dir=false to resume from the newest checkpoint",
+        )
+    newest = newest_complete_checkpoint(run_dir)
+    if newest is None:
+        raise RunBusy(
+            f"{run_dir} holds checkpoints but none is complete ({', '.join(c.name for c in cks)})",
+            hint="pass --overwrite to delete them and start from step 0",
+        )
+    return StartDecision(
+        resume_from=str(newest), implicit=True,
+        note=f"{run_dir} holds {newest.name}: this launch resumes from it "
+        "(pass --overwrite to start from step 0 instead)",
+    )
 
 
 def _remove_previous_outputs(run_dir: Path) -> list[str]:
@@ -622,33 +666,19 @@ def launch(
                           hint=f"tunedeck stop {old.id}")
 
         # -- the checkpoint policy (LLaMA-Factory's, made explicit) -------------
+        decision = decide_start(run_dir, values, overwrite=opts.overwrite)
         patch: dict[str, Any] = {"output_dir": str(run_dir)}
-        resume_from: str | None = None
-        cks = checkpoint_dirs(run_dir)
-        explicit = values.get("resume_from_checkpoint")
-        if cks and opts.overwrite:
+        if decision.overwrite:
             removed = _remove_previous_outputs(run_dir)
-            say(f"--overwrite: removed {', '.join(removed)} from {run_dir}; starting from step 0")
+            say(f"--overwrite: removed {', '.join(removed) or 'nothing'} from {run_dir}; "
+                "starting from step 0")
             patch["resume_from_checkpoint"] = None
-        elif cks and explicit in (None, False, ""):
-            if _truthy(values.get("overwrite_output_dir")):
-                raise RunBusy(
-                    f"{run_dir} holds {cks[-1].name} and the config sets overwrite_output_dir: true",
-                    hint="pass --overwrite to delete the old checkpoints and start from step 0, "
-                    "or set overwrite_output_dir=false to resume from the newest checkpoint",
-                )
-            newest = newest_complete_checkpoint(run_dir)
-            if newest is None:
-                raise RunBusy(
-                    f"{run_dir} holds checkpoints but none is complete ({', '.join(c.name for c in cks)})",
-                    hint="pass --overwrite to delete them and start from step 0",
-                )
-            resume_from = str(newest)
-            patch["resume_from_checkpoint"] = resume_from
-            say(f"{run_dir} holds {newest.name}: this launch resumes from it "
-                "(pass --overwrite to start from step 0 instead)")
-        elif explicit not in (None, False, ""):
-            resume_from = str(explicit)
+            patch["overwrite_output_dir"] = True  # final weights from before must not stop the trainer
+        elif decision.resume_from is not None and decision.implicit:
+            patch["resume_from_checkpoint"] = decision.resume_from
+        if decision.note:
+            say(decision.note)
+        resume_from = decision.resume_from
         if resume_from is None:
             _retire(run_dir / TRAINER_LOG)
         for stale in (TRAINER_EXIT, STOP_REQUEST):

@@ -43,7 +43,6 @@ class ResumeResult:
 def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
     """``latest`` (default) / ``checkpoint-N`` / a path -> a checkpoint directory (complete)."""
     from runner.control.launch import checkpoint_dirs, newest_complete_checkpoint
-    from runner.control.runs import _complete
 
     spec = (spec or "latest").strip()
     if spec == "latest":
@@ -62,13 +61,17 @@ def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
     if not ck.is_dir():
         raise TunedeckError(f"checkpoint {ck} does not exist",
                             hint="`tunedeck checkpoints RUN` lists the checkpoints")
-    if not _complete(ck):
+    from runner.monitor.checkpoints import scan_checkpoints
+
+    ck = ck.resolve()
+    info = next((c for c in scan_checkpoints(ck.parent) if c.path.resolve() == ck), None)
+    if info is None or not info.complete:
+        why = info.reason if info is not None else f"{ck.name} is not named checkpoint-N"
         raise TunedeckError(
-            f"{ck} is incomplete (no weights or no {TRAINER_STATE}, or it carries the incomplete marker): "
-            "resuming from it would fail or lose optimizer state",
+            f"{ck} is incomplete ({why}): resuming from it would fail or lose training state",
             hint="resume from an earlier checkpoint with --from checkpoint-N, or --from latest",
         )
-    return ck.resolve()
+    return ck
 
 
 def end_of_training_warning(ck: Path, values: dict[str, Any]) -> str | None:

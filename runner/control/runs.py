@@ -242,13 +242,11 @@ def _complete(ck: Path) -> bool:
     )
 
 
-def _kind(run_dir: Path, has_manifest: bool) -> str:
-    if has_manifest:
-        return "tunedeck"
-    for marker in ("training_args.yaml", "llamaboard_config.yaml", TRAINER_LOG, "running_log.txt"):
-        if (run_dir / marker).exists():
-            return "llamafactory"
-    return "transformers"
+def _kind(run_dir: Path) -> str:
+    from runner.monitor.discover import run_kind
+
+    kind = run_kind(run_dir)
+    return kind if kind != "unknown" else "transformers"
 
 
 def _mtime(p: Path) -> float | None:
@@ -365,7 +363,7 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
             },
         }
     else:
-        kind = _kind(run, False)
+        kind = _kind(run)
         rid = str(run)
         name = run.name
         finished = bool(current is not None and total and current >= total)
@@ -422,9 +420,9 @@ def _is_run_dir(p: Path) -> bool:
 
 
 def _discover(root: Path, max_depth: int) -> list[Path]:
-    from runner.monitor.discovery import discover_runs
+    from runner.monitor.discover import discover_runs
 
-    return [Path(getattr(r, "path", r)) for r in discover_runs(root, max_depth)]
+    return discover_runs(root, max_depth)
 
 
 def list_runs(root: str | os.PathLike[str] | None = None, *, max_depth: int = 4) -> list[RunSnapshot]:
