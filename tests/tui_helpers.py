@@ -48,8 +48,8 @@ output_dir: {output_dir}
 @dataclass(frozen=True)
 class RunSpec:
     name: str
-    status: str | None            # None: a LLaMA-Factory run (no manifest)
-    steps: int                    # logged steps so far
+    status: str | None  # None: a LLaMA-Factory run (no manifest)
+    steps: int  # logged steps so far
     total: int
     checkpoints: tuple[int, ...] = ()
     incomplete: tuple[int, ...] = ()
@@ -57,7 +57,7 @@ class RunSpec:
     exit_reason: str | None = None
     message: str | None = None
     log_tail: tuple[str, ...] = ()
-    age_s: float = 20.0            # how long ago the last log line was written
+    age_s: float = 20.0  # how long ago the last log line was written
     batch: int = 4
     seed: int = 0
 
@@ -70,20 +70,31 @@ def _loss(step: int, seed: int) -> float:
 def write_run(root: Path, spec: RunSpec, *, now: float, supervisor: ProcRef | None = None) -> Path:
     run = root / spec.name
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(CONFIG_TEXT.format(name=spec.name, model="meta-llama/Meta-Llama-3-8B",
-                                                        batch=spec.batch, output_dir=str(run)))
+    (run / "config.yaml").write_text(
+        CONFIG_TEXT.format(
+            name=spec.name,
+            model="meta-llama/Meta-Llama-3-8B",
+            batch=spec.batch,
+            output_dir=str(run),
+        )
+    )
     start = now - spec.age_s - spec.steps * 2.0
     lines = []
     for step in range(10, spec.steps + 1, 10):
         t = start + step * 2.0
         rec: dict[str, Any] = {
-            "current_steps": step, "total_steps": spec.total, "loss": round(_loss(step, spec.seed), 4),
+            "current_steps": step,
+            "total_steps": spec.total,
+            "loss": round(_loss(step, spec.seed), 4),
             "lr": 1e-4 * min(1.0, step / 100) * (0.5 + 0.5 * math.cos(math.pi * step / spec.total)),
-            "epoch": round(3.0 * step / spec.total, 2), "percentage": round(100.0 * step / spec.total, 2),
+            "epoch": round(3.0 * step / spec.total, 2),
+            "percentage": round(100.0 * step / spec.total, 2),
             "elapsed_time": f"0:{int(step * 2 // 60):02d}:{int(step * 2 % 60):02d}",
             "remaining_time": f"0:{int((spec.total - step) * 2 // 60):02d}:{int((spec.total - step) * 2 % 60):02d}",
-            "throughput": 2400.0 + 80 * math.sin(step / 30.0 + spec.seed), "grad_norm": 1.2 + 0.3 * math.cos(step / 17.0),
-            "timestamp": t, "step_time": 2.0,
+            "throughput": 2400.0 + 80 * math.sin(step / 30.0 + spec.seed),
+            "grad_norm": 1.2 + 0.3 * math.cos(step / 17.0),
+            "timestamp": t,
+            "step_time": 2.0,
         }
         if step % 100 == 0:
             rec["eval_loss"] = round(_loss(step, spec.seed) + 0.08, 4)
@@ -93,26 +104,50 @@ def write_run(root: Path, spec: RunSpec, *, now: float, supervisor: ProcRef | No
         f"[INFO] {{'loss': {_loss(s, spec.seed):.4f}, 'epoch': {3.0 * s / spec.total:.2f}}}"
         for s in range(max(10, spec.steps - 80), spec.steps + 1, 10)
     ]
-    (run / STDOUT_LOG).write_text("\n".join(["[INFO] loading model", "[INFO] trainable params: 20,971,520", *tail]) + "\n")
+    (run / STDOUT_LOG).write_text(
+        "\n".join(["[INFO] loading model", "[INFO] trainable params: 20,971,520", *tail]) + "\n"
+    )
     for step in spec.checkpoints:
         ck = run / f"checkpoint-{step}"
         ck.mkdir(exist_ok=True)
         (ck / "adapter_model.safetensors").write_bytes(b"\0" * (4096 + step))
         if step not in spec.incomplete:
-            (ck / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+            (ck / "trainer_state.json").write_text(
+                json.dumps({"global_step": step, "log_history": []})
+            )
         ct = start + step * 2.0 + 1
         for p in [ck, *ck.iterdir()]:
             os.utime(p, (ct, ct))
     if spec.exit_reason:
-        atomic_write_json(run / TRAINER_EXIT, {"reason": spec.exit_reason, "step": spec.steps,
-                                               "message": spec.message or spec.exit_reason})
+        atomic_write_json(
+            run / TRAINER_EXIT,
+            {
+                "reason": spec.exit_reason,
+                "step": spec.steps,
+                "message": spec.message or spec.exit_reason,
+            },
+        )
     if spec.status is not None:
         m = RunManifest(
-            id=f"20251009-{spec.name}", name=spec.name, output_dir=str(run),
+            id=f"20251009-{spec.name}",
+            name=spec.name,
+            output_dir=str(run),
             config_path=str(run / "config.yaml"),
-            argv=["accelerate", "launch", "--num_processes", "1", "-m", "runner.train", str(run / "config.yaml")],
-            gpus=list(spec.gpus), status=spec.status, message=spec.message,
-            supervisor=supervisor, created_at=start, updated_at=now - spec.age_s,
+            argv=[
+                "accelerate",
+                "launch",
+                "--num_processes",
+                "1",
+                "-m",
+                "runner.train",
+                str(run / "config.yaml"),
+            ],
+            gpus=list(spec.gpus),
+            status=spec.status,
+            message=spec.message,
+            supervisor=supervisor,
+            created_at=start,
+            updated_at=now - spec.age_s,
             attempts=[Attempt(number=1, started_at=start)],
             finished_at=None if spec.status in ("running", "starting") else now - spec.age_s,
         )
@@ -133,31 +168,81 @@ OOM_TAIL = (
 )
 
 SNAPSHOT_RUNS: tuple[RunSpec, ...] = (
-    RunSpec("llama3-8b-lora-sft", None, 420, 1000, checkpoints=(100, 200, 300, 400), gpus=(0,), seed=1),
+    RunSpec(
+        "llama3-8b-lora-sft", None, 420, 1000, checkpoints=(100, 200, 300, 400), gpus=(0,), seed=1
+    ),
     RunSpec("qwen2-7b-dpo", "finished", 600, 600, checkpoints=(200, 400, 600), seed=2, age_s=7200),
-    RunSpec("mistral-7b-full", "oom", 30, 1000, exit_reason="oom", batch=8,
-            message="CUDA out of memory. Tried to allocate 2.00 GiB", log_tail=OOM_TAIL, seed=3, age_s=3600),
-    RunSpec("tiny-demo", "stopped", 250, 500, checkpoints=(100, 200, 250), incomplete=(), seed=4, age_s=900),
-    RunSpec("yi-6b-nan", "diverged", 180, 1000, checkpoints=(100,), exit_reason="diverged",
-            message="loss became nan at step 181", seed=5, age_s=5400),
+    RunSpec(
+        "mistral-7b-full",
+        "oom",
+        30,
+        1000,
+        exit_reason="oom",
+        batch=8,
+        message="CUDA out of memory. Tried to allocate 2.00 GiB",
+        log_tail=OOM_TAIL,
+        seed=3,
+        age_s=3600,
+    ),
+    RunSpec(
+        "tiny-demo",
+        "stopped",
+        250,
+        500,
+        checkpoints=(100, 200, 250),
+        incomplete=(),
+        seed=4,
+        age_s=900,
+    ),
+    RunSpec(
+        "yi-6b-nan",
+        "diverged",
+        180,
+        1000,
+        checkpoints=(100,),
+        exit_reason="diverged",
+        message="loss became nan at step 181",
+        seed=5,
+        age_s=5400,
+    ),
 )
 
 
-def build_runs(root: Path, specs: Iterable[RunSpec] = SNAPSHOT_RUNS, *, now: float = FROZEN_NOW,
-               supervisor: ProcRef | None = None) -> list[Path]:
+def build_runs(
+    root: Path,
+    specs: Iterable[RunSpec] = SNAPSHOT_RUNS,
+    *,
+    now: float = FROZEN_NOW,
+    supervisor: ProcRef | None = None,
+) -> list[Path]:
     return [write_run(root, s, now=now, supervisor=supervisor) for s in specs]
 
 
 def many_runs(n: int, seed: int = 0) -> list[RunSpec]:
     """``n`` varied runs for the idle-cost bench (finished/stopped/failed/LLaMA-Factory)."""
     kinds = ["finished", "stopped", "oom", None, "failed"]
-    return [RunSpec(f"run-{i:02d}", kinds[i % len(kinds)], 50 + 37 * i, 1000,
-                    checkpoints=(100,) if i % 2 else (), seed=seed + i, age_s=3600.0 + i)
-            for i in range(n)]
+    return [
+        RunSpec(
+            f"run-{i:02d}",
+            kinds[i % len(kinds)],
+            50 + 37 * i,
+            1000,
+            checkpoints=(100,) if i % 2 else (),
+            seed=seed + i,
+            age_s=3600.0 + i,
+        )
+        for i in range(n)
+    ]
 
 
-async def wait_for(pilot: Any, predicate: Callable[[], bool], *, timeout: float = 20.0,
-                   interval: float = 0.05, what: str = "condition") -> None:
+async def wait_for(
+    pilot: Any,
+    predicate: Callable[[], bool],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> None:
     """Poll ``predicate`` between app frames until it holds (no sleeps as synchronisation)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -183,8 +268,31 @@ def screen_text(app: Any) -> str:
     from rich.console import Console
 
     width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
-                      color_system=None, record=True, legacy_windows=False, safe_box=False)
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system=None,
+        record=True,
+        legacy_windows=False,
+        safe_box=False,
+    )
     render = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
     console.print(render)
     return console.export_text()
+
+
+async def wait_text(pilot: Any, app: Any, *needles: str, timeout: float = 20.0) -> str:
+    """Wait until every needle is on the screen; returns the screen text."""
+    box: dict[str, str] = {}
+
+    def shown() -> bool:
+        box["t"] = screen_text(app)
+        return all(n in box["t"] for n in needles)
+
+    try:
+        await wait_for(pilot, shown, timeout=timeout, what=f"{needles!r} on screen")
+    except AssertionError:
+        raise AssertionError(f"{needles!r} not on screen:\n{box.get('t', '')}") from None
+    return box["t"]

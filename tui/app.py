@@ -253,6 +253,27 @@ class TunedeckApp(App[int]):
         if message.reschedule:
             self.set_timer(DETAIL_INTERVAL, self._poll_detail, name="detail-poll")
 
+    async def sample_once(self) -> None:
+        """Sample GPUs, runs and the selected run once, off the UI thread, and show them.
+
+        For tests, snapshots and the bench: deterministic, no timers involved.
+        """
+        import asyncio
+
+        runs = await asyncio.to_thread(data.list_runs, self.root)
+        self._apply_runs_once(runs)
+        gpus = await asyncio.to_thread(self._gpu_sampler.sample, runs.runs)
+        self.gpu_view = gpus
+        dash = self.dashboard
+        if dash is not None and dash.is_mounted:
+            dash.apply_gpus(gpus)
+        if self.selected_run_dir is not None:
+            run_dir = self.selected_run_dir
+            run = next((r for r in runs.runs if Path(r.run_dir) == run_dir), None)
+            detail = await asyncio.to_thread(self._detail_sampler.sample, run_dir, run, gpus.snapshot)
+            if dash is not None and dash.is_mounted:
+                dash.apply_detail(detail)
+
     def refresh_now(self) -> None:
         """Sample runs right away (after a launch/stop/resume)."""
         self._poll_runs_once()

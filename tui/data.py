@@ -281,12 +281,11 @@ def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries
                 out.append(Alert("stalled", f"No new log line for {idle / 60:.0f} min "
                                             f"(median step {med:.1f} s): the run may be stalled."))
         with contextlib.suppress(Exception):
-            last = next((c for c in checkpoints if getattr(c, "complete", False)), None)
-            need = getattr(last, "size_bytes", 0) or 0
-            free = shutil.disk_usage(run_dir).free
-            if need and free < need * 1.2:
-                out.append(Alert("disk", f"Disk nearly full: {free / 2**30:.1f} GiB free, the last "
-                                         f"checkpoint took {need / 2**30:.1f} GiB."))
+            from runner.monitor.checkpoints import disk_headroom
+
+            head = disk_headroom(run_dir, sorted(checkpoints, key=lambda c: c.step))
+            if head.low and head.message:
+                out.append(Alert("disk", "Disk nearly full: " + head.message + "."))
         idx = list(getattr(run, "gpus", ()) or ())
         if gpus is not None and getattr(gpus, "available", False) and idx:
             utils = [g.util_gpu for g in gpus.gpus if g.index in idx and g.util_gpu is not None]
@@ -458,7 +457,7 @@ def sample_config_paths() -> list[Path]:
 def hardware_presets() -> list[Any]:
     from runner.config import presets
 
-    return list(presets.HARDWARE_PRESETS)
+    return list(presets.HARDWARE_PRESETS.values())
 
 
 # --------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class EditorScreen(RegistryScreen[None]):
         self.memory_index = 0
         self._timer: Any = None
         self._pending: dict[str, list[ParamField]] = {}
-        self._by_control: dict[str, ParamField] = {}
+        self._pending_clear: set[str] = set()
 
     # -- layout ----------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -111,7 +111,8 @@ class EditorScreen(RegistryScreen[None]):
     def _load_memory_sources(self) -> None:
         try:
             for pr in data.hardware_presets():
-                self.memory_sources.append((pr.title, int(pr.num_gpus), float(pr.gpu_mem_gib)))
+                self.memory_sources.append((f"{pr.num_gpus} x {pr.gpu_mem_gib:g} GiB: {pr.title}",
+                                            int(pr.num_gpus), float(pr.gpu_mem_gib)))
         except Exception:  # noqa: BLE001 - presets module missing: NVML only
             pass
         gv = getattr(self.app, "gpu_view", None)
@@ -244,12 +245,15 @@ class EditorScreen(RegistryScreen[None]):
             self._field_error(field, getattr(exc, "bare_message", str(exc)) + (f" ({exc.hint})" if exc.hint else ""))
             return
         if value is None:
-            if name in self.doc.data:
-                self.doc.delete(name)
-                self._changed()
             self._field_error(field, None)
-            field.set_is_set(False)
+            if isinstance(raw, str):
+                # An Input emptied while retyping: unset the key only when the user leaves
+                # the field empty (blur, save, launch), so its place and comment survive.
+                self._pending_clear.add(name)
+                return
+            self._unset(field)
             return
+        self._pending_clear.discard(name)
         problem = data.check_value(name, value)
         self._field_error(field, problem)
         if name not in self.doc.data and value == field.initial and field.kind == "switch" and value == bool(p.default):
@@ -258,6 +262,26 @@ class EditorScreen(RegistryScreen[None]):
             self.doc.set(name, value)
             field.set_is_set(True)
             self._changed()
+
+    def _unset(self, field: ParamField) -> None:
+        self._pending_clear.discard(field.name)
+        if field.name in self.doc.data:
+            self.doc.delete(field.name)
+            self._changed()
+        field.set_is_set(False)
+
+    def _flush_clears(self) -> None:
+        for name in list(self._pending_clear):
+            f = self.fields.get(name)
+            if f is not None:
+                self._unset(f)
+        self._pending_clear.clear()
+
+    @on(Input.Blurred)
+    def _input_blurred(self, event: Input.Blurred) -> None:
+        f = self._field_of(event.input)
+        if f is not None and f.name in self._pending_clear:
+            self._unset(f)
 
     def _field_error(self, field: ParamField, message: str | None) -> None:
         name = field.param.name
@@ -419,7 +443,8 @@ class EditorScreen(RegistryScreen[None]):
 
         self.app.push_screen(PathPrompt("Save config as", value=default), chosen)
 
-    def _save(self, target: Path, then: Any = None) -> bool:
+    def _save(self, target: Path) -> bool:
+        self._flush_clears()
         if self.field_errors:
             keys = ", ".join(sorted(self.field_errors))
             self.status(f"Not saved: fix the invalid field(s) first: {keys}", error=True)
@@ -451,6 +476,7 @@ class EditorScreen(RegistryScreen[None]):
     def action_launch(self) -> None:
         if self.readonly:
             return
+        self._flush_clears()
         if self.field_errors:
             self.notify("Fix the invalid fields before launching.", severity="error")
             return

@@ -42,7 +42,7 @@ class LogsScreen(RegistryScreen[None]):
         super().__init__(id="logs")
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / STDOUT_LOG
-        self.offset = 0
+        self.log_offset = 0
         self.follow = True
         self.matches: list[int] = []
         self.match_index = -1
@@ -79,7 +79,7 @@ class LogsScreen(RegistryScreen[None]):
         if not lines and offset == 0:
             log.write_line("(stdout.log is empty or missing)")
         log.write_lines(lines)
-        self.offset = offset
+        self.log_offset = offset
         self._update_status()
         self.set_timer(FOLLOW_INTERVAL, self._poll)
 
@@ -90,15 +90,15 @@ class LogsScreen(RegistryScreen[None]):
 
     @work(thread=True, exclusive=True, group="log-follow", exit_on_error=False)
     def _read_more(self) -> None:
-        lines, offset = data.read_log_from(self.path, self.offset)
+        lines, offset = data.read_log_from(self.path, self.log_offset)
         self.app.call_from_thread(self._appended, lines, offset)
 
     def _appended(self, lines: list[str], offset: int) -> None:
-        if offset < self.offset:  # replaced/truncated file: reload from the start
-            self.offset = 0
+        if offset < self.log_offset:  # replaced/truncated file: reload from the start
+            self.log_offset = 0
             self._load()
             return
-        self.offset = offset
+        self.log_offset = offset
         if lines:
             log = self.query_one(Log)
             log.auto_scroll = self.follow

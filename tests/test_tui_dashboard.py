@@ -1,0 +1,264 @@
+"""Dashboard, logs, checkpoints, triage and help, over real run directories (no training).
+
+The run directories follow the run-dir protocol (tests/tui_helpers.py); a live
+helper process stands in for a running run's supervisor so its status is real.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runner.control.manifest import ProcRef
+from tests.tui_helpers import RunSpec, build_runs, screen_text, wait_for, wait_text, write_run
+from tui import actions
+from tui.app import TunedeckApp
+from tui.widgets.runs_table import RunsTable
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
+    from runner.monitor.nvml import reset_nvml
+
+    reset_nvml()
+
+
+@pytest.fixture
+def supervisor() -> Iterator[ProcRef]:
+    """A live process to stand in for a running run's supervisor (pid + start time)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        yield ProcRef(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time())
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.fixture
+def runs_root(tmp_path: Path, supervisor: ProcRef) -> Path:
+    root = tmp_path / "runs"
+    build_runs(root, now=time.time())
+    write_run(
+        root,
+        RunSpec(
+            "gemma-2b-live", "running", 150, 800, checkpoints=(100,), gpus=(1,), seed=9, age_s=2.0
+        ),
+        now=time.time(),
+        supervisor=supervisor,
+    )
+    return root
+
+
+def _row_names(app: TunedeckApp) -> list[str]:
+    table = app.screen.query_one(RunsTable)
+    return [r.name for r in (table._runs[str(k.value)] for k in table.rows)]
+
+
+async def _select(pilot, app: TunedeckApp, name: str) -> None:  # type: ignore[no-untyped-def]
+    table = app.screen.query_one(RunsTable)
+    names = _row_names(app)
+    table.focus()
+    table.move_cursor(row=names.index(name))
+    await wait_for(
+        pilot,
+        lambda: app.selected_run_dir is not None and app.selected_run_dir.name == name,
+        what=f"select {name}",
+    )
+    await app.sample_once()
+    await pilot.pause()
+
+
+async def test_runs_table_shows_each_run_and_updates_in_place_without_moving_the_cursor(
+    runs_root: Path,
+) -> None:
+    app = TunedeckApp(root=runs_root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="six runs")
+        # The status word, not colour alone.
+        await wait_text(pilot, app, "running", "finished", "oom", "stopped", "diverged")
+        await _select(pilot, app, "tiny-demo")
+        table = app.screen.query_one(RunsTable)
+        row_before = table.cursor_row
+
+        # The LLaMA-Factory run logs more steps: its row updates, the cursor stays.
+        log = runs_root / "llama3-8b-lora-sft" / "trainer_log.jsonl"
+        with log.open("a") as fh:
+            fh.write(
+                json.dumps(
+                    {
+                        "current_steps": 900,
+                        "total_steps": 1000,
+                        "loss": 0.4321,
+                        "percentage": 90.0,
+                        "timestamp": time.time(),
+                    }
+                )
+                + "\n"
+            )
+        await wait_text(pilot, app, "0.4321", "90%")
+        assert table.cursor_row == row_before
+        assert table.run_at_cursor().name == "tiny-demo"
+
+
+async def test_selected_run_panel_shows_alert_metrics_one_key_away_and_the_stop_modal(
+    runs_root: Path, supervisor: ProcRef
+) -> None:
+    app = TunedeckApp(root=runs_root)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+        await _select(pilot, app, "mistral-7b-full")
+        await wait_text(pilot, app, "CUDA out of memory", "last ", " min ")  # banner; loss as text
+        await pilot.press("2")
+        await wait_text(pilot, app, "no eval loss logged yet")  # it died before the first eval
+        await _select(pilot, app, "qwen2-7b-dpo")
+        await wait_text(pilot, app, "6 points")  # six evaluations in 600 steps
+        assert "no eval loss" not in screen_text(app)
+
+        # Stop asks first, naming the run, its pid and what happens; n cancels.
+        await _select(pilot, app, "gemma-2b-live")
+        await pilot.press("S")
+        await wait_for(pilot, lambda: app.screen.id == "confirm-stop", what="stop modal")
+        await wait_text(pilot, app, "gemma-2b-live", str(supervisor.pid), "SIGTERM", "checkpoint")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen.id == "dashboard", what="modal closed")
+        assert not (runs_root / "gemma-2b-live" / "tunedeck_stop").exists()
+
+
+async def test_readonly_mode_registers_no_action_that_changes_a_run(runs_root: Path) -> None:
+    app = TunedeckApp(root=runs_root, readonly=True)
+    mutating = {a.key for a in actions.ACTIONS if a.mutating and a.key}
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+        await _select(pilot, app, "gemma-2b-live")
+        bound = {b.key for _k, b in app.screen._bindings}
+        assert not (bound & {"S", "R", "L"}), bound
+        assert "Stop" not in screen_text(app)  # not in the footer either
+        await pilot.press("S", "R", "L")
+        await pilot.pause()
+        assert app.screen.id == "dashboard"
+        # Every screen reached from here leaves them out too.
+        await pilot.press("c")
+        await wait_for(pilot, lambda: app.screen.id == "checkpoints")
+        assert not ({b.key for _k, b in app.screen._bindings} & mutating)
+        await pilot.press("escape", "question_mark")
+        await wait_for(pilot, lambda: app.screen.id == "help")
+        help_text = _help_text(app)
+        assert "Stop" not in help_text and "Read-only mode" in screen_text(app)
+        # ... and the palette offers none of them.
+        from tui.commands import TunedeckCommands
+
+        provider = TunedeckCommands(app.screen_stack[0])
+        labels = [text for text, _h, _cb in provider._commands()]
+        assert labels and not any("Stop" in t or "Resume" in t or "Launch" in t for t in labels)
+
+
+def _help_text(app: TunedeckApp) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=120, file=io.StringIO(), record=True, color_system=None)
+    for static in app.screen.query(".help-section"):
+        console.print(static.content)
+    return console.export_text()
+
+
+async def test_help_is_generated_from_the_registry(runs_root: Path) -> None:
+    app = TunedeckApp(root=runs_root, poll=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: app.screen.id == "help")
+        text = " ".join(_help_text(app).split())
+        for a in actions.ACTIONS:
+            assert a.label in text, a.id
+            assert " ".join(a.help.split())[:30] in text, a.id
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen.id == "dashboard")
+
+
+async def test_logs_checkpoints_and_triage_screens(runs_root: Path) -> None:
+    app = TunedeckApp(root=runs_root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+
+        # Logs: jump to the first error, search with n.
+        await _select(pilot, app, "mistral-7b-full")
+        await pilot.press("l")
+        await wait_for(
+            pilot, lambda: app.screen.id == "logs" and app.screen.log_offset > 0, what="log loaded"
+        )
+        await pilot.press("E")
+        status = str(app.screen.query_one("#log-status").render())
+        assert "first error at line" in status and "Traceback" in status
+        await pilot.press("slash", *"info", "enter")
+        assert app.screen.matches and "match 1/" in str(
+            app.screen.query_one("#log-status").render()
+        )
+        await pilot.press("n")
+        assert "match 2/" in str(app.screen.query_one("#log-status").render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen.id == "dashboard")
+
+        # Checkpoints: deleting an older one asks once; the newest complete one asks twice.
+        await _select(pilot, app, "tiny-demo")
+        await pilot.press("c")
+        await wait_for(
+            pilot, lambda: app.screen.id == "checkpoints" and len(app.screen.checkpoints) == 3
+        )
+        run = runs_root / "tiny-demo"
+        assert "(newest)" in screen_text(app)
+        await pilot.press("D")
+        await wait_for(pilot, lambda: app.screen.id == "confirm-delete")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.screen.id == "confirm-delete-newest")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen.id == "checkpoints")
+        assert (run / "checkpoint-250").is_dir()
+        await pilot.press("down", "down", "D")
+        await wait_for(pilot, lambda: app.screen.id == "confirm-delete")
+        assert "checkpoint-100" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not (run / "checkpoint-100").exists(), what="deleted")
+        await wait_for(
+            pilot, lambda: app.screen.id == "checkpoints" and len(app.screen.checkpoints) == 2
+        )
+        await pilot.press("up", "up", "p")
+        await wait_text(pilot, app, str(run / "checkpoint-250"))
+        await pilot.press("escape")
+
+        # Triage of the OOM run: first suggestion is the batch-size patch; apply writes a new config.
+        await _select(pilot, app, "mistral-7b-full")
+        await pilot.press("t")
+        await wait_for(
+            pilot, lambda: app.screen.id == "triage" and app.screen.view is not None, timeout=30
+        )
+        text = screen_text(app)
+        assert "OOM" in text
+        first = app.screen.suggestions[0][1]
+        assert "per_device_train_batch_size" in first.patch
+        assert (
+            "per_device_train_batch_size: 8 -> 1" in text.replace("→", "->")
+            or "per_device_train_batch_size: 8" in text
+        )
+        await pilot.press("A")
+        oom_dir = runs_root / "mistral-7b-full"
+        await wait_for(
+            pilot, lambda: (oom_dir / "config.triage-1.yaml").exists(), what="patched config"
+        )
+        patched = (oom_dir / "config.triage-1.yaml").read_text()
+        assert (
+            f"per_device_train_batch_size: {first.patch['per_device_train_batch_size']}" in patched
+        )
+        assert "# mistral-7b-full: fixture config" in patched  # comments carried over
+        # Resume is offered next (a checkpoint choice or a notice that there is none).
+        await pilot.pause(0.5)
+        assert app.screen.id in ("resume-choice", "triage")
