@@ -470,11 +470,17 @@ def _host() -> str:
 # ----------------------------------------------------------------------------
 # Freezing the config
 # ----------------------------------------------------------------------------
+SECRETS_HEADER = "# tunedeck: secret keys removed from this copy ({keys}); the trainer receives them\n" \
+    "# through its environment, which is never written to disk.\n"
+
+
 def freeze_config(doc: Any, run_dir: Path, patch: Mapping[str, Any]) -> tuple[Path, dict[str, Any]]:
-    """Write ``<run_dir>/config.yaml``: ``doc`` with overrides and ``patch`` applied, secrets redacted.
+    """Write ``<run_dir>/config.yaml``: ``doc`` with overrides and ``patch`` applied, secrets removed.
 
     Returns the path and the real secret values (for the trainer's environment).
-    Comments and key order of the user's file survive (ruamel round-trip).
+    Secret keys are dropped rather than replaced by a placeholder, so a trainer
+    reading the copy falls back to the environment (SWANLAB_API_KEY, HF_TOKEN...)
+    instead of logging in with "***". Comments and key order survive (ruamel round-trip).
     """
     from runner.config.yamlio import ConfigDoc
     from runner.control.secrets import REDACTED, is_secret_key
@@ -491,11 +497,13 @@ def freeze_config(doc: Any, run_dir: Path, patch: Mapping[str, Any]) -> tuple[Pa
     secrets: dict[str, Any] = {}
     for k in list(frozen.keys()):
         v = frozen.get(k)
-        if is_secret_key(k) and v not in (None, "", REDACTED):
-            secrets[k] = v
-            frozen.set(k, REDACTED)
+        if is_secret_key(k) and v not in (None, ""):
+            if v != REDACTED:
+                secrets[k] = v
+            frozen.delete(k)
     path = run_dir / FROZEN_CONFIG
-    atomic_write_text(path, frozen.dumps())
+    header = SECRETS_HEADER.format(keys=", ".join(sorted(secrets))) if secrets else ""
+    atomic_write_text(path, header + frozen.dumps())
     return path, secrets
 
 

@@ -154,28 +154,28 @@ def resume(
             say(f"warning: {w}")
         attempt_no = len(m.attempts) + 1
         keep_attempt_copy(run, attempt_no - 1)
+        secrets = {k: v for k, v in over.items() if is_secret_key(k) and v not in (None, "", REDACTED)}
         for k, v in over.items():
             if v is None:
                 doc.delete(k)
-            else:
-                doc.set(k, REDACTED if is_secret_key(k) and v not in ("", REDACTED) else v)
+            elif k not in secrets:
+                doc.set(k, v)
         doc.set("resume_from_checkpoint", str(ck))
         atomic_write_text(cfg_path, doc.dumps())
 
-        # Secrets: the frozen copy has placeholders; the real values come from the
-        # overrides, else from the user's original config if it is still there.
-        secrets = {k: v for k, v in over.items() if is_secret_key(k) and v not in (None, "", REDACTED)}
-        placeholders = [k for k in doc.keys() if doc.get(k) == REDACTED and k not in secrets]  # noqa: SIM118
-        if placeholders and m.config_path and Path(m.config_path).is_file():
+        # Secrets are not in the frozen copy: take them from the overrides, else from
+        # the user's original config if it is still there.
+        if m.config_path and Path(m.config_path).is_file():
             try:
                 orig = ConfigDoc.load(m.config_path).values()
-                secrets.update({k: orig[k] for k in placeholders if orig.get(k) not in (None, "", REDACTED)})
             except TunedeckError:
-                pass
-        missing = [k for k in placeholders if k not in secrets]
-        if missing:
-            say(f"warning: {', '.join(missing)} cannot be recovered (the original config is gone); "
-                "pass them as key=value or through the environment")
+                orig = {}
+            for k, v in orig.items():
+                if k not in secrets and is_secret_key(k) and v not in (None, "", REDACTED):
+                    secrets[k] = v
+        elif "secret keys removed" in cfg_path.read_text(encoding="utf-8", errors="replace")[:300]:
+            say(f"warning: the original config {m.config_path} is gone, so the secrets it held "
+                "cannot be passed on; give them as key=value or through the environment")
 
         eff = doc.values()
         plan = build_launch_plan(eff, config_path=cfg_path, cwd=m.cwd or None, **m.launch_options)

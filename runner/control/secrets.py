@@ -55,11 +55,26 @@ def redact_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return schema_redact(values)
 
 
+# Config secrets the libraries also read from the environment under these names.
+NATIVE_ENV = {
+    "swanlab_api_key": "SWANLAB_API_KEY",
+    "hf_hub_token": "HF_TOKEN",
+    "ms_hub_token": "MODELSCOPE_API_TOKEN",
+}
+
+
 def secrets_env(secrets: Mapping[str, Any]) -> dict[str, str]:
-    """The environment that carries ``secrets`` to the trainer (empty when there are none)."""
+    """The environment that carries ``secrets`` to the trainer (empty when there are none):
+    all of them as JSON in :data:`SECRETS_ENV`, and each under its library's own
+    variable where there is one (``swanlab_api_key`` -> ``SWANLAB_API_KEY``...)."""
     if not secrets:
         return {}
-    return {SECRETS_ENV: json.dumps(dict(secrets))}
+    env = {SECRETS_ENV: json.dumps(dict(secrets))}
+    for k, v in secrets.items():
+        name = NATIVE_ENV.get(k) or (k if k.isupper() else None)
+        if name:
+            env[name] = str(v)
+    return env
 
 
 def redact_text(text: str, secrets: Mapping[str, Any]) -> str:
