@@ -142,5 +142,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
     if not args.follow:
         return 0
-    status = follow(res.run_dir, from_start=res.resume_from is None, as_json=args.json)
+    try:
+        status = follow(res.run_dir, from_start=res.resume_from is None, as_json=args.json)
+    except KeyboardInterrupt:
+        print(f"stopped following; the run goes on (tunedeck stop {res.run_id} stops it)", file=sys.stderr)
+        return 130
     return outcome_exit_code(status)

@@ -44,4 +44,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
     if not args.follow:
         return 0
-    return outcome_exit_code(follow(res.run_dir, from_start=False, as_json=args.json))
+    try:
+        return outcome_exit_code(follow(res.run_dir, from_start=False, as_json=args.json))
+    except KeyboardInterrupt:
+        print(f"stopped following; the run goes on (tunedeck stop {res.run_id} stops it)", file=sys.stderr)
+        return 130
