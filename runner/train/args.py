@@ -1,0 +1,469 @@
+"""From a config's values to what the trainer needs: a :class:`RunPlan`.
+
+The schema (``runner.config.schema``) declares every key with a ``target``. Keys that
+are fields of transformers' ``TrainingArguments`` (or of trl's config classes for the
+preference stages) go to those classes as they are, including TrainingArguments keys
+tunedeck does not declare (the validator reports them as "not checked"). Everything
+else is read here into :class:`ModelPlan` / :class:`FinetunePlan`.
+
+This module imports no torch, so it can be tested quickly; the trainer imports the
+heavy parts itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.train.outcome import ConfigProblem
+
+# LLaMA-Factory's defaults for the keys the runner itself reads (hparams/*.py). Used
+# for anything ``runner.config.schema.apply_defaults`` did not fill.
+RUNNER_DEFAULTS: dict[str, Any] = {
+    # model
+    "adapter_name_or_path": None,
+    "cache_dir": None,
+    "model_revision": "main",
+    "trust_remote_code": False,
+    "use_fast_tokenizer": True,
+    "resize_vocab": False,
+    "flash_attn": "auto",
+    "rope_scaling": None,
+    "enable_liger_kernel": False,
+    "use_unsloth": False,
+    "disable_gradient_checkpointing": False,
+    "upcast_layernorm": False,
+    "train_from_scratch": False,
+    "quantization_bit": None,
+    "quantization_method": "bnb",
+    "quantization_type": "nf4",
+    "double_quantization": True,
+    # method
+    "stage": "sft",
+    "finetuning_type": "lora",
+    "pure_bf16": False,
+    "plot_loss": False,
+    "overwrite_output_dir": False,
+    "create_new_adapter": False,
+    # lora
+    "lora_rank": 8,
+    "lora_alpha": None,
+    "lora_dropout": 0.0,
+    "lora_target": "all",
+    "additional_target": None,
+    "use_rslora": False,
+    "use_dora": False,
+    "pissa_init": False,
+    "loraplus_lr_ratio": None,
+    # freeze
+    "freeze_trainable_layers": 2,
+    "freeze_trainable_modules": "all",
+    "freeze_extra_modules": None,
+    # optimizers
+    "use_galore": False,
+    "galore_target": "all",
+    "galore_rank": 16,
+    "galore_update_interval": 200,
+    "galore_scale": 2.0,
+    "galore_proj_type": "std",
+    "galore_layerwise": False,
+    "use_apollo": False,
+    "apollo_target": "all",
+    "apollo_rank": 16,
+    "apollo_update_interval": 200,
+    "apollo_scale": 32.0,
+    "apollo_proj": "random",
+    "apollo_proj_type": "std",
+    "apollo_scale_type": "channel",
+    "apollo_layerwise": False,
+    "apollo_scale_front": False,
+    "use_badam": False,
+    "badam_mode": "layer",
+    "badam_start_block": None,
+    "badam_switch_mode": "ascending",
+    "badam_switch_interval": 50,
+    "badam_update_ratio": 0.05,
+    "badam_mask_mode": "adjacent",
+    "badam_verbose": 0,
+    # preference stages
+    "pref_beta": 0.1,
+    "pref_ftx": 0.0,
+    "pref_loss": "sigmoid",
+    "dpo_label_smoothing": 0.0,
+    "simpo_gamma": 0.5,
+    "kto_chosen_weight": 1.0,
+    "kto_rejected_weight": 1.0,
+    "ref_model": None,
+    # experiment tracking
+    "use_swanlab": False,
+    "swanlab_project": "llamafactory",
+    "swanlab_workspace": None,
+    "swanlab_run_name": None,
+    "swanlab_mode": "cloud",
+    "swanlab_api_key": None,
+    "swanlab_logdir": None,
+    # data (read by the runner as well as by runner.data)
+    "cutoff_len": 2048,
+    "packing": None,
+    "neat_packing": False,
+}
+
+# LLaMA-Factory keys that are not TrainingArguments fields but that LF examples
+# commonly carry; handled above or deliberately ignored with a note in the log.
+IGNORED_TRAINING_KEYS = {"save_safetensors": "always on in transformers 5 (not a TrainingArguments field any more)"}
+
+
+def split_list(value: Any) -> list[str]:
+    """A comma string or a YAML list -> list of stripped non-empty strings."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, Iterable):
+        return [str(p).strip() for p in value if str(p).strip()]
+    return [str(value)]
+
+
+def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema's defaults (when the schema provides ``apply_defaults``), then ours."""
+    out = dict(values)
+    try:
+        from runner.config import schema
+
+        alias = getattr(schema, "alias_target", None)
+        if callable(alias):
+            for key in list(out):
+                new = alias(key)
+                if new and new not in out:
+                    out[new] = out.pop(key)
+        apply = getattr(schema, "apply_defaults", None)
+        if callable(apply):
+            applied = apply(out)
+            if isinstance(applied, Mapping):
+                out = dict(applied)
+    except ImportError:  # pragma: no cover - the schema module always exists
+        pass
+    for key, default in RUNNER_DEFAULTS.items():
+        if out.get(key) is None and default is not None:
+            out[key] = default
+        out.setdefault(key, default)
+    if out.get("lora_alpha") in (None, 0):
+        out["lora_alpha"] = int(out["lora_rank"]) * 2
+    if out.get("neat_packing"):
+        out["packing"] = True
+    if out.get("packing") is None:
+        out["packing"] = out.get("stage") == "pt"
+    return out
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    model_name_or_path: str
+    adapter_name_or_path: tuple[str, ...] = ()
+    cache_dir: str | None = None
+    revision: str = "main"
+    trust_remote_code: bool = False
+    use_fast_tokenizer: bool = True
+    resize_vocab: bool = False
+    attn_implementation: str | None = None
+    rope_scaling: str | None = None
+    train_from_scratch: bool = False
+    quantization_bit: int | None = None
+    quantization_type: str = "nf4"
+    double_quantization: bool = True
+    upcast_layernorm: bool = False
+    cutoff_len: int = 2048
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    stage: str = "sft"
+    finetuning_type: str = "lora"
+    pure_bf16: bool = False
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target: tuple[str, ...] = ("all",)
+    additional_target: tuple[str, ...] = ()
+    use_rslora: bool = False
+    use_dora: bool = False
+    create_new_adapter: bool = False
+    freeze_trainable_layers: int = 2
+    freeze_trainable_modules: tuple[str, ...] = ("all",)
+    freeze_extra_modules: tuple[str, ...] = ()
+    use_badam: bool = False
+    badam: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SwanlabPlan:
+    project: str = "llamafactory"
+    workspace: str | None = None
+    run_name: str | None = None
+    mode: str = "offline"
+    api_key: str | None = None
+    logdir: str | None = None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the trainer process needs, derived once from the config values."""
+
+    values: Mapping[str, Any]
+    model: ModelPlan
+    finetune: FinetunePlan
+    training: Mapping[str, Any]          # kwargs for TrainingArguments (or trl's config)
+    output_dir: str
+    resume: Any = None                   # None | "latest" | True | path
+    overwrite_output_dir: bool = False
+    plot_loss: bool = False
+    swanlab: SwanlabPlan | None = None
+    notes: tuple[str, ...] = ()          # decisions worth one log line each
+
+
+def _flash_attn_to_impl(value: Any) -> str | None:
+    v = str(value or "auto").lower()
+    if v in ("auto", "none", ""):
+        return None  # transformers picks sdpa when available
+    if v in ("disabled", "eager", "false"):
+        return "eager"
+    if v == "sdpa":
+        return "sdpa"
+    if v in ("fa2", "flash_attention_2", "flashattn2"):
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ConfigProblem(
+                "flash_attn: fa2 needs the flash-attn package, which is not installed "
+                "(pip install flash-attn --no-build-isolation), or use flash_attn: sdpa"
+            )
+        return "flash_attention_2"
+    if v in ("fa3", "flash_attention_3"):
+        if importlib.util.find_spec("flash_attn_interface") is None:
+            raise ConfigProblem(
+                "flash_attn: fa3 needs FlashAttention-3 (flash_attn_interface), which is not "
+                "installed; use flash_attn: fa2 or sdpa"
+            )
+        return "flash_attention_3"
+    raise ConfigProblem(f"flash_attn: unknown value {value!r} (use auto, disabled, sdpa, fa2 or fa3)")
+
+
+def _require(module: str, key: str, install: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigProblem(f"{key} needs the {install} package, which is not installed (pip install {install})")
+
+
+def _target_regex(targets: list[str]) -> list[str] | str:
+    # GaLore/APOLLO take module-name patterns; "all" = every linear in attention and MLP.
+    if not targets or targets == ["all"]:
+        return [r".*(attn|attention|mlp|feed_forward).*"]
+    return targets
+
+
+def _optimizer_kwargs(v: Mapping[str, Any], training: dict[str, Any], notes: list[str]) -> None:
+    chosen = [k for k in ("use_galore", "use_apollo", "use_badam") if v.get(k)]
+    if len(chosen) > 1:
+        raise ConfigProblem(f"{' and '.join(chosen)}: use at most one of GaLore, APOLLO and BAdam")
+    if chosen and v.get("finetuning_type") == "lora":
+        raise ConfigProblem(f"{chosen[0]}: cannot be combined with finetuning_type: lora")
+    if v.get("use_galore"):
+        _require("galore_torch", "use_galore", "galore-torch")
+        training["optim"] = "galore_adamw_layerwise" if v.get("galore_layerwise") else "galore_adamw"
+        training["optim_target_modules"] = _target_regex(split_list(v.get("galore_target")))
+        training["optim_args"] = (
+            f"rank={int(v['galore_rank'])},update_proj_gap={int(v['galore_update_interval'])},"
+            f"scale={float(v['galore_scale'])},proj_type={v['galore_proj_type']}"
+        )
+        notes.append(f"optimizer: {training['optim']} (GaLore rank {v['galore_rank']})")
+    if v.get("use_apollo"):
+        _require("apollo_torch", "use_apollo", "apollo-torch")
+        training["optim"] = "apollo_adamw_layerwise" if v.get("apollo_layerwise") else "apollo_adamw"
+        training["optim_target_modules"] = _target_regex(split_list(v.get("apollo_target")))
+        training["optim_args"] = (
+            f"rank={int(v['apollo_rank'])},update_proj_gap={int(v['apollo_update_interval'])},"
+            f"scale={float(v['apollo_scale'])},proj={v['apollo_proj']},proj_type={v['apollo_proj_type']},"
+            f"scale_type={v['apollo_scale_type']}"
+        )
+        notes.append(f"optimizer: {training['optim']} (APOLLO rank {v['apollo_rank']})")
+    if v.get("use_badam"):
+        _require("badam", "use_badam", "badam")
+        if v.get("badam_mode") != "layer":
+            raise ConfigProblem("badam_mode: only 'layer' is supported by tunedeck")
+        notes.append("optimizer: BAdam block-wise AdamW (layer mode)")
+
+
+def _report_to(v: Mapping[str, Any], notes: list[str]) -> tuple[list[str] | str, bool]:
+    """(report_to for TrainingArguments, whether swanlab was asked for through report_to)."""
+    raw = split_list(v.get("report_to")) or ["none"]
+    wants_swanlab = "swanlab" in raw
+    if "all" in raw:
+        from transformers.integrations import get_available_reporting_integrations
+
+        raw = [r for r in get_available_reporting_integrations() if r != "swanlab"]
+        wants_swanlab = False
+    out: list[str] = []
+    for r in raw:
+        if r in ("none", "swanlab"):
+            continue
+        if r == "wandb":
+            _require("wandb", "report_to: wandb", "wandb")
+        elif r == "tensorboard" and (
+            importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None
+        ):
+            raise ConfigProblem(
+                    "report_to: tensorboard needs the tensorboard package, which is not installed "
+                    "(pip install tensorboard)"
+                )
+        out.append(r)
+    if wants_swanlab:
+        # transformers' built-in swanlab reporter crashes with swanlab 0.10; we use
+        # swanlab's own callback instead (reference/training_stack.md section 3).
+        notes.append("report_to: swanlab -> swanlab's transformers callback (use_swanlab)")
+    return (out or "none"), wants_swanlab
+
+
+def build_plan(values: Mapping[str, Any], *, training_fields: Iterable[str], cuda: bool) -> RunPlan:
+    """Derive a :class:`RunPlan`. ``training_fields`` are the accepted TrainingArguments keys.
+
+    Raises :class:`ConfigProblem` for a configuration this machine cannot run.
+    """
+    v = with_defaults(values)
+    notes: list[str] = []
+    if not v.get("model_name_or_path"):
+        raise ConfigProblem("model_name_or_path: required (a local directory or a hub id)")
+    if not v.get("output_dir"):
+        raise ConfigProblem("output_dir: required")
+    stage = str(v["stage"])
+    if stage == "ppo":
+        raise ConfigProblem("stage: ppo is not supported by tunedeck yet (use sft, pt, dpo, kto or rm)")
+    if stage not in ("sft", "pt", "dpo", "kto", "rm"):
+        raise ConfigProblem(f"stage: unknown stage {stage!r} (use sft, pt, dpo, kto or rm)")
+    ftype = str(v["finetuning_type"])
+    if ftype not in ("lora", "freeze", "full"):
+        raise ConfigProblem(f"finetuning_type: {ftype!r} is not supported (use lora, freeze or full)")
+    if v.get("use_unsloth"):
+        raise ConfigProblem("use_unsloth: Unsloth is not supported by tunedeck; remove the key")
+    if v.get("pissa_init"):
+        raise ConfigProblem("pissa_init: PiSSA initialisation is not supported by tunedeck yet")
+    if v.get("quantization_bit") is not None:
+        bit = int(v["quantization_bit"])
+        if v.get("quantization_method", "bnb") != "bnb":
+            raise ConfigProblem("quantization_method: only bnb (bitsandbytes) is supported by tunedeck")
+        if bit not in (4, 8):
+            raise ConfigProblem(f"quantization_bit: bitsandbytes takes 4 or 8, not {bit}")
+        if ftype != "lora":
+            raise ConfigProblem("quantization_bit: quantization is only compatible with finetuning_type: lora")
+        if not cuda:
+            raise ConfigProblem("quantization_bit: bitsandbytes quantization needs a CUDA GPU; this machine has none")
+        _require("bitsandbytes", "quantization_bit", "bitsandbytes")
+    if v.get("enable_liger_kernel"):
+        _require("liger_kernel", "enable_liger_kernel", "liger-kernel")
+    if v.get("pure_bf16") and not cuda:
+        notes.append("pure_bf16 on CPU: bf16 weights without autocast (slow on most CPUs)")
+
+    fields = set(training_fields)
+    training: dict[str, Any] = {}
+    for key, value in v.items():
+        if key in fields:
+            training[key] = value
+        elif key in IGNORED_TRAINING_KEYS:
+            notes.append(f"{key}: ignored, {IGNORED_TRAINING_KEYS[key]}")
+    resume = training.pop("resume_from_checkpoint", None)
+    if isinstance(resume, str) and resume.strip().lower() in ("", "none", "null", "false"):
+        resume = None
+    if resume is False:
+        resume = None
+
+    training["output_dir"] = str(v["output_dir"])
+    if "remove_unused_columns" not in values:
+        training["remove_unused_columns"] = False  # our collators need every column
+    if "label_names" not in values and stage in ("sft", "pt"):
+        training["label_names"] = ["labels"]
+    inc = values.get("include_num_input_tokens_seen")
+    if not isinstance(inc, str) or inc in ("no", "false", "False"):
+        # Throughput in trainer_log.jsonl needs the token count; count real tokens.
+        training["include_num_input_tokens_seen"] = "non_padding"
+    if v.get("disable_gradient_checkpointing"):
+        training["gradient_checkpointing"] = False
+    if training.get("gradient_checkpointing") and "gradient_checkpointing_kwargs" not in values:
+        training["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if v.get("enable_liger_kernel"):
+        training["use_liger_kernel"] = True
+    if v.get("pure_bf16"):
+        # The weights are bf16 already: no autocast, no fp32 master copy.
+        training["bf16"] = False
+        training["fp16"] = False
+    if not cuda and "use_cpu" not in values:
+        # Without use_cpu, `accelerate launch --multi_gpu` on a GPU-less box runs N
+        # independent single-process trainings into the same output_dir.
+        training["use_cpu"] = True
+    if ftype == "lora" and training.get("ddp_find_unused_parameters") is None:
+        training["ddp_find_unused_parameters"] = False
+    report_to, swan_via_report = _report_to(v, notes)
+    training["report_to"] = report_to
+    _optimizer_kwargs(v, training, notes)
+
+    use_swanlab = bool(v.get("use_swanlab")) or swan_via_report
+    swan = None
+    if use_swanlab:
+        _require("swanlab", "use_swanlab", "swanlab")
+        swan = SwanlabPlan(
+            project=str(v.get("swanlab_project") or "llamafactory"),
+            workspace=v.get("swanlab_workspace"),
+            run_name=v.get("swanlab_run_name") or v.get("run_name"),
+            mode=str(v.get("swanlab_mode") or "cloud"),
+            api_key=v.get("swanlab_api_key"),
+            logdir=v.get("swanlab_logdir"),
+        )
+
+    model = ModelPlan(
+        model_name_or_path=str(v["model_name_or_path"]),
+        adapter_name_or_path=tuple(split_list(v.get("adapter_name_or_path"))),
+        cache_dir=v.get("cache_dir"),
+        revision=str(v.get("model_revision") or "main"),
+        trust_remote_code=bool(v.get("trust_remote_code")),
+        use_fast_tokenizer=bool(v.get("use_fast_tokenizer", True)),
+        resize_vocab=bool(v.get("resize_vocab")),
+        attn_implementation=_flash_attn_to_impl(v.get("flash_attn")),
+        rope_scaling=v.get("rope_scaling"),
+        train_from_scratch=bool(v.get("train_from_scratch")),
+        quantization_bit=int(v["quantization_bit"]) if v.get("quantization_bit") is not None else None,
+        quantization_type=str(v.get("quantization_type") or "nf4"),
+        double_quantization=bool(v.get("double_quantization", True)),
+        upcast_layernorm=bool(v.get("upcast_layernorm")),
+        cutoff_len=int(v.get("cutoff_len") or 2048),
+    )
+    if (v.get("use_rslora") or v.get("use_dora")) and ftype != "lora":
+        raise ConfigProblem("use_rslora / use_dora: only valid with finetuning_type: lora")
+    if model.adapter_name_or_path and ftype != "lora":
+        raise ConfigProblem("adapter_name_or_path: adapters are only valid with finetuning_type: lora")
+    finetune = FinetunePlan(
+        stage=stage,
+        finetuning_type=ftype,
+        pure_bf16=bool(v.get("pure_bf16")),
+        lora_rank=int(v["lora_rank"]),
+        lora_alpha=int(v["lora_alpha"]),
+        lora_dropout=float(v["lora_dropout"]),
+        lora_target=tuple(split_list(v.get("lora_target")) or ["all"]),
+        additional_target=tuple(split_list(v.get("additional_target"))),
+        use_rslora=bool(v.get("use_rslora")),
+        use_dora=bool(v.get("use_dora")),
+        create_new_adapter=bool(v.get("create_new_adapter")),
+        freeze_trainable_layers=int(v["freeze_trainable_layers"]),
+        freeze_trainable_modules=tuple(split_list(v.get("freeze_trainable_modules")) or ["all"]),
+        freeze_extra_modules=tuple(split_list(v.get("freeze_extra_modules"))),
+        use_badam=bool(v.get("use_badam")),
+        badam={k: v[k] for k in v if k.startswith("badam_")},
+    )
+    return RunPlan(
+        values=v,
+        model=model,
+        finetune=finetune,
+        training=training,
+        output_dir=str(v["output_dir"]),
+        resume=resume,
+        overwrite_output_dir=bool(v.get("overwrite_output_dir")),
+        plot_loss=bool(v.get("plot_loss")),
+        swanlab=swan,
+        notes=tuple(notes),
+    )

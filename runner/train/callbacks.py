@@ -1,0 +1,209 @@
+"""Trainer callbacks: the LLaMA-Factory-compatible ``trainer_log.jsonl``, stop and
+divergence handling at step boundaries, and the test-only fault switch."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from transformers import TrainerCallback
+
+from runner.protocol import TRAINER_LOG
+from runner.train.faults import Faults
+from runner.train.outcome import Diverged
+from runner.train.signals import StopSignals
+
+_STOP_CODES = {None: 0, "stopped": 1, "preempted": 2}
+_STOP_REASONS = {v: k for k, v in _STOP_CODES.items()}
+
+
+@dataclass
+class RunFlags:
+    """State shared by the trainer mixin and the callbacks of one process."""
+
+    nonfinite_step: int | None = None
+    nonfinite_value: float | None = None
+    stop_reason: str | None = None      # agreed across ranks at a step boundary
+    stop_step: int | None = None
+    last_checkpoint: str | None = None  # name of the newest checkpoint this process completed
+
+    def mark_nonfinite(self, step: int, value: float) -> None:
+        if self.nonfinite_step is None:
+            self.nonfinite_step, self.nonfinite_value = step, value
+
+
+def format_duration(seconds: float) -> str:
+    """``H:MM:SS`` like LLaMA-Factory (``str(timedelta)`` without microseconds)."""
+    return str(timedelta(seconds=max(0, int(seconds))))
+
+
+class TrainerLogCallback(TrainerCallback):
+    """Append one JSON object per log event to ``<output_dir>/trainer_log.jsonl`` (rank 0).
+
+    Keys are LLaMA-Factory's (``current_steps, total_steps, loss, eval_loss, lr, epoch,
+    percentage, elapsed_time, remaining_time, throughput, total_tokens``) plus ours
+    (``grad_norm, timestamp, step_time, vram_allocated, vram_reserved``). The ETA and
+    throughput use only this process's time and steps, so they are right after a resume.
+    The file is opened in append mode and flushed per record; it is never truncated here.
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.path = Path(output_dir) / TRAINER_LOG
+        self._fh: IO[str] | None = None
+        self._t0 = time.time()
+        self._step0 = 0
+        self._tokens0 = 0
+        self._last_t = self._t0
+        self._last_step = 0
+        self._cuda = torch.cuda.is_available()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t0 = self._last_t = time.time()
+        self._step0 = self._last_step = state.global_step
+        self._tokens0 = state.num_input_tokens_seen or 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if "train_loss" in logs:  # the end-of-training summary, not a progress record
+            return
+        now = time.time()
+        step, total = state.global_step, state.max_steps or 0
+        elapsed = now - self._t0
+        done_here = step - self._step0
+        remaining = elapsed / done_here * max(0, total - step) if done_here > 0 else None
+        record: dict[str, Any] = {
+            "current_steps": step,
+            "total_steps": total,
+            "loss": logs.get("loss"),
+            "eval_loss": logs.get("eval_loss"),
+            "predict_loss": logs.get("predict_loss"),
+            "reward": logs.get("reward"),
+            "accuracy": logs.get("accuracy", logs.get("rewards/accuracies")),
+            "lr": logs.get("learning_rate"),
+            "epoch": round(float(state.epoch), 4) if state.epoch is not None else None,
+            "percentage": round(step / total * 100, 2) if total > 0 else None,
+            "elapsed_time": format_duration(elapsed),
+            "remaining_time": format_duration(remaining) if remaining is not None else None,
+            "grad_norm": logs.get("grad_norm"),
+            "timestamp": round(now, 3),
+        }
+        tokens = state.num_input_tokens_seen or 0
+        if tokens:
+            record["total_tokens"] = int(tokens)
+            if elapsed > 0:
+                record["throughput"] = round((tokens - self._tokens0) / elapsed, 2)
+        if "loss" in logs and step > self._last_step:
+            record["step_time"] = round((now - self._last_t) / (step - self._last_step), 4)
+            self._last_t, self._last_step = now, step
+        if self._cuda:
+            record["vram_allocated"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            record["vram_reserved"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+        record = {k: _jsonable(v) for k, v in record.items() if v is not None}
+        self._write(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # json.dumps would write NaN, which strict readers reject
+    return v
+
+
+class StopCallback(TrainerCallback):
+    """Turn a stop request or a non-finite loss into an action at the step boundary.
+
+    Every rank takes part in one tiny all-reduce per optimizer step so that all ranks
+    stop (or diverge) at the same step even when the signal reached them at different
+    moments; otherwise the rank that stopped first would leave the others hanging in
+    the next collective.
+    """
+
+    def __init__(self, signals: StopSignals, flags: RunFlags) -> None:
+        self.signals = signals
+        self.flags = flags
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.signals.deferred = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop_code = _STOP_CODES.get(self.signals.state.reason, 1)
+        nonfinite = 1 if self.flags.nonfinite_step is not None else 0
+        if _distributed(args):
+            t = torch.tensor([stop_code, nonfinite], dtype=torch.int64, device=args.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            stop_code, nonfinite = int(t[0]), int(t[1])
+        if nonfinite:
+            step = self.flags.nonfinite_step or state.global_step
+            value = self.flags.nonfinite_value if self.flags.nonfinite_value is not None else math.nan
+            raise Diverged(step, value)
+        if stop_code and self.flags.stop_reason is None:
+            self.flags.stop_reason = _STOP_REASONS.get(stop_code, "stopped")
+            self.flags.stop_step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+            print(
+                f"[tunedeck] {self.flags.stop_reason}: saving checkpoint-{state.global_step} and exiting",
+                file=sys.stderr,
+                flush=True,
+            )
+        return control
+
+
+def _distributed(args) -> bool:
+    return (
+        args.world_size > 1
+        and torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+    )
+
+
+class FaultCallback(TrainerCallback):
+    """Step-boundary faults of ``TUNEDECK_FAULT`` (slow, exit, stop, preempt).
+
+    Must be registered before :class:`StopCallback` so a ``stop@N`` request is acted
+    on at step N exactly.
+    """
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.faults.exit_step is not None and state.global_step + 1 == self.faults.exit_step:
+            print(f"[tunedeck] fault injection: hard exit at step {state.global_step + 1}",
+                  file=sys.stderr, flush=True)
+            os._exit(1)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.faults.slow_seconds > 0:
+            time.sleep(self.faults.slow_seconds)
+        # raise_signal runs the Python handler before it returns, so the request is
+        # recorded before StopCallback looks at it in this same step.
+        if self.faults.stop_step is not None and state.global_step == self.faults.stop_step:
+            signal.raise_signal(signal.SIGTERM)
+        if self.faults.preempt_step is not None and state.global_step == self.faults.preempt_step:
+            signal.raise_signal(signal.SIGUSR1)

@@ -1,0 +1,77 @@
+"""The test-only fault switch ``TUNEDECK_FAULT`` (see :data:`runner.protocol.FAULT_ENV`).
+
+Faults let tests and the triage code exercise real failure paths without a GPU:
+
+- ``oom@N``       raise ``torch.cuda.OutOfMemoryError`` in the forward pass of step N
+- ``nan@N``       make the loss NaN from step N on
+- ``enospc@save`` raise ``OSError(ENOSPC)`` while writing a checkpoint
+- ``slow@S``      sleep S seconds at the end of every step
+- ``exit@N``      ``os._exit(1)`` at the start of step N (a crash without a message)
+- ``stop@N``      send this process SIGTERM at the end of step N (a stop request that lands
+                  exactly on a step boundary, for deterministic stop/resume tests)
+- ``preempt@N``   same with SIGUSR1
+
+Several faults can be combined with commas: ``slow@0.2,nan@7``. Steps are 1-based
+optimizer steps (``global_step`` after the step completes).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from runner.protocol import FAULT_ENV
+
+
+@dataclass(frozen=True)
+class Faults:
+    oom_step: int | None = None
+    nan_step: int | None = None
+    enospc_on_save: bool = False
+    slow_seconds: float = 0.0
+    exit_step: int | None = None
+    stop_step: int | None = None
+    preempt_step: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return self != Faults()
+
+
+def parse_faults(spec: str | None) -> Faults:
+    """Parse a ``TUNEDECK_FAULT`` value; raises ``ValueError`` naming the bad part."""
+    if not spec or not spec.strip():
+        return Faults()
+    fields: dict[str, object] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        kind, _, arg = part.partition("@")
+        try:
+            if kind == "oom":
+                fields["oom_step"] = int(arg)
+            elif kind == "nan":
+                fields["nan_step"] = int(arg)
+            elif kind == "enospc" and arg == "save":
+                fields["enospc_on_save"] = True
+            elif kind == "slow":
+                fields["slow_seconds"] = float(arg)
+            elif kind == "exit":
+                fields["exit_step"] = int(arg)
+            elif kind == "stop":
+                fields["stop_step"] = int(arg)
+            elif kind == "preempt":
+                fields["preempt_step"] = int(arg)
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"{FAULT_ENV}: cannot understand {part!r} (expected oom@N, nan@N, enospc@save, "
+                "slow@SECONDS, exit@N, stop@N or preempt@N)"
+            ) from None
+    return Faults(**fields)  # type: ignore[arg-type]
+
+
+def faults_from_env() -> Faults:
+    return parse_faults(os.environ.get(FAULT_ENV))

@@ -1,0 +1,94 @@
+"""Our additions to transformers' / trl's trainers, as a mixin.
+
+- every checkpoint carries :data:`runner.protocol.INCOMPLETE_MARKER` while it is being
+  written, so a SIGKILL in the middle leaves a checkpoint readers can tell is incomplete;
+- a non-finite loss is recorded for :class:`runner.train.callbacks.StopCallback`;
+- the tokens counted for throughput are the real (non-padding) ones, also for
+  ``neat_packing`` masks that hold sub-sequence indices instead of 0/1;
+- the in-step faults of ``TUNEDECK_FAULT`` (oom, nan, enospc).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from typing import Any
+
+import torch
+
+from runner.protocol import CHECKPOINT_PREFIX, FAULT_ENV, INCOMPLETE_MARKER
+from runner.train.callbacks import RunFlags
+from runner.train.faults import Faults
+
+
+class TunedeckTrainerMixin:
+    """Mix in before a ``transformers.Trainer`` subclass: ``class T(TunedeckTrainerMixin, Trainer)``."""
+
+    tunedeck_flags: RunFlags
+    tunedeck_faults: Faults
+
+    def _tunedeck_setup(self, flags: RunFlags, faults: Faults) -> None:
+        self.tunedeck_flags = flags
+        self.tunedeck_faults = faults
+
+    # -- per micro-batch -----------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
+        step = self.state.global_step + 1  # type: ignore[attr-defined]
+        faults = self.tunedeck_faults
+        if faults.oom_step is not None and step == faults.oom_step:
+            raise torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                f"79.19 GiB of which 1.06 GiB is free. (injected by {FAULT_ENV}=oom@{step})"
+            )
+        loss = super().training_step(model, inputs, num_items_in_batch)  # type: ignore[misc]
+        # The Trainer's own NaN filter already reads this value back every micro-batch,
+        # so checking it here adds no extra device sync.
+        if not bool(torch.isfinite(loss).all()):
+            self.tunedeck_flags.mark_nonfinite(step, float(loss.detach().float().mean().item()))
+        return loss
+
+    def compute_loss(self, model, inputs, *args: Any, **kwargs: Any):  # type: ignore[override]
+        result = super().compute_loss(model, inputs, *args, **kwargs)  # type: ignore[misc]
+        nan_step = self.tunedeck_faults.nan_step
+        training = getattr(model, "training", True)  # evaluation goes through here too
+        if nan_step is not None and training and self.state.global_step + 1 >= nan_step:  # type: ignore[attr-defined]
+            if isinstance(result, tuple):
+                return (result[0] * float("nan"), *result[1:])
+            return result * float("nan")
+        return result
+
+    def _track_num_input_tokens(self, inputs):  # type: ignore[override]
+        mode = self.args.include_num_input_tokens_seen  # type: ignore[attr-defined]
+        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+        if mode == "non_padding" and isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            # neat_packing masks hold 1, 2, 3 ... per sub-sequence: count non-zeros, not the sum.
+            n = torch.count_nonzero(mask).to(device=self.args.device, dtype=torch.int64)  # type: ignore[attr-defined]
+            self.state.num_input_tokens_seen += self.accelerator.gather(n).sum().item()  # type: ignore[attr-defined]
+            return
+        super()._track_num_input_tokens(inputs)  # type: ignore[misc]
+
+    # -- checkpoints ---------------------------------------------------------
+    def _save_checkpoint(self, model, trial):  # type: ignore[override]
+        name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"  # type: ignore[attr-defined]
+        ckpt = os.path.join(self._get_output_dir(trial=trial), name)  # type: ignore[attr-defined]
+        marker = os.path.join(ckpt, INCOMPLETE_MARKER)
+        main = self.args.should_save  # type: ignore[attr-defined]
+        if main:
+            os.makedirs(ckpt, exist_ok=True)
+            with open(marker, "w", encoding="utf-8") as fh:
+                fh.write(f"tunedeck: checkpoint of step {self.state.global_step} is being written\n")  # type: ignore[attr-defined]
+        if self.tunedeck_faults.enospc_on_save:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(ckpt, "model.safetensors"))
+        super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        # Other ranks may still be writing their RNG state into the same directory.
+        self.accelerator.wait_for_everyone()  # type: ignore[attr-defined]
+        if main:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(marker)
+        self.tunedeck_flags.last_checkpoint = name
+
+
+def make_trainer_class(base: type) -> type:
+    """``TunedeckTrainerMixin`` in front of ``base`` (Trainer, DPOTrainer, ...)."""
+    return type(f"Tunedeck{base.__name__}", (TunedeckTrainerMixin, base), {})
