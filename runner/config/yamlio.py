@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ from runner.fsutil import atomic_write_text
 # Hard limits that keep a hostile or broken file from costing unbounded time/memory.
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_ALIASES = 64
+MAX_EXPANDED_NODES = 100_000  # values a document may hold once its aliases are expanded
 MAX_DEPTH = 32
+MAX_LINES = 10_000
 
 BOM = "\ufeff"
 
@@ -61,23 +64,53 @@ def _yaml() -> YAML:
 
 
 def _check_structure(text: str, source: str) -> None:
-    """Refuse alias bombs and absurd nesting before composing the document."""
+    """Refuse alias bombs and absurd nesting before composing the document.
+
+    An alias bomb is judged by what it would expand to, not by its alias count:
+    eight levels of eight aliases (56 of them) already expand to 16 million values.
+    The event pass tracks the expanded size of every anchored node and refuses as
+    soon as the document would hold more than :data:`MAX_EXPANDED_NODES` values.
+    """
     if text.count("*") and text.count("&"):
         y = YAML(typ="rt")
         aliases = 0
+        anchors: dict[str, int] = {}
+        stack: list[list[Any]] = [[None, 0]]  # [anchor, expanded size so far] per open container
+        total = 0
         try:
             for ev in y.parse(io.StringIO(text)):
-                if type(ev).__name__ == "AliasEvent":
+                kind = type(ev).__name__
+                size = 0
+                if kind == "AliasEvent":
                     aliases += 1
-                    if aliases > MAX_ALIASES:
-                        mark = getattr(ev, "start_mark", None)
-                        raise ConfigError(
-                            f"too many YAML aliases (more than {MAX_ALIASES}); refusing to expand "
-                            "what looks like an alias bomb",
-                            file=source,
-                            line=(mark.line + 1) if mark else None,
-                            column=(mark.column + 1) if mark else None,
-                        )
+                    size = anchors.get(getattr(ev, "anchor", None) or "", 1)
+                elif kind == "ScalarEvent":
+                    size = 1
+                    if getattr(ev, "anchor", None):
+                        anchors[ev.anchor] = 1
+                elif kind in ("SequenceStartEvent", "MappingStartEvent"):
+                    stack.append([getattr(ev, "anchor", None), 1])
+                    continue
+                elif kind in ("SequenceEndEvent", "MappingEndEvent") and len(stack) > 1:
+                    anchor, size = stack.pop()
+                    if anchor:
+                        anchors[anchor] = size
+                    stack[-1][1] += size
+                    continue
+                else:
+                    continue
+                stack[-1][1] += size
+                total += size
+                if aliases > MAX_ALIASES or total > MAX_EXPANDED_NODES:
+                    mark = getattr(ev, "start_mark", None)
+                    what = (f"more than {MAX_ALIASES} YAML aliases" if aliases > MAX_ALIASES
+                            else f"YAML aliases that would expand to more than {MAX_EXPANDED_NODES} values")
+                    raise ConfigError(
+                        f"{what}; refusing to expand what looks like an alias bomb",
+                        file=source,
+                        line=(mark.line + 1) if mark else None,
+                        column=(mark.column + 1) if mark else None,
+                    )
         except YAMLError:
             return  # the real parse reports the syntax error with its position
     depth = 0
@@ -90,6 +123,38 @@ def _check_structure(text: str, source: str) -> None:
             depth = max(0, depth - 1)
     if max_depth > MAX_DEPTH:
         raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels is not a config", file=source, line=1)
+
+
+def _check_depth(data: Any, source: str) -> None:
+    """Refuse block-style nesting deeper than :data:`MAX_DEPTH` (the flow-style count in
+    :func:`_check_structure` cannot see indentation), naming the line where it goes too deep.
+    Aliases are followed, so a self-referencing alias ends here too, not in a recursion."""
+    todo: list[tuple[Any, int]] = [(data, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if not isinstance(node, (CommentedMap, CommentedSeq)):
+            continue
+        if depth >= MAX_DEPTH:
+            line = None
+            lc = getattr(node, "lc", None)
+            if lc is not None and getattr(lc, "line", None) is not None:
+                line = lc.line + 1
+            raise ConfigError(f"nesting deeper than {MAX_DEPTH} levels is not a config",
+                              file=source, line=line or 1)
+        children = node.values() if isinstance(node, CommentedMap) else node
+        todo.extend((c, depth + 1) for c in children)
+
+
+_LONG_INT = re.compile(r"(?<![\w.])[-+]?[0-9][0-9_]{4000,}")
+
+
+def _unreadable_value(exc: ValueError, text: str, source: str) -> ConfigError:
+    """A value the YAML constructor could not turn into Python (an integer with more
+    digits than Python converts, a malformed date...), located when we can."""
+    m = _LONG_INT.search(text)
+    line = text.count("\n", 0, m.start()) + 1 if m else 1
+    return ConfigError(f"a value cannot be read: {exc}", file=source, line=line,
+                       hint="write the number in a normal size, or quote it to keep it as text")
 
 
 def _yaml_error(exc: YAMLError, source: str) -> ConfigError:
@@ -133,9 +198,12 @@ def parse_scalar(text: str) -> Any:
         return None
     try:
         v = _yaml().load(text)
-    except YAMLError:
+    except (YAMLError, ValueError, RecursionError):
+        return text  # not YAML we can read (or a number Python will not convert): the text itself
+    try:
+        return to_plain(v)
+    except ConfigError:
         return text
-    return to_plain(v)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -187,6 +255,10 @@ class ConfigDoc:
             )
         if "\x00" in text:
             raise ConfigError("file contains NUL bytes; it is not a text config", file=source, line=1)
+        if text.count("\n") > MAX_LINES:
+            # ruamel parses ~3000 lines a second: cap the lines as well as the bytes.
+            raise ConfigError(f"file has more than {MAX_LINES} lines; a config is a few hundred",
+                              file=source, line=MAX_LINES + 1)
         _check_structure(text, source)
         try:
             data = _yaml().load(text)
@@ -194,6 +266,9 @@ class ConfigDoc:
             raise _yaml_error(exc, source) from None
         except RecursionError:
             raise ConfigError("nesting too deep to be a config", file=source, line=1) from None
+        except ValueError as exc:
+            raise _unreadable_value(exc, text, source) from None
+        _check_depth(data, source)
         if data is None:
             data = CommentedMap()
         if not isinstance(data, CommentedMap):
