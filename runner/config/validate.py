@@ -41,6 +41,7 @@ Severity = Literal["error", "warning", "advice"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "advice")
 
 _HF_KEYS = frozenset(HF_TRAINING_KEYS)
+MAX_SUGGESTIONS = 50  # unknown keys that get a "did you mean" (each costs a fuzzy search)
 
 
 @dataclass(frozen=True)
@@ -497,6 +498,7 @@ def _known_names() -> list[str]:
 
 def _check_keys(ctx: _Ctx) -> None:
     keys = ctx.doc.keys()
+    suggested = 0
     for key in keys:
         value = ctx.raw.get(key)
         p = PARAMS.get(key)
@@ -516,9 +518,14 @@ def _check_keys(ctx: _Ctx) -> None:
                         "check the spelling", at="key")
                 continue
             ctx.bad.add(key)
-            close = difflib.get_close_matches(key, _known_names(), n=1, cutoff=0.7)
-            if not close:
-                close = difflib.get_close_matches(key.lower(), _known_names(), n=1, cutoff=0.7)
+            close = []
+            # "Did you mean" costs a comparison with every known name; a file of thousands of
+            # unknown keys (not a config) must not cost minutes, so only the first ones get one.
+            suggested += 1
+            if suggested <= MAX_SUGGESTIONS:
+                close = difflib.get_close_matches(key, _known_names(), n=1, cutoff=0.7)
+                if not close:
+                    close = difflib.get_close_matches(key.lower(), _known_names(), n=1, cutoff=0.7)
             fix = f"did you mean {close[0]}?" if close else "remove it, or see `tunedeck schema` for the known keys"
             ctx.add("error", "unknown-key", key, "is not a parameter tunedeck or LLaMA-Factory knows", fix, at="key")
             continue
