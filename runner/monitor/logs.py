@@ -41,6 +41,7 @@ ALIASES = {"learning_rate": "lr"}
 _CHUNK = 4 << 20  # read size: big binary reads are what makes a cold load cheap
 _MAX_LINE = 16 << 20  # a "line" longer than this is garbage (a binary file, a runaway writer)
 _HEAD = 256  # bytes compared to tell an in-place rewrite from an append
+_MAX_STEP = 2**53  # steps beyond what a float counts exactly are garbage
 
 _decoder = json.JSONDecoder()
 # The C scanner behind json.loads: scan_once(text, idx) -> (value, end index).
@@ -93,6 +94,9 @@ class MetricHistory:
             step = get("step")
             if not _is_num(step):
                 step = self._last_step if self._last_step > -math.inf else 0
+        if step.__class__ is int and not -_MAX_STEP <= step <= _MAX_STEP:
+            # No float holds it (array('d') would raise OverflowError): not a real step.
+            step = self._last_step if self._last_step > -math.inf else 0
         if step < self._last_step and any(_is_num(get(m)) for m in METRICS):
             self._rewind(step)
         had = False
