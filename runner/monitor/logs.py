@@ -384,7 +384,8 @@ def downsample(values: Sequence[float], width: int, how: str = "mean") -> list[f
         finite = [v for v in bucket if isfinite(v)]
         if finite:
             if how == "mean":
-                out.append(math.fsum(finite) / len(finite))
+                k = len(finite)  # scaled first: the sum of finite values may overflow
+                out.append(math.fsum(v / k for v in finite))
             else:
                 out.append(max(finite) if how == "max" else min(finite))
     return out
