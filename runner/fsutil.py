@@ -73,5 +73,5 @@ def read_json(path: str | Path) -> Any | None:
         return None
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... 100k deep
         return None

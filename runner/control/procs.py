@@ -13,6 +13,7 @@ fallback elsewhere and the tool for walking process trees.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -108,9 +109,13 @@ def alive(pid: int | None, ctime: float | None) -> bool:
 
     A reused pid (same number, different start time) and a zombie are not alive.
     """
-    if not pid or ctime is None:
+    # The pair comes from a file anyone may have damaged: anything but a positive int pid
+    # and a finite number of seconds names no process ("abc", NaN, true, 1e999, a list).
+    if type(pid) is not int or pid <= 0 or isinstance(ctime, bool) or not isinstance(ctime, (int, float)):
         return False
-    actual = create_time(int(pid))
+    if not math.isfinite(ctime):
+        return False
+    actual = create_time(pid)
     return actual is not None and abs(actual - float(ctime)) <= CREATE_TIME_TOLERANCE
 
 

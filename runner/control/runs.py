@@ -127,10 +127,17 @@ def raw_manifest(run_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("id"), str):
         return None
+    # Readers index into these: a damaged file must not turn into a TypeError three calls later.
+    for key in ("attempts", "procs", "gpus", "survivors"):
+        if key in data and not isinstance(data[key], list):
+            data[key] = []
+    for key in ("supervisor", "trainer"):
+        if key in data and not isinstance(data[key], dict):
+            data[key] = None
     return data
 
 
