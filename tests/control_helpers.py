@@ -1,0 +1,104 @@
+"""Helpers for the run-control tests: run the real CLI in subprocesses, poll with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def control_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment every control test runs the CLI with: its own registry, one thread."""
+    # Keep the session's shared caches (TUNEDECK_CACHE_DIR, HF_HOME); drop faults, fake GPUs
+    # and run ids that a surrounding test or shell may have set.
+    dropped = ("CUDA_VISIBLE_DEVICES", "TUNEDECK_FAULT", "TUNEDECK_FAKE_NVML", "TUNEDECK_RUN_ID",
+               "TUNEDECK_SECRETS", "TUNEDECK_LOCK_FD")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    env.update(
+        {
+            "TUNEDECK_HOME": str(home),
+            "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "TUNEDECK_RESTART_BACKOFF": "0.1",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def tunedeck(
+    args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", *args],
+        env=env,
+        cwd=str(cwd) if cwd else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+    """Poll ``pred`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def manifest(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "tunedeck_run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def status_json(run: str, env: dict[str, str]) -> dict[str, Any]:
+    out = tunedeck(["status", run, "--json"], env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def log_steps(run_dir: Path) -> list[int]:
+    steps = []
+    try:
+        lines = (run_dir / "trainer_log.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec.get("current_steps"), int) and "loss" in rec:
+            steps.append(rec["current_steps"])
+    return steps
+
+
+def worker_pid(run_dir: Path) -> int | None:
+    """The pid of the ``python -m runner.train`` process (not accelerate's launcher)."""
+    for p in manifest(run_dir).get("procs") or []:
+        if p.get("role") == "worker":
+            return int(p["pid"])
+    return None
+
+
+def end_of_tail(run_dir: Path, n: int = 30) -> str:
+    try:
+        return "\n".join((run_dir / "stdout.log").read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no stdout.log)"

@@ -1,0 +1,222 @@
+"""Real runs through the real CLI: detached supervisor, stop, resume, kill, restarts, OOM.
+
+Each test trains the session's tiny model on the CPU for a few steps through
+``accelerate launch``; processes, signals and files are all real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.control_helpers import (
+    control_env,
+    end_of_tail,
+    log_steps,
+    manifest,
+    status_json,
+    tunedeck,
+    wait_for,
+    worker_pid,
+)
+
+pytestmark = pytest.mark.slow
+
+RUN_TIMEOUT = 240  # generous: the CI box is shared; nothing here asserts on time
+
+
+def _alive_pids(m: dict) -> list[int]:
+    out = []
+    for ref in [m.get("supervisor"), *(m.get("procs") or [])]:
+        if not ref:
+            continue
+        try:
+            p = psutil.Process(ref["pid"])
+            if (
+                abs(p.create_time() - ref["create_time"]) < 0.5
+                and p.status() != psutil.STATUS_ZOMBIE
+            ):
+                out.append(ref["pid"])
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_run_survives_its_terminal_then_a_killed_trainer_is_resumed_to_the_end(
+    tmp_path, make_demo_config
+):
+    cfg = make_demo_config(tmp_path, max_steps=12, save_steps=3, logging_steps=1)
+    out_dir = tmp_path / "out"
+    env = control_env(tmp_path / "home", TUNEDECK_FAULT="slow@0.3")
+    # The "terminal": a session of its own running `tunedeck launch --follow`, which we then kill
+    # entirely (SIGHUP like a dropped SSH link, then SIGKILL) while training is under way.
+    term = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runner.cli",
+            "launch",
+            str(cfg),
+            "--follow",
+            "--name",
+            "detached",
+            "--max-restarts",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: manifest(out_dir).get("status") == "running", RUN_TIMEOUT, "the run to start"
+        )
+        os.killpg(term.pid, signal.SIGHUP)
+        os.killpg(term.pid, signal.SIGKILL)
+        term.wait(timeout=30)
+    finally:
+        if term.poll() is None:
+            os.killpg(term.pid, signal.SIGKILL)
+            term.wait()
+    assert term.returncode in (-signal.SIGKILL, -signal.SIGHUP)
+    run_id = manifest(out_dir)["id"]
+
+    # The run carries on without its terminal; now kill the trainer itself.
+    wait_for(
+        lambda: (out_dir / "checkpoint-3" / "trainer_state.json").is_file(),
+        RUN_TIMEOUT,
+        "checkpoint-3",
+    )
+    pid = wait_for(lambda: worker_pid(out_dir), 30, "the worker pid in the manifest")
+    os.kill(pid, signal.SIGKILL)
+
+    wait_for(lambda: manifest(out_dir).get("finished_at"), RUN_TIMEOUT * 2, "the run to end")
+    m = manifest(out_dir)
+    first, second = m["attempts"]
+    assert first["end_reason"] == "killed", end_of_tail(out_dir)
+    assert "SIGKILL" in (first["message"] or "")
+    assert second["resume_from"] and Path(second["resume_from"]).name.startswith("checkpoint-")
+    assert m["restarts"] == 1
+    st = status_json(run_id, env)
+    assert st["status"] == "finished", end_of_tail(out_dir)
+    assert st["current_steps"] == st["total_steps"] == 12
+    assert st["loss"] is not None and st["eta_seconds"] == 0
+    assert st["attempts"] == 2
+    cks = st["checkpoints"]
+    assert [c["step"] for c in cks] == [3, 6, 9, 12] and all(c["complete"] for c in cks)
+    assert _alive_pids(m) == []
+
+
+def test_second_launch_is_refused_stop_checkpoints_and_resume_finishes(tmp_path, make_demo_config):
+    cfg = make_demo_config(tmp_path, max_steps=16, save_steps=50, logging_steps=1)
+    out_dir = tmp_path / "out"
+    env = control_env(tmp_path / "home", TUNEDECK_FAULT="slow@0.4")
+    cmd = [sys.executable, "-m", "runner.cli", "launch", str(cfg), "--name", "busy"]
+    a = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    b = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ra, rb = a.communicate(timeout=120), b.communicate(timeout=120)
+    codes = sorted([a.returncode, b.returncode])
+    assert codes == [0, 4], (ra, rb)
+    refused = ra if a.returncode == 4 else rb
+    assert "in use" in refused[1] or "still active" in refused[1]
+    run_id = (ra if a.returncode == 0 else rb)[0].strip()
+
+    wait_for(lambda: len(log_steps(out_dir)) >= 3, RUN_TIMEOUT, "three logged steps")
+    stop = tunedeck(["stop", run_id, "--timeout", "120", "--json"], env, timeout=RUN_TIMEOUT)
+    res = json.loads(stop.stdout)
+    assert stop.returncode == 0, (stop.stdout, stop.stderr, end_of_tail(out_dir))
+    assert res["status"] == "stopped" and res["stopped_cleanly"] and res["survivors"] == []
+    ck = Path(res["checkpoint"])
+    stopped_at = int(ck.name.split("-")[1])
+    assert ck.parent == out_dir and 3 <= stopped_at < 16
+    assert (ck / "trainer_state.json").is_file() and not (
+        ck / "checkpoint-is-incomplete.txt"
+    ).exists()
+    st = status_json(run_id, env)
+    assert st["status"] == "stopped" and st["latest_checkpoint"] == str(ck)
+    assert _alive_pids(manifest(out_dir)) == []
+
+    # Resume (without the slow fault) and follow it to the end.
+    env2 = control_env(tmp_path / "home")
+    res2 = tunedeck(["resume", run_id, "--follow"], env2, timeout=RUN_TIMEOUT)
+    assert res2.returncode == 0, (res2.stdout, res2.stderr, end_of_tail(out_dir))
+    assert "step 16/16" in res2.stdout
+    st = status_json(run_id, env2)
+    assert st["status"] == "finished" and st["current_steps"] == 16 and st["attempts"] == 2
+    m = manifest(out_dir)
+    assert m["attempts"][0]["end_reason"] == "stopped"
+    assert m["attempts"][1]["resume_from"] == str(ck)
+    assert (out_dir / "config.attempt-1.yaml").is_file()
+    assert "resume_from_checkpoint" not in (out_dir / "config.attempt-1.yaml").read_text()
+    # The resumed attempt continued the curve: steps after the checkpoint, none before it again.
+    steps = log_steps(out_dir)
+    assert steps[-1] == 16 and steps.count(stopped_at + 1) == 1
+
+
+def test_simulated_oom_is_classified_and_auto_triage_retries_with_the_batch_size_patch(
+    tmp_path, make_demo_config
+):
+    cfg = make_demo_config(
+        tmp_path,
+        max_steps=10,
+        save_steps=2,
+        logging_steps=1,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+    )
+    out_dir = tmp_path / "out"
+    env = control_env(tmp_path / "home", TUNEDECK_FAULT="oom@3")
+    out = tunedeck(
+        ["launch", str(cfg), "--max-restarts", "1", "--auto-triage", "--follow"],
+        env,
+        timeout=RUN_TIMEOUT * 2,
+    )
+    # The fault fires at step 3 in every attempt, so the retry ends in OOM too.
+    assert out.returncode == 78, (out.stdout, out.stderr, end_of_tail(out_dir))
+    m = manifest(out_dir)
+    assert m["status"] == "oom"
+    first, second = m["attempts"]
+    assert first["end_reason"] == "oom" and "out of memory" in (first["message"] or "").lower()
+    patch = second["overrides"]
+    assert patch.get("per_device_train_batch_size") == 1
+    assert patch.get("gradient_accumulation_steps") == 4  # the effective batch of 4 holds
+    frozen = (out_dir / "config.yaml").read_text()
+    assert "per_device_train_batch_size: 1" in frozen
+    assert "per_device_train_batch_size: 4" in (out_dir / "config.attempt-1.yaml").read_text()
+
+    from runner.triage import triage_run
+
+    # The batch size is already 1 now: triage moves on to the guide's next step.
+    diags = triage_run(out_dir)
+    first_patch = next(s.patch for d in diags for s in d.suggestions if s.patch)
+    assert "per_device_train_batch_size" not in first_patch
+
+
+def test_stop_still_stops_the_trainer_when_the_supervisor_was_killed(tmp_path, make_demo_config):
+    cfg = make_demo_config(tmp_path, max_steps=30, save_steps=50, logging_steps=1)
+    out_dir = tmp_path / "out"
+    env = control_env(tmp_path / "home", TUNEDECK_FAULT="slow@0.4")
+    out = tunedeck(["launch", str(cfg)], env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip()
+    wait_for(lambda: len(log_steps(out_dir)) >= 2, RUN_TIMEOUT, "two logged steps")
+    sup = manifest(out_dir)["supervisor"]["pid"]
+    os.kill(sup, signal.SIGKILL)
+    wait_for(lambda: status_json(run_id, env)["status"] == "lost", 30, "status lost")
+    assert manifest(out_dir)["status"] == "running"  # readers compute lost; they never rewrite
+
+    stop = tunedeck(["stop", run_id, "--timeout", "120", "--json"], env, timeout=RUN_TIMEOUT)
+    res = json.loads(stop.stdout)
+    assert stop.returncode == 0, (stop.stdout, stop.stderr, end_of_tail(out_dir))
+    assert res["stopped_cleanly"] and res["survivors"] == []
+    assert Path(res["checkpoint"]).is_dir()
+    assert status_json(run_id, env)["status"] == "stopped"
+    assert _alive_pids(manifest(out_dir)) == []
