@@ -754,7 +754,15 @@ def launch(
         m.write(run_dir)
         registry.register(run_id, name, run_dir)
 
-        pid = start_supervisor(run_dir, lock.fd, supervisor_env(plan, secrets, run_id), cwd_p)
+        try:
+            pid = start_supervisor(run_dir, lock.fd, supervisor_env(plan, secrets, run_id), cwd_p)
+        except LaunchError as exc:
+            # We still hold the lock, so the manifest is ours to close: failed, not "starting".
+            m.status = RunStatus.FAILED
+            m.message = exc.message
+            m.finished_at = time.time()
+            m.write(run_dir)
+            raise
     finally:
         lock.release()  # the supervisor holds its own inherited copy now
     wait_supervisor_up(run_dir, pid)
