@@ -18,6 +18,7 @@ folders follows LLaMA-Factory, made explicit:
   * overwrite_output_dir: true in the config without --overwrite: refused (exit 4);
     tunedeck never deletes checkpoints unless told so on the command line.
   * only incomplete checkpoints: refused without --overwrite.
+  * resume_from_checkpoint set in the config (a path, or latest): used as given.
 One launch per output_dir at a time: a second launch while a run holds the
 directory's lock is refused with exit 4.
 
