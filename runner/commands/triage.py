@@ -23,9 +23,12 @@ def resolve_run_dir(ref: str) -> tuple[Path, str]:
     from runner.control.runs import resolve_run
     from runner.protocol import FROZEN_CONFIG
 
-    p = Path(ref).expanduser()
-    if p.is_dir() and ((p / FROZEN_CONFIG).is_file() or (p / "training_args.yaml").is_file()):
-        return p, ref   # a config is enough to triage, even before any log exists
+    try:
+        p = Path(ref).expanduser()
+        if p.is_dir() and ((p / FROZEN_CONFIG).is_file() or (p / "training_args.yaml").is_file()):
+            return p, ref   # a config is enough to triage, even before any log exists
+    except (OSError, RuntimeError):  # a name too long to be a path; ~nosuchuser: not a path
+        pass
     return resolve_run(ref), ref
 
 

@@ -460,8 +460,12 @@ def resolve_run(ref: str, root: str | os.PathLike[str] | None = None) -> Path:
 
     if not ref or "\x00" in ref:
         raise RunNotFound("empty run reference")
-    p = Path(ref).expanduser()
-    if p.is_dir():
+    try:
+        p = Path(ref).expanduser()
+        is_dir = p.is_dir()
+    except (OSError, RuntimeError):  # a name too long to be a path; ~nosuchuser
+        p, is_dir = Path(ref), False
+    if is_dir:
         if _is_run_dir(p):
             return p.resolve()
         raise RunNotFound(f"{ref} is a directory but not a run (no {MANIFEST}, {TRAINER_LOG}, "
