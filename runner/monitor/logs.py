@@ -89,7 +89,7 @@ class MetricHistory:
         self.records += 1
         self._last_record = rec
         get = rec.get
-        step = get("current_steps")
+        step: Any = get("current_steps")
         if step.__class__ is not int and not _is_num(step):
             step = get("step")
             if not _is_num(step):

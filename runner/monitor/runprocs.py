@@ -38,7 +38,7 @@ def run_processes(run_dirs: Iterable[str | os.PathLike[str]]) -> list[RunProcess
     roots: list[tuple[int, float | None]] = []
     spans: list[tuple[int, int]] = []
     for d in run_dirs:
-        m = read_manifest(d)
+        m = read_manifest(Path(d))
         if m is None:
             continue
         refs = [r for r in (m.supervisor, m.trainer) if r is not None]
