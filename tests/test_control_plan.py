@@ -131,10 +131,11 @@ def test_deepspeed_and_fsdp_come_from_their_config_files(tmp_path: Path) -> None
 
 
 PROBE = """
-import json, os
-print(json.dumps({k: os.environ.get(k) for k in (
-    "WORLD_SIZE", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION", "TUNEDECK_EXPECT_WORLD_SIZE")}),
-    flush=True)
+import json, os, sys
+# One file per process: two ranks printing to one pipe can interleave their lines.
+keys = ("WORLD_SIZE", "ACCELERATE_USE_CPU", "ACCELERATE_MIXED_PRECISION", "TUNEDECK_EXPECT_WORLD_SIZE")
+with open(os.path.join(sys.argv[1], f"rank-{os.getpid()}.json"), "w") as fh:
+    json.dump({k: os.environ.get(k) for k in keys}, fh)
 """
 
 
@@ -152,11 +153,13 @@ def test_a_stray_default_accelerate_config_never_changes_the_run(tmp_path: Path)
     probe.write_text(PROBE)
     plan = build_launch_plan({"use_cpu": True}, config_path=run / "config.yaml", num_processes=2)
     write_plan_files(plan, {})
-    argv = plan.argv[:-3] + [str(probe)]  # the same launch, a probe instead of the trainer
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    argv = plan.argv[:-3] + [str(probe), str(seen)]  # the same launch, a probe instead of the trainer
     env = {**control_env(tmp_path / "home"), **plan.env, "HF_HOME": str(hf_home)}
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
-    ranks = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    ranks = [json.loads(p.read_text()) for p in seen.iterdir()]
     assert len(ranks) == 2, out.stdout  # not the default file's 8
     for r in ranks:
         assert r["WORLD_SIZE"] == "2" and r["ACCELERATE_USE_CPU"] in ("1", "True", "true")
