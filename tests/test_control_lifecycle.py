@@ -54,7 +54,7 @@ def test_run_survives_its_terminal_then_a_killed_trainer_is_resumed_to_the_end(
 ):
     cfg = make_demo_config(tmp_path, max_steps=12, save_steps=3, logging_steps=1)
     out_dir = tmp_path / "out"
-    env = control_env(tmp_path / "home", TUNEDECK_FAULT="slow@0.3")
+    env = control_env(tmp_path / "home", TUNEDECK_FAULT="slow@0.5")
     # The "terminal": a session of its own running `tunedeck launch --follow`, which we then kill
     # entirely (SIGHUP like a dropped SSH link, then SIGKILL) while training is under way.
     term = subprocess.Popen(
