@@ -166,11 +166,12 @@ class StopCallback(TrainerCallback):
             self.flags.stop_step = state.global_step
             control.should_save = True
             control.should_training_stop = True
-            print(
-                f"[tunedeck] {self.flags.stop_reason}: saving checkpoint-{state.global_step} and exiting",
-                file=sys.stderr,
-                flush=True,
-            )
+            if state.is_world_process_zero:
+                print(
+                    f"[tunedeck] {self.flags.stop_reason}: saving checkpoint-{state.global_step} and exiting",
+                    file=sys.stderr,
+                    flush=True,
+                )
         return control
 
 

@@ -189,7 +189,15 @@ def build_tiny_model(
         max_new_tokens=64,
         do_sample=False,
     )
-    model.save_pretrained(str(out))
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" is noise for a 2 MB file
+    try:
+        model.save_pretrained(str(out))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     info = asdict(spec) | {"params": sum(p.numel() for p in model.parameters())}
     atomic_write_json(out / BUILD_INFO, info)
     return out
@@ -207,3 +215,23 @@ def read_build_info(path: str | Path) -> dict | None:
         return json.loads((Path(path) / BUILD_INFO).read_text())
     except (OSError, ValueError):
         return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runner.train.tiny DIR [--seed N] ...``: build in a separate process
+    (the demo uses this so the CLI process never imports torch)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m runner.train.tiny")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden", type=int, default=TinySpec.hidden)
+    p.add_argument("--layers", type=int, default=TinySpec.layers)
+    a = p.parse_args(argv)
+    out = build_tiny_model(a.dir, seed=a.seed, hidden=a.hidden, layers=a.layers)
+    print(json.dumps(read_build_info(out)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -201,6 +201,11 @@ def _make_training_args(plan: RunPlan):
     cls = _training_args_class(plan.finetune.stage)
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in plan.training.items() if k in fields}
+    # transformers 5 renamed gradient checkpointing; the old names still work but warn.
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in kwargs and new in fields and new not in kwargs:
+            kwargs[new] = kwargs.pop(old)
     for k, v in _stage_training_kwargs(plan).items():
         if k in fields:
             kwargs[k] = v
@@ -324,6 +329,9 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
 
     doc = ConfigDoc.load(config_path, overrides)
     values = doc.values()
+    if isinstance(values.get("output_dir"), str) and values["output_dir"].strip():
+        # Known before validation, so a config error still lands in trainer_exit.json.
+        ctx.output_dir = Path(values["output_dir"]).expanduser()
     _validate(doc, ctx)
     faults = faults_from_env()
 
@@ -487,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.reason in ("diverged",):
         outcome = dataclasses.replace(outcome, step=max(outcome.step, _step(ctx)) if outcome.step == 0 else outcome.step)
     if ctx.is_main and ctx.output_dir is not None:
+        with contextlib.suppress(OSError):
+            ctx.output_dir.mkdir(parents=True, exist_ok=True)
         write_exit(ctx.output_dir, outcome)
     say(ctx, f"exit: {outcome.reason} at step {outcome.step} after {time.time() - t0:.1f}s "
              f"(code {outcome.exit_code}): {outcome.message}")

@@ -1,0 +1,107 @@
+"""Shared fixtures: a tiny offline model and the demo data (built once per test run),
+a helper that writes a small CPU training config pointing at them, and an environment
+that keeps every test offline, single-threaded and out of the user's home.
+
+- ``tiny_model_dir``: a LLaMA-architecture model + tokenizer from
+  :func:`runner.train.tiny.build_tiny_model` (hidden 64, 2 layers; ~140k parameters).
+- ``demo_data_dir``: :func:`runner.data.demo.write_demo_data` output with ``dataset_info.json``.
+- ``make_demo_config(tmp_path, **overrides) -> Path``: ``tmp_path/demo.yaml`` for a 12-step
+  LoRA SFT run on CPU (output in ``tmp_path/out``); overrides replace or add keys, and a
+  value of ``None`` removes the key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MakeConfig = Callable[..., Path]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Environment for the whole session, so module- and session-scoped fixtures get it too."""
+    cache = tmp_path_factory.mktemp("tunedeck-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        # Two threads on the two shared CI cores run training several times slower.
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+        # No stray ~/.cache/huggingface/accelerate/default_config.yaml, no user registry.
+        mp.setenv("HF_HOME", str(cache / "hf"))
+        mp.setenv("TUNEDECK_HOME", str(tmp_path_factory.mktemp("home")))
+        # The tokenized-dataset cache is shared by the whole session: same data, same key.
+        mp.setenv("TUNEDECK_CACHE_DIR", str(cache / "tunedeck"))
+        mp.delenv("TUNEDECK_FAULT", raising=False)
+        mp.delenv("SWANLAB_API_KEY", raising=False)
+        yield cache
+
+
+@pytest.fixture(autouse=True)
+def _per_test_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test gets its own ``TUNEDECK_HOME`` (run registry, settings)."""
+    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from runner.train.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-llama", seed=0, hidden=64, layers=2)
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from runner.data.demo import write_demo_data
+
+    out = tmp_path_factory.mktemp("data") / "demo"
+    write_demo_data(out, seed=0, n=400)
+    return out
+
+
+def demo_config_values(model_dir: Path, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The small CPU LoRA SFT config the fixtures write (a dict, for tests that want it)."""
+    return {
+        "model_name_or_path": str(model_dir),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "lora",
+        "lora_rank": 8,
+        "lora_target": "all",
+        "template": "default",
+        "dataset": "demo_alpaca",
+        "dataset_dir": str(data_dir),
+        "cutoff_len": 64,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 2.0e-3,
+        "max_steps": 12,
+        "logging_steps": 1,
+        "save_steps": 4,
+        "disable_gradient_checkpointing": True,
+        "output_dir": str(out_dir),
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 42,
+    }
+
+
+@pytest.fixture(scope="session")
+def make_demo_config(tiny_model_dir: Path, demo_data_dir: Path) -> MakeConfig:
+    def make(tmp_path: Path, **overrides: Any) -> Path:
+        values = demo_config_values(tiny_model_dir, demo_data_dir, Path(tmp_path) / "out")
+        for k, v in overrides.items():
+            if v is None:
+                values.pop(k, None)
+            else:
+                values[k] = v
+        path = Path(tmp_path) / "demo.yaml"
+        # JSON scalars are valid YAML; one key per line keeps validator line numbers useful.
+        path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()), encoding="utf-8")
+        return path
+
+    return make
