@@ -133,9 +133,12 @@ def test_sharded_full_checkpoint_needs_every_shard(tmp_path: Path) -> None:
     make_ckpt(tmp_path, 7, "full-sharded")
     d = make_ckpt(tmp_path, 8, "full-sharded")
     (d / "model-00002-of-00002.safetensors").unlink()
-    c7, c8 = scan_checkpoints(tmp_path, history=MetricHistory())
+    d9 = make_ckpt(tmp_path, 9, "full-sharded")
+    (d9 / "model.safetensors.index.json").write_text("[" * 100_000)
+    c7, c8, c9 = scan_checkpoints(tmp_path, history=MetricHistory())
     assert c7.kind == "full" and c7.complete
     assert not c8.complete and c8.reason == "missing shard model-00002-of-00002.safetensors"
+    assert not c9.complete and c9.reason == "model.safetensors.index.json is unreadable"
 
 
 def test_sorted_by_step_and_only_checkpoint_dirs(tmp_path: Path) -> None:

@@ -76,6 +76,8 @@ def test_garbage_lines_are_skipped_and_counted(tmp_path: Path) -> None:
         + "\n"  # blank lines are not garbage
         + "   \n"
         + '  {"current_steps": 3, "loss": 1.2}  \r\n'  # surrounding whitespace, CRLF: fine
+        + "[" * 100_000
+        + "\n"  # nests deeper than the parser recurses (RecursionError)
         + line(rec(4))
     )
     with open(p, "wb") as fh:
@@ -85,7 +87,7 @@ def test_garbage_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     r = TrainerLogReader(p)
     got = r.poll()
     assert [x["current_steps"] for x in got] == [1, 3, 4, 6]
-    assert r.garbage == 5
+    assert r.garbage == 6
     assert list(r.history.steps("loss")) == [1, 3, 4, 6]
 
 
@@ -265,6 +267,9 @@ def test_trainer_state_fallback_for_plain_transformers_runs(tmp_path: Path) -> N
     assert follower.poll() and follower.source == "trainer_log"
     assert list(load_history(tmp_path).values("loss")) == [3.0]
     assert len(load_history(tmp_path / "nowhere")) == 0
+    (tmp_path / "trainer_log.jsonl").unlink()
+    (tmp_path / "trainer_state.json").write_text("[" * 100_000)  # garbage: no history, no crash
+    assert len(load_history(tmp_path)) == 0
 
 
 def test_tail_lines_reads_backwards_from_the_end(

@@ -111,7 +111,7 @@ def _missing_shards(index: Path, names: set[str]) -> list[str] | None:
     try:
         data = json.loads(index.read_bytes())
         shards = set(data["weight_map"].values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
     return sorted(s for s in shards if s not in names)
 

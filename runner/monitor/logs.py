@@ -318,7 +318,7 @@ class TrainerLogReader:
             # the record must end exactly at this line's end (else see below).
             try:
                 rec, end = scan(text, idx)
-            except (StopIteration, ValueError):
+            except (StopIteration, ValueError, RecursionError):  # [[[[... nests too deep
                 rec, end = None, -1
             if end != nl:
                 line = text[idx:nl]
@@ -332,7 +332,7 @@ class TrainerLogReader:
                 else:
                     try:
                         rec = json.loads(line)  # leading whitespace; or garbage
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         rec = None
             idx = nl + 1
             if type(rec) is dict:
@@ -421,7 +421,7 @@ def history_from_trainer_state(path: str | os.PathLike[str]) -> MetricHistory:
     h = MetricHistory()
     try:
         data = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return h
     log_history = data.get("log_history") if isinstance(data, dict) else None
     if isinstance(log_history, list):
