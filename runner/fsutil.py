@@ -15,13 +15,23 @@ DIR_MODE = 0o755
 
 
 def ensure_dir(path: str | Path) -> Path:
-    """Create a directory (and parents) without group/world write permission."""
+    """Create a directory (and parents) without group/world write permission.
+
+    Parents created here get the same treatment (``mkdir(parents=True)`` gives them the
+    umask's mode: group-writable under the common 002); existing ones are left alone.
+    """
     p = Path(path)
+    created: list[Path] = []
+    q = p
+    while not q.exists() and q != q.parent:
+        created.append(q)
+        q = q.parent
     p.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    with contextlib.suppress(OSError):
-        mode = p.stat().st_mode & 0o777
-        if mode & 0o022:
-            p.chmod(mode & ~0o022)
+    for d in created or [p]:
+        with contextlib.suppress(OSError):
+            mode = d.stat().st_mode & 0o777
+            if mode & 0o022:
+                d.chmod(mode & ~0o022)
     return p
 
 
