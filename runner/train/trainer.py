@@ -20,6 +20,7 @@ import torch
 from runner.protocol import CHECKPOINT_PREFIX, FAULT_ENV, INCOMPLETE_MARKER
 from runner.train.callbacks import RunFlags
 from runner.train.faults import Faults
+from runner.train.outcome import is_disk_full
 
 
 class TunedeckTrainerMixin:
@@ -78,15 +79,40 @@ class TunedeckTrainerMixin:
             os.makedirs(ckpt, exist_ok=True)
             with open(marker, "w", encoding="utf-8") as fh:
                 fh.write(f"tunedeck: checkpoint of step {self.state.global_step} is being written\n")  # type: ignore[attr-defined]
-        if self.tunedeck_faults.enospc_on_save:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(ckpt, "model.safetensors"))
-        super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        try:
+            if self.tunedeck_faults.enospc_on_save:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(ckpt, "model.safetensors"))
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        except BaseException as exc:
+            if main and is_disk_full(exc):
+                # The half-written files hold the space the exit record and the supervisor's
+                # last status need; the marker stays, so the checkpoint still reads incomplete.
+                _release_partial(ckpt)
+            raise
         # Other ranks may still be writing their RNG state into the same directory.
         self.accelerator.wait_for_everyone()  # type: ignore[attr-defined]
         if main:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(marker)
         self.tunedeck_flags.last_checkpoint = name
+
+
+def _release_partial(ckpt: str) -> None:
+    """Delete what a failed save wrote into ``ckpt``, except the incompleteness marker."""
+    import shutil
+
+    try:
+        entries = list(os.scandir(ckpt))
+    except OSError:
+        return
+    for e in entries:
+        if e.name == INCOMPLETE_MARKER:
+            continue
+        with contextlib.suppress(OSError):
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                os.remove(e.path)
 
 
 def make_trainer_class(base: type) -> type:
