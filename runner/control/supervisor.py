@@ -50,14 +50,17 @@ POLL = 0.2                 # seconds between checks of the trainer and the stop 
 TREE_POLL = 0.5            # seconds between process-tree scans
 DEFAULT_STOP_TIMEOUT = 300.0  # long enough for a big model to reach a step boundary and save
 KILL_WAIT = 10.0           # after SIGKILL, how long to wait for the kernel to reap
+FINAL_WRITE_PATIENCE = 120.0  # seconds to keep trying to record the end on a full disk
 BACKOFF_ENV = "TUNEDECK_RESTART_BACKOFF"   # first restart delay in seconds (doubles, max 300)
 DEFAULT_BACKOFF = 10.0
 
 
 def _say(text: str) -> None:
-    """A line in stdout.log (the supervisor's stdout), marked as ours."""
+    """A line in stdout.log (the supervisor's stdout), marked as ours. Never raises: a full
+    disk under the run directory must not take the supervisor down with its log line."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    print(f"[tunedeck {stamp}] {text}", flush=True)
+    with contextlib.suppress(OSError, ValueError):
+        print(f"[tunedeck {stamp}] {text}", flush=True)
 
 
 def _own_ref() -> ProcRef:
@@ -80,6 +83,7 @@ class Supervisor:
         self.stop_timeout = DEFAULT_STOP_TIMEOUT
         self.kill_at: float | None = None
         self.killed = False
+        self.write_failing = False
         m = read_manifest(run_dir)
         if m is None:
             raise SystemExit(f"tunedeck supervisor: no readable manifest in {run_dir}")
@@ -101,8 +105,22 @@ class Supervisor:
         self.preempt_pending = True
 
     # -- manifest -------------------------------------------------------------------
-    def write(self) -> None:
-        self.m.write(self.run_dir)
+    def write(self) -> bool:
+        """Write the manifest; False (and the run goes on) when the disk refuses it.
+
+        The next write tries again; :meth:`_finish` insists for a while, since a run whose
+        last status never reached the disk would show as lost.
+        """
+        try:
+            self.m.write(self.run_dir)
+        except OSError as exc:
+            if not self.write_failing:
+                _say(f"cannot write {self.run_dir / 'tunedeck_run.json'}: {exc.strerror or exc}; "
+                     "will try again")
+            self.write_failing = True
+            return False
+        self.write_failing = False
+        return True
 
     def stop_request(self) -> dict[str, Any] | None:
         if self.signal_stop:
@@ -313,7 +331,9 @@ class Supervisor:
 
     def _finish(self) -> None:
         self.m.finished_at = time.time()
-        self.write()
+        deadline = time.monotonic() + FINAL_WRITE_PATIENCE
+        while not self.write() and time.monotonic() < deadline:
+            time.sleep(2.0)  # a full disk: someone may free space (the trainer freed its partial save)
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / STOP_REQUEST).unlink()
         _say(f"run {self.m.id} ended: {self.m.status.value}")
