@@ -69,4 +69,8 @@ class TrainerExit(enum.IntEnum):
 #   TUNEDECK_FAULT="enospc@save"   raise OSError(ENOSPC) while saving a checkpoint
 #   TUNEDECK_FAULT="slow@0.5"      sleep 0.5 s per step (to test stop timing)
 #   TUNEDECK_FAULT="exit@5"        hard os._exit(1) at step 5 (a crash without a message)
+#   TUNEDECK_FAULT="stop@10"       the worker SIGTERMs itself at the end of step 10 (a stop request
+#                                  that lands exactly on a step boundary: deterministic stop/resume)
+#   TUNEDECK_FAULT="preempt@10"    same with SIGUSR1 (preemption warning)
+#   Faults combine with commas ("slow@0.2,nan@7"); see runner/train/faults.py.
 FAULT_ENV = "TUNEDECK_FAULT"

@@ -125,11 +125,13 @@ def test_two_cpu_processes_form_one_gloo_group_stop_together_and_resume(
 ) -> None:
     cfg = make_demo_config(tmp_path, max_steps=8, save_steps=100)
     out = tmp_path / "out"
-    first = run_trainer(cfg, fault="stop@5", launcher="accelerate", nproc=2)
+    # SIGUSR1 (Slurm's warning before preemption) raised in both workers at step 5.
+    first = run_trainer(cfg, fault="preempt@5", launcher="accelerate", nproc=2)
     assert "world size 2 (distributed" in first.stderr, diagnostics(first)
     ex = read_exit(out)
     # Both ranks agreed on the step: one complete checkpoint with both ranks' RNG states.
-    assert (ex["reason"], ex["step"]) == ("stopped", 5), diagnostics(first)
+    assert (ex["reason"], ex["step"], ex["exit_code"]) == ("preempted", 5, int(TrainerExit.PREEMPTED)), \
+        diagnostics(first)
     ck = out / "checkpoint-5"
     assert checkpoint_complete(ck)
     assert (ck / "rng_state_0.pth").is_file() and (ck / "rng_state_1.pth").is_file()
@@ -139,3 +141,16 @@ def test_two_cpu_processes_form_one_gloo_group_stop_together_and_resume(
     assert read_exit(out)["reason"] == "finished"
     # One writer: every step logged exactly once across both attempts.
     assert [r["current_steps"] for r in read_log(out)] == list(range(1, 9))
+
+
+@pytest.mark.parametrize(("stage", "dataset"), [("dpo", "demo_dpo"), ("kto", "demo_kto"), ("rm", "demo_dpo")])
+def test_preference_stages_train_on_trl_and_write_the_same_run_files(
+    tmp_path: Path, make_demo_config, stage: str, dataset: str
+) -> None:
+    cfg = make_demo_config(tmp_path, stage=stage, dataset=dataset, max_steps=3, save_steps=3)
+    proc = run_trainer(cfg)
+    out = tmp_path / "out"
+    assert proc.returncode == 0, diagnostics(proc)
+    assert read_exit(out)["reason"] == "finished"
+    assert [r["current_steps"] for r in read_log(out)] == [1, 2, 3]
+    assert checkpoint_complete(out / "checkpoint-3")

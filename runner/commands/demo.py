@@ -142,11 +142,9 @@ def summarize(run_dir: Path, seconds: float) -> tuple[list[str], dict[str, Any]]
         pass
     ckpts = sorted((p.name for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()),
                    key=lambda n: int(n.rsplit("-", 1)[-1]) if n.rsplit("-", 1)[-1].isdigit() else -1)
-    exit_info = {}
-    try:
-        exit_info = json.loads((run_dir / TRAINER_EXIT).read_text())
-    except (OSError, ValueError):
-        pass
+    from runner.fsutil import read_json
+
+    exit_info = read_json(run_dir / TRAINER_EXIT) or {}
     numbers: dict[str, Any] = {
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,

@@ -146,14 +146,16 @@ class StopCallback(TrainerCallback):
     def __init__(self, signals: StopSignals, flags: RunFlags) -> None:
         self.signals = signals
         self.flags = flags
+        self._distributed = False
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.signals.deferred = True
+        self._distributed = _distributed(args)
 
     def on_step_end(self, args, state, control, **kwargs):
         stop_code = _STOP_CODES.get(self.signals.state.reason, 1)
         nonfinite = 1 if self.flags.nonfinite_step is not None else 0
-        if _distributed(args):
+        if self._distributed:
             t = torch.tensor([stop_code, nonfinite], dtype=torch.int64, device=args.device)
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
             stop_code, nonfinite = int(t[0]), int(t[1])

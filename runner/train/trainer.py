@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 from typing import Any
 
@@ -44,9 +45,10 @@ class TunedeckTrainerMixin:
             )
         loss = super().training_step(model, inputs, num_items_in_batch)  # type: ignore[misc]
         # The Trainer's own NaN filter already reads this value back every micro-batch,
-        # so checking it here adds no extra device sync.
-        if not bool(torch.isfinite(loss).all()):
-            self.tunedeck_flags.mark_nonfinite(step, float(loss.detach().float().mean().item()))
+        # so reading it here adds no extra device sync.
+        value = float(loss.detach().float().mean().item()) if loss.numel() != 1 else float(loss.item())
+        if not math.isfinite(value):
+            self.tunedeck_flags.mark_nonfinite(step, value)
         return loss
 
     def compute_loss(self, model, inputs, *args: Any, **kwargs: Any):  # type: ignore[override]
@@ -60,14 +62,26 @@ class TunedeckTrainerMixin:
         return result
 
     def _track_num_input_tokens(self, inputs):  # type: ignore[override]
-        mode = self.args.include_num_input_tokens_seen  # type: ignore[attr-defined]
-        mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
-        if mode == "non_padding" and isinstance(mask, torch.Tensor) and mask.dim() == 2:
-            # neat_packing masks hold 1, 2, 3 ... per sub-sequence: count non-zeros, not the sum.
-            n = torch.count_nonzero(mask).to(device=self.args.device, dtype=torch.int64)  # type: ignore[attr-defined]
-            self.state.num_input_tokens_seen += self.accelerator.gather(n).sum().item()  # type: ignore[attr-defined]
-            return
-        super()._track_num_input_tokens(inputs)  # type: ignore[misc]
+        ids = inputs.get("input_ids") if isinstance(inputs, dict) else None
+        if self.args.include_num_input_tokens_seen != "non_padding" or not isinstance(ids, torch.Tensor):  # type: ignore[attr-defined]
+            return super()._track_num_input_tokens(inputs)  # type: ignore[misc]
+        mask = inputs.get("attention_mask")
+        flat_mask = isinstance(mask, torch.Tensor) and mask.dim() == 2
+        if flat_mask and "position_ids" not in inputs:
+            n = mask.sum()  # ordinary padding: the mask is 0 exactly on the pads
+        else:
+            # Packed rows. neat_packing masks hold 1, 2, 3 ... per sub-sequence (or are 4-D,
+            # or absent under flash attention); plain packing keeps mask 1 on a pack's padded
+            # tail. Count non-zero mask slots that are not the pad id (when pad != eos).
+            real = mask != 0 if flat_mask else torch.ones_like(ids, dtype=torch.bool)
+            tok = getattr(self, "processing_class", None)
+            pad_id = getattr(tok, "pad_token_id", None)
+            if pad_id is not None and pad_id != getattr(tok, "eos_token_id", None):
+                real = real & (ids != pad_id)
+            n = torch.count_nonzero(real)
+        n = n.to(device=self.args.device, dtype=torch.int64)  # type: ignore[attr-defined]
+        self.state.num_input_tokens_seen += self.accelerator.gather(n).sum().item()  # type: ignore[attr-defined]
+        return None
 
     # -- checkpoints ---------------------------------------------------------
     def _save_checkpoint(self, model, trial):  # type: ignore[override]
