@@ -93,6 +93,11 @@ class TunedeckTrainerMixin:
             os.makedirs(ckpt, exist_ok=True)
             with open(marker, "w", encoding="utf-8") as fh:
                 fh.write(f"tunedeck: checkpoint of step {self.state.global_step} is being written\n")  # type: ignore[attr-defined]
+        # transformers rotates old checkpoints (save_total_limit) inside its save, while this
+        # one is still marked incomplete: a kill there would leave nothing complete to resume.
+        # Rotate here instead, once the new checkpoint is complete.
+        limit = self.args.save_total_limit  # type: ignore[attr-defined]
+        self.args.save_total_limit = None  # type: ignore[attr-defined]
         try:
             if self.tunedeck_faults.enospc_on_save:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(ckpt, "model.safetensors"))
@@ -103,11 +108,22 @@ class TunedeckTrainerMixin:
                 # last status need; the marker stays, so the checkpoint still reads incomplete.
                 _release_partial(ckpt)
             raise
+        finally:
+            self.args.save_total_limit = limit  # type: ignore[attr-defined]
         # Other ranks may still be writing their RNG state into the same directory.
         self.accelerator.wait_for_everyone()  # type: ignore[attr-defined]
         if main:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(marker)
+            if limit:
+                from transformers import trainer as hf_trainer
+
+                hf_trainer.rotate_checkpoints(
+                    output_dir=self._get_output_dir(trial=trial),  # type: ignore[attr-defined]
+                    save_total_limit=limit,
+                    best_model_checkpoint=self.state.best_model_checkpoint,  # type: ignore[attr-defined]
+                    use_mtime=True,
+                )
         self.tunedeck_flags.last_checkpoint = name
 
 
