@@ -543,7 +543,11 @@ def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: P
 
     child_env = dict(env)
     child_env[LOCK_FD_ENV] = str(lock_fd)
-    log = open(run_dir / STDOUT_LOG, "ab")  # noqa: SIM115 - handed to the child, closed below
+    # Created 0644 whatever the umask (the supervisor then restricts its own for the trainer).
+    log_fd = os.open(run_dir / STDOUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    with contextlib.suppress(OSError):
+        os.fchmod(log_fd, os.fstat(log_fd).st_mode & 0o777 & ~0o022)
+    log = os.fdopen(log_fd, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "runner.control.supervisor", str(run_dir)],

@@ -460,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m runner.control.supervisor RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(args[0]).resolve()
+    # Everything the run writes (the trainer inherits this): no group/world write, whatever
+    # the user's umask (002 is common), so nobody else can edit a checkpoint or a log.
+    os.umask(os.umask(0) | 0o022)
     lock: RunLock | None = None
     fd = os.environ.get(LOCK_FD_ENV)
     if fd and fd.isdigit():
