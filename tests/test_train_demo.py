@@ -34,6 +34,7 @@ def test_demo_headless_builds_everything_offline_trains_and_summarizes(tmp_path:
     assert "checkpoint-8" in out
     run_dir = home / "runs" / "demo"
     assert checkpoint_complete(run_dir / "checkpoint-8")
+    assert (run_dir / "training_loss.png").is_file()  # plot_loss: true in the demo config
     assert read_log(run_dir)[-1]["current_steps"] == 8
     # What was built, and a config that points at it with absolute paths.
     cfg = (home / "demo_cpu.yaml").read_text()

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cache folder for the model, data, config and run "
                         "(default: $TUNEDECK_HOME/demo or ~/.cache/tunedeck/demo)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
-                   help="train N steps instead of the config's 400 (a quick smoke run)")
+                   help="train N steps instead of the config's 300 (a quick smoke run)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the model and data even if present")
 
 
@@ -197,13 +197,16 @@ def run(args: argparse.Namespace) -> int:
     err(f"launched run {result.run_id} in {result.run_dir}")
 
     headless = args.headless
+    if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        err("not a terminal: following the run here (as with --headless)")
+        headless = True
     if not headless:
         try:
             from runner.commands import tui as tui_command
 
             ns = argparse.Namespace(root=str(result.run_dir.parent), readonly=False, theme=None, config=None)
             return int(tui_command.run(ns) or 0)
-        except ImportError as exc:
+        except ImportError as exc:  # a monitoring-only install without textual
             err(f"the dashboard is not available ({exc}); following the run here instead")
             headless = True
     status = follow(result.run_dir, err=sys.stderr)

@@ -181,7 +181,6 @@ def build_tiny_model(
         # random body could never fit the data. A wider head gives LoRA room to learn.
         with torch.no_grad():
             model.lm_head.weight.normal_(0.0, spec.head_std)
-    model = model.to(torch.float32)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -75,42 +75,13 @@ def say(ctx: _Context, message: str) -> None:
 
 # -- checkpoints ---------------------------------------------------------------
 
-def _checkpoint_complete(path: Path) -> bool:
-    return (
-        path.is_dir()
-        and not (path / INCOMPLETE_MARKER).exists()
-        and (path / TRAINER_STATE).is_file()
-        and any((path / f).is_file() for f in _WEIGHT_FILES)
-    )
-
-
-def _step_of(path: Path) -> int:
-    try:
-        return int(path.name[len(CHECKPOINT_PREFIX):])
-    except ValueError:
-        return -1
-
-
 def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` in ``output_dir`` (the monitor's check when present)."""
-    try:
-        from runner.monitor.checkpoints import latest_complete  # type: ignore[import-not-found]
-    except ImportError:
-        latest_complete = None
-    if latest_complete is not None:
-        found = latest_complete(output_dir)
-        if found is None:
-            return None
-        p = getattr(found, "path", found)
-        return Path(p)
-    out = Path(output_dir)
-    if not out.is_dir():
-        return None
-    cands = [p for p in out.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and _step_of(p) >= 0]
-    for p in sorted(cands, key=_step_of, reverse=True):
-        if _checkpoint_complete(p):
-            return p
-    return None
+    """The newest complete ``checkpoint-N`` (the monitor's completeness rule: weights,
+    trainer state, no incomplete marker)."""
+    from runner.monitor.checkpoints import latest_complete
+
+    info = latest_complete(output_dir)
+    return info.path if info is not None else None
 
 
 def resolve_resume(plan: RunPlan, ctx: _Context) -> str | None:
