@@ -154,3 +154,14 @@ def test_preference_stages_train_on_trl_and_write_the_same_run_files(
     assert read_exit(out)["reason"] == "finished"
     assert [r["current_steps"] for r in read_log(out)] == [1, 2, 3]
     assert checkpoint_complete(out / "checkpoint-3")
+
+
+def test_use_swanlab_without_an_api_key_logs_offline_inside_the_run_dir(tmp_path: Path, make_demo_config) -> None:
+    cfg = make_demo_config(tmp_path, max_steps=2, save_steps=100, use_swanlab=True, swanlab_project="demo")
+    # No key anywhere (a fresh HOME): online mode would wait for an interactive login.
+    proc = run_trainer(cfg, env={"HOME": str(tmp_path), "SWANLAB_SAVE_DIR": str(tmp_path / "swan-home")})
+    out = tmp_path / "out"
+    assert proc.returncode == 0, diagnostics(proc)
+    assert "logging offline" in proc.stderr
+    runs = list((out / "swanlog").glob("run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.swanlab"))

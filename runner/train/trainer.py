@@ -29,10 +29,40 @@ class TunedeckTrainerMixin:
 
     tunedeck_flags: RunFlags
     tunedeck_faults: Faults
+    tunedeck_badam: dict[str, Any] | None = None
 
-    def _tunedeck_setup(self, flags: RunFlags, faults: Faults) -> None:
+    def _tunedeck_setup(self, flags: RunFlags, faults: Faults, badam: dict[str, Any] | None = None) -> None:
         self.tunedeck_flags = flags
         self.tunedeck_faults = faults
+        self.tunedeck_badam = badam
+
+    # -- BAdam (LLaMA-Factory's use_badam, layer mode) ---------------------------
+    def create_optimizer(self, model=None):  # type: ignore[override]
+        if not self.tunedeck_badam or getattr(self, "optimizer", None) is not None:
+            return super().create_optimizer(model)  # type: ignore[misc]
+        # Not exercised in CI: the badam package is not installed there (args.py refuses
+        # use_badam without it). Block-coordinate AdamW over one decoder layer at a time.
+        from badam import BlockOptimizer
+
+        opt_model = self.model if model is None else model  # type: ignore[attr-defined]
+        decay = set(self.get_decay_parameter_names(opt_model))  # type: ignore[attr-defined]
+        named = list(opt_model.named_parameters())
+        groups = [
+            {"params": [p for n, p in named if n in decay], "weight_decay": self.args.weight_decay},  # type: ignore[attr-defined]
+            {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+        ]
+        cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)  # type: ignore[attr-defined]
+        b = self.tunedeck_badam
+        self.optimizer = BlockOptimizer(
+            base_optimizer=cls(groups, **kwargs),
+            named_parameters_list=named,
+            block_prefix_list=None,
+            switch_block_every=int(b.get("badam_switch_interval", 50)),
+            start_block=b.get("badam_start_block"),
+            switch_mode=str(b.get("badam_switch_mode", "ascending")),
+            verbose=int(b.get("badam_verbose", 0)),
+        )
+        return self.optimizer
 
     # -- per micro-batch -----------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]

@@ -269,7 +269,8 @@ def _build_trainer(plan: RunPlan, args, model, tokenizer, bundle, flags, faults:
     if collator is not None:
         kwargs["data_collator"] = collator
     trainer = cls(**kwargs)
-    trainer._tunedeck_setup(flags, faults)
+    badam = dict(plan.finetune.badam) if plan.finetune.use_badam else None
+    trainer._tunedeck_setup(flags, faults, badam)
     return trainer
 
 
