@@ -50,6 +50,7 @@ ACTIVE = ("starting", "running", "stopping")
 SECRETS = {
     "hf_hub_token": "hf_RELIABILITYtestSECRETconfig0001",
     "swanlab_api_key": "swanRELIABILITYsecretKEY0002",
+    "hub_token": "hf_RELIABILITYhubTOKENconfig0006",
     "SWANLAB_API_KEY": "swanENVsecretRELIABILITY0003",
     "WANDB_API_KEY": "wandbENVsecretRELIABILITY0004",
     "HF_TOKEN": "hf_ENVsecretRELIABILITY0005",
@@ -110,7 +111,11 @@ class Ctx:
 def status_of(run: str | Path, env: dict[str, str]) -> dict[str, Any]:
     res = tunedeck(["status", str(run), "--json"], env, timeout=120)
     assert res.returncode == 0, f"status failed: {res.stderr}"
-    return json.loads(res.stdout)
+    try:
+        return dict(json.loads(res.stdout))
+    except ValueError:
+        raise AssertionError(f"status --json printed no JSON: stdout {res.stdout[:300]!r}, "
+                             f"stderr {res.stderr[-500:]!r}") from None
 
 
 def launch(cfg: Path, env: dict[str, str], *extra: str, cwd: Path | None = None) -> str:
@@ -252,7 +257,8 @@ def drive_observed(ctx: Ctx) -> TrialLog:
     out = root / "obs run 'q' \"dq\" $(touch PWNED) ;&|"
     steps = 200 if ctx.soak else 60  # long enough that the kills land while the loss is being written
     cfg = ctx.make_config(ctx.base, output_dir=str(out), max_steps=steps, save_steps=10,
-                          hf_hub_token=SECRETS["hf_hub_token"], swanlab_api_key=SECRETS["swanlab_api_key"])
+                          hf_hub_token=SECRETS["hf_hub_token"], swanlab_api_key=SECRETS["swanlab_api_key"],
+                          hub_token=SECRETS["hub_token"])
     env = ctx.env(SWANLAB_API_KEY=SECRETS["SWANLAB_API_KEY"], WANDB_API_KEY=SECRETS["WANDB_API_KEY"],
                   HF_TOKEN=SECRETS["HF_TOKEN"], TUNEDECK_FAULT="slow@0.4")
     log.data.update(run_dir=out, root=root, env=env, cfg=cfg, steps=steps)
@@ -449,7 +455,8 @@ def drive_checkpoint_kill(ctx: Ctx, point: str, auto_restart: bool) -> TrialLog:
             steps = loss_steps(out)
             assert steps[-1] == 12 and set(range(1, 13)) <= set(steps), steps
             cks = {c["step"]: c["complete"] for c in st["checkpoints"]}
-            assert cks.get(4) and cks.get(8) and cks.get(12), cks
+            kept = (12,) if limit else (4, 8, 12)  # save_total_limit: 1 keeps the newest only
+            assert sorted(cks) == list(kept) and all(cks.values()), cks
             log.data["resumed_from"] = chosen
         assert_no_survivors(out, [run_id])
     finally:

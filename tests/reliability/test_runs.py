@@ -173,6 +173,14 @@ async def test_planted_secrets_appear_in_no_file_output_or_screen(fleet, scenari
                                timeout=60, what="the editor")
                 await pilot.pause(1.0)
                 scan("editor screen", screen_text(app).encode())
+                editor = app.screen
+                for key in ("hf_hub_token", "swanlab_api_key", "hub_token"):
+                    assert await editor.jump_to(key), f"the editor has no field {key}"  # type: ignore[attr-defined]
+                    await pilot.pause(0.3)
+                    scan(f"editor field {key}", screen_text(app).encode())
+                editor.action_toggle_preview()  # type: ignore[attr-defined]
+                await pilot.pause(0.5)
+                scan("editor YAML preview", screen_text(app).encode())
         except AssertionError:
             t.lost("a secret was shown on a TUI screen")
             raise
