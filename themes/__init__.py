@@ -138,6 +138,8 @@ TUNEDECK_CONTRAST = Theme(
     boost="ansi_default",
     dark=True,
     variables={
+        "ansi-background": "ansi_black",
+        "ansi-foreground": "ansi_bright_white",
         "status-running": "ansi_bright_green",
         "status-finished": "ansi_bright_cyan",
         "status-stopped": "ansi_bright_yellow",

@@ -80,10 +80,11 @@ ACTIONS: tuple[Action, ...] = (
        builtin=True),
     _a("app.quit", "ctrl+q", "quit", "Quit",
        "Quit the TUI. Runs keep going: they belong to their supervisors, not to this window.", "app",
-       priority=True),
+       priority=True, show=False),
     _a("app.theme.next", None, "next_theme", "Next theme", "Switch to the next colour theme.", "app"),
     # -- dashboard ------------------------------------------------------------
-    _a("dashboard.quit", "q", "app.quit", "Quit", "Quit the TUI (runs keep going).", "dashboard"),
+    _a("dashboard.quit", "q", "app.quit", "Quit", "Quit the TUI (runs keep going).", "dashboard",
+       show=False),
     _a("run.stop", "S", "stop_run", "Stop",
        "Stop the selected run: it saves a checkpoint at the next step and exits (asks first).",
        "dashboard", mutating=True),

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +32,7 @@ GPU_INTERVAL = 1.0       # NVML devices ~1 Hz (processes are cached ~2 s by the 
 RUNS_INTERVAL = 2.0      # run discovery + manifests
 DETAIL_INTERVAL = 1.0    # the selected run's log/checkpoints
 TTY_CHECK_INTERVAL = 2.0
+TERMINAL_GONE_GRACE = 3.0  # seconds a clean exit may take once the terminal is gone
 
 
 class TunedeckApp(App[int]):
@@ -133,6 +135,10 @@ class TunedeckApp(App[int]):
 
     def on_mount(self) -> None:
         self._mounted_once = True
+        if self.cli_theme and self.theme != self.settings.theme and \
+                themes.resolve_name(self.cli_theme) == self.theme:
+            self.settings = self.settings.with_theme(self.theme)  # --theme is remembered too
+            save_settings(self.settings, self.settings_file)
         for problem in self._theme_problems:
             self.notify(problem, severity="error", timeout=10)
         if self.readonly:
@@ -169,7 +175,18 @@ class TunedeckApp(App[int]):
             self._terminal_gone()
 
     def _terminal_gone(self) -> None:
+        if self._hup_received:
+            return
         self._hup_received = True
+        # Textual's shutdown writes to the terminal; with the terminal gone its writer
+        # thread dies on EIO and the shutdown then blocks forever on the full output
+        # queue (seen under SSH drops). Runs do not depend on us: if the clean exit has
+        # not finished in a few seconds, leave without it rather than linger.
+        def last_resort() -> None:
+            time.sleep(TERMINAL_GONE_GRACE)
+            os._exit(0)
+
+        threading.Thread(target=last_resort, name="tunedeck-hangup", daemon=True).start()
         self.exit(0)
 
     # -- samplers (thread workers; each poll schedules the next when it is done) ---
@@ -260,6 +277,9 @@ class TunedeckApp(App[int]):
         """
         import asyncio
 
+        dash = self.dashboard
+        while dash is not None and not dash.is_mounted:
+            await asyncio.sleep(0.01)  # the first screen is still being composed
         runs = await asyncio.to_thread(data.list_runs, self.root)
         self._apply_runs_once(runs)
         gpus = await asyncio.to_thread(self._gpu_sampler.sample, runs.runs)

@@ -137,8 +137,9 @@ def spark(values: Sequence[float], width: int, variables: Mapping[str, str], *,
     hi = max(vals) if hi is None else hi
     span = (hi - lo) or 1.0
     chars = "".join(SPARK_CHARS[min(7, max(0, int((v - lo) / span * 7.999)))] for v in vals)
-    t = Text(" " * (width - len(chars)))
-    t.append(chars, style=style_for(variables, "spark-max"))
+    # Oldest at the left, newest at the right end of what has been sampled so far.
+    t = Text(chars, style=style_for(variables, "spark-max"))
+    t.append(" " * (width - len(chars)))
     return t
 
 
@@ -149,7 +150,8 @@ def truncate(text: str, width: int) -> str:
     if width <= 1:
         return "…"[:width]
     cut = text[: width - 1]
-    sp = cut.rfind(" ")
+    # Prefer a break between words (or between the parts of a run name).
+    sp = max(cut.rfind(" "), cut.rfind("-"), cut.rfind("_"), cut.rfind("/"))
     if sp > width // 2:
-        cut = cut[:sp]
+        cut = cut[: sp + (0 if cut[sp] == " " else 1)]
     return cut.rstrip() + "…"

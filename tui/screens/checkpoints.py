@@ -10,12 +10,13 @@ from typing import Any
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from tui import data
 from tui import format as fmt
 from tui.screens.base import RegistryScreen
 from tui.screens.modals import ConfirmationModal
+from tui.widgets.footer import AppFooter
 
 COLUMNS = (("step", "Step"), ("time", "Saved"), ("size", "Size"), ("loss", "Loss"),
            ("eval", "Eval loss"), ("kind", "Kind"), ("complete", "Complete"))
@@ -33,7 +34,7 @@ class CheckpointsScreen(RegistryScreen[None]):
         yield Static(f"Checkpoints of {self.run_dir.name}  ({self.run_dir})", classes="screen-title")
         yield DataTable(id="ckpt-table", cursor_type="row")
         yield Static("p: show the full path (copied to the clipboard)", id="ckpt-path")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

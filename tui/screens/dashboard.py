@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from tui import format as fmt
 from tui.data import GpuView, RunDetail, RunsView
 from tui.screens.base import RegistryScreen
+from tui.widgets.footer import AppFooter
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.run_panel import RunPanel
 from tui.widgets.runs_table import RunsTable
@@ -41,13 +42,18 @@ class DashboardScreen(RegistryScreen[None]):
             yield Static(id="runs-empty")
             yield RunsTable(id="runs")
         yield RunPanel(id="run-panel")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         self.query_one("#gpu-box").border_title = "GPUs"
         self.query_one("#runs-box").border_title = f"Runs under {self.tapp.root}"
         self.query_one("#run-panel").border_title = "Selected run"
         self._layout_for(self.size.width, self.size.height)
+        # Samples that arrived before this screen was mounted.
+        if self.tapp.gpu_view is not None:
+            self.apply_gpus(self.tapp.gpu_view)
+        if self.tapp.runs_view is not None:
+            self.apply_runs(self.tapp.runs_view)
         self._show_empty()
 
     def on_resize(self) -> None:

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Input, Select, Static, Switch, TabbedContent, TabPane
+from textual.widgets import Input, Select, Static, Switch, TabbedContent, TabPane
 
 from runner.config import yamlio
 from runner.errors import ConfigError, StaleFileError
@@ -27,8 +27,24 @@ from tui.screens.base import RegistryScreen
 from tui.screens.modals import ConfirmationModal, PathPrompt
 from tui.widgets.estimate_panel import render_estimate
 from tui.widgets.findings import FindingsList
+from tui.widgets.footer import AppFooter
 from tui.widgets.param_field import CONTROL_PREFIX, ParamField
 from tui.widgets.yaml_view import render_diff, render_yaml
+
+
+class GroupTabs(TabbedContent):
+    """TabbedContent that does not switch tabs when a widget inside a pane gets focus.
+
+    Textual activates a pane when something in it is focused, through a queued
+    message: one about an earlier focus, handled after a jump to another group,
+    would switch back to the old tab. The editor always activates the group first
+    and then focuses, so that switch is never needed here.
+    """
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        event.stop()
+        event.prevent_default()  # Textual calls every class's handler up the MRO otherwise
+
 
 ANALYSE_DELAY = 0.25
 FIRST_BATCH = 8     # fields mounted before a tab first paints
@@ -69,7 +85,7 @@ class EditorScreen(RegistryScreen[None]):
         yield Static(id="group-bar")
         yield Static(id="editor-status")
         with Horizontal(id="editor-main"):
-            with TabbedContent(id="editor-tabs"):
+            with GroupTabs(id="editor-tabs"):
                 for g in self.groups:
                     with TabPane(g.title, id=f"tab-{g.id}"), \
                             VerticalScroll(id=f"pane-{g.id}", classes="group-pane"):
@@ -79,7 +95,7 @@ class EditorScreen(RegistryScreen[None]):
                     yield FindingsList(id="findings")
                 with VerticalScroll(id="side-box"):
                     yield Static(id="side-content")
-        yield Footer()
+        yield AppFooter()
 
     async def on_mount(self) -> None:
         self.query_one("#findings-box").border_title = "Findings"
@@ -92,7 +108,9 @@ class EditorScreen(RegistryScreen[None]):
             await self._build_group(self.groups[0].id)
             first = next(iter(self.fields.values()), None)
             if first is not None:
-                first.control.focus()
+                # Synchronously: a deferred focus landing after a jump would switch the tab
+                # back (focusing inside a TabPane activates that pane).
+                self.set_focus(first.control, scroll_visible=False)
         self._update_group_bar()
         self._update_header()
         self._update_side()
@@ -208,7 +226,7 @@ class EditorScreen(RegistryScreen[None]):
         f = self.fields.get(p.name)
         if f is None:
             return False
-        self.call_after_refresh(f.focus_control)
+        f.focus_control()
         return True
 
     @on(FindingsList.JumpTo)

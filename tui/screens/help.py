@@ -6,11 +6,12 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from tui import actions
 from tui import format as fmt
 from tui.screens.base import RegistryScreen
+from tui.widgets.footer import AppFooter
 
 
 class HelpScreen(RegistryScreen[None]):
@@ -24,7 +25,7 @@ class HelpScreen(RegistryScreen[None]):
             yield Static(id="help-intro")
             for title, acts in actions.iter_help(self.readonly):
                 yield Static(self._table(title, acts), classes="help-section")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         self.query_one("#help-body").border_title = "Keys"

@@ -9,12 +9,13 @@ from rich.highlighter import Highlighter
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.widgets import Footer, Input, Log, Static
+from textual.widgets import Input, Log, Static
 
 from runner.protocol import STDOUT_LOG
 from tui import data
 from tui import format as fmt
 from tui.screens.base import RegistryScreen
+from tui.widgets.footer import AppFooter
 
 FOLLOW_INTERVAL = 0.5
 
@@ -56,7 +57,7 @@ class LogsScreen(RegistryScreen[None]):
         yield log
         yield Static(id="log-status")
         yield Input(placeholder="search (regex or text); enter: find, esc: close", id="log-search")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         var = self.app.theme_variables

@@ -11,13 +11,14 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui import data
 from tui import format as fmt
 from tui.data import TriageView
 from tui.screens.base import RegistryScreen
+from tui.widgets.footer import AppFooter
 
 
 class TriageScreen(RegistryScreen[None]):
@@ -37,7 +38,7 @@ class TriageScreen(RegistryScreen[None]):
             yield OptionList(id="suggestions")
             with VerticalScroll(id="suggestion-detail-box"):
                 yield Static(id="suggestion-detail")
-        yield Footer()
+        yield AppFooter()
 
     def on_mount(self) -> None:
         self.query_one("#suggestions").border_title = "Suggestions, in order"
@@ -111,10 +112,7 @@ class TriageScreen(RegistryScreen[None]):
             mem.append(fmt.size(after), style=fmt.style_for(var, "diff-added", bold=True))
             parts.append(mem)
         parts.append(Text("\nConfig patch:", style="bold"))
-        try:
-            diff_lines = list(s.diff_lines(self.view.values))
-        except Exception:  # noqa: BLE001 - fall back to the raw patch
-            diff_lines = [f"+ {k}: {v}" for k, v in (s.patch or {}).items()]
+        diff_lines = patch_diff(s.patch or {}, self.view.values)
         if not diff_lines:
             diff_lines = ["(no config change: an action to take by hand)"]
         diff = Text()
@@ -169,3 +167,22 @@ class TriageScreen(RegistryScreen[None]):
         if status in ("running", "starting", "stopping"):
             return
         self.app.choose_resume(run, checkpoint=None, overrides=dict(suggestion.patch))  # type: ignore[attr-defined]
+
+
+def patch_diff(patch: dict[str, Any], values: Any) -> list[str]:
+    """The patch as diff lines against the frozen config: ``- key: old`` / ``+ key: new``."""
+    out: list[str] = []
+    for key, new in patch.items():
+        if key in values and values[key] is not None:
+            out.append(f"- {key}: {_yaml_value(values[key])}")
+        if new is not None:
+            out.append(f"+ {key}: {_yaml_value(new)}")
+    return out
+
+
+def _yaml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v)

@@ -62,7 +62,7 @@ class GpuPanel(Widget):
         limit = "" if g.power_limit_w is None else f"/{g.power_limit_w:.0f}"
         t.append(f"{power + limit + 'W':>9} ")
         vram_hist, util_hist = v.history.get(g.index, ((), ()))
-        spark_w = max(6, min(24, (width - 96) // 3))
+        spark_w = max(6, min(30, (width - 100) // 2))
         t.append("vram ", style=fmt.style_for(var, "muted"))
         t.append_text(fmt.spark(vram_hist, spark_w, var, lo=0, hi=100))
         t.append(" util ", style=fmt.style_for(var, "muted"))

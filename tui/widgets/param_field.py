@@ -138,7 +138,9 @@ class ParamField:
                 self.header.refresh_text()
 
     def focus_control(self) -> None:
-        self.control.focus()
+        # One scroll only (the header to the top), not focus's own "make visible" too:
+        # two competing scrolls would end wherever the later one lands.
+        self.control.screen.set_focus(self.control, scroll_visible=False)  # now, not later
         self.header.scroll_visible(animate=False, top=True)
 
     def is_initial_echo(self, value: Any) -> bool:

@@ -57,7 +57,7 @@ class RunsTable(DataTable[Any]):
 
     def set_widths(self, width: int) -> None:
         """Give the name column what the others leave, on narrow terminals too."""
-        self.name_width = max(10, min(40, width - 70))
+        self.name_width = max(10, min(40, width - 62))
         self.bar_width = 8 if width >= 90 else 5
 
     def _cells(self, run: Any) -> tuple[Any, ...]:

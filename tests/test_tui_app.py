@@ -1,0 +1,139 @@
+"""App-wide behaviour: themes (CLI, palette, settings file, broken user themes), colours
+only through theme variables, NO_COLOR, and exiting when the terminal goes away."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import signal
+import struct
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+import themes
+from tests.tui_helpers import build_runs, wait_for
+from tui.app import TunedeckApp
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
+
+
+async def test_theme_from_the_command_line_and_the_palette_is_remembered(tmp_path: Path) -> None:
+    settings = tmp_path / "home" / "settings.json"
+    app = TunedeckApp(root=tmp_path, theme="light", poll=False)
+    async with app.run_test() as pilot:
+        assert app.theme == "tunedeck-light"
+        await pilot.press("ctrl+p")
+        await pilot.press(*"theme: tunedeck-contrast")
+        await wait_for(pilot, lambda: "theme: tunedeck-contrast" in str(
+            app.screen.query_one("CommandList").get_option_at_index(0).prompt), what="palette hit")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.theme == "tunedeck-contrast", what="theme switched")
+    assert json.loads(settings.read_text())["theme"] == "tunedeck-contrast"
+    again = TunedeckApp(root=tmp_path, poll=False)
+    async with again.run_test():
+        assert again.theme == "tunedeck-contrast"
+
+
+async def test_a_broken_user_theme_falls_back_with_a_notification(tmp_path: Path) -> None:
+    tdir = tmp_path / "home" / "themes"
+    tdir.mkdir(parents=True)
+    (tdir / "broken.yaml").write_text("name: broken\nprimary: not-a-colour\n")
+    (tdir / "ocean.yaml").write_text("name: ocean\nprimary: '#1b6ca8'\nbackground: '#0b1d2a'\n"
+                                     "variables:\n  status-failed: '#ff5c5c'\n")
+    app = TunedeckApp(root=tmp_path, theme="broken", poll=False)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.theme == themes.DEFAULT_THEME
+        messages = [n.message for n in app._notifications]
+        assert any("broken.yaml" in m and "primary" in m for m in messages), messages
+        assert any("'broken'" in m and "does not exist" in m for m in messages), messages
+        app.theme = "ocean"  # a good user theme is there and works with our variables
+        await pilot.pause()
+        assert app.theme_variables["status-failed"] == "#ff5c5c"
+        assert app.theme_variables["gauge-low"] == themes.VARIABLE_DEFAULTS["gauge-low"]
+
+
+def test_tcss_uses_only_theme_variables_for_colour() -> None:
+    literal = re.compile(r"#[0-9a-fA-F]{3,8}\b|\brgba?\(|\bhsla?\(|:\s*(red|green|blue|white|black|yellow|"
+                         r"magenta|cyan|gr[ae]y)\b|ansi_")
+    for tcss in themes.TCSS_FILES:
+        for n, line in enumerate(tcss.read_text().splitlines(), 1):
+            code = line.split("/*")[0]
+            assert not literal.search(code), f"{tcss.name}:{n}: colour literal: {line.strip()}"
+
+
+def test_high_contrast_theme_uses_only_the_16_ansi_colours() -> None:
+    t = themes.TUNEDECK_CONTRAST
+    assert t.ansi
+    colours = [getattr(t, f) for f in ("primary", "secondary", "accent", "warning", "error", "success",
+                                       "foreground", "background", "surface", "panel", "boost")]
+    colours += [v for k, v in t.variables.items() if not k.endswith("text-style")]
+    assert all(c.startswith("ansi_") for c in colours if c), colours
+    # Every variable of ours has a value in every bundled theme or a default.
+    for theme in themes.BUILTIN.values():
+        for var in themes.VARIABLE_DEFAULTS:
+            assert var in theme.variables, (theme.name, var)
+
+
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    import select
+
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{needle!r} never appeared; got {buf[-2000:]!r}")
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return buf
+
+
+def test_the_tui_exits_when_its_terminal_hangs_up_and_honours_no_color(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    build_runs(root, now=time.time())
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "xterm-256color", "TEXTUAL_FPS": "30"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: tunedeck on its own terminal
+        os.chdir(REPO)
+        os.execve(sys.executable, [sys.executable, "-m", "runner.cli", "--root", str(root)], env)
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.kill(pid, signal.SIGWINCH)
+        out = _read_until(fd, b"oom", timeout=60)
+        assert b"\x1b[38;2;" not in out and b"\x1b[48;2;" not in out  # NO_COLOR: no colours at all
+        os.close(fd)  # the terminal goes away (SSH drop, tmux kill): the TUI must exit
+        # Clean exit or, if Textual's shutdown blocks on the dead terminal, the 3 s fallback.
+        deadline = time.monotonic() + 60  # generous for a loaded CI box
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            assert time.monotonic() < deadline, "the TUI kept running after its terminal went away"
+            time.sleep(0.1)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
