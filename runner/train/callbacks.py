@@ -43,8 +43,13 @@ class RunFlags:
 
 
 def format_duration(seconds: float) -> str:
-    """``H:MM:SS`` like LLaMA-Factory (``str(timedelta)`` without microseconds)."""
-    return str(timedelta(seconds=max(0, int(seconds))))
+    """``H:MM:SS`` like LLaMA-Factory (``str(timedelta)`` of whole seconds; days as ``1 day, 2:03:04``)."""
+    s = max(0, int(seconds))
+    if s >= 86400:
+        return str(timedelta(seconds=s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}"
 
 
 class TrainerLogCallback(TrainerCallback):
@@ -81,42 +86,41 @@ class TrainerLogCallback(TrainerCallback):
         step, total = state.global_step, state.max_steps or 0
         elapsed = now - self._t0
         done_here = step - self._step0
-        remaining = elapsed / done_here * max(0, total - step) if done_here > 0 else None
-        record: dict[str, Any] = {
-            "current_steps": step,
-            "total_steps": total,
-            "loss": logs.get("loss"),
-            "eval_loss": logs.get("eval_loss"),
-            "predict_loss": logs.get("predict_loss"),
-            "reward": logs.get("reward"),
-            "accuracy": logs.get("accuracy", logs.get("rewards/accuracies")),
-            "lr": logs.get("learning_rate"),
-            "epoch": round(float(state.epoch), 4) if state.epoch is not None else None,
-            "percentage": round(step / total * 100, 2) if total > 0 else None,
-            "elapsed_time": format_duration(elapsed),
-            "remaining_time": format_duration(remaining) if remaining is not None else None,
-            "grad_norm": logs.get("grad_norm"),
-            "timestamp": round(now, 3),
-        }
+        # Insertion order is the key order of the file: LLaMA-Factory's first, then ours.
+        record: dict[str, Any] = {"current_steps": step, "total_steps": total}
+        for src, dst in _LOG_KEYS:
+            v = logs.get(src)
+            if v is not None:
+                record[dst] = _jsonable(v)
+        if state.epoch is not None:
+            record["epoch"] = round(float(state.epoch), 4)
+        if total > 0:
+            record["percentage"] = round(step / total * 100, 2)
+        record["elapsed_time"] = format_duration(elapsed)
+        if done_here > 0:
+            record["remaining_time"] = format_duration(elapsed / done_here * max(0, total - step))
         tokens = state.num_input_tokens_seen or 0
         if tokens:
-            record["total_tokens"] = int(tokens)
             if elapsed > 0:
                 record["throughput"] = round((tokens - self._tokens0) / elapsed, 2)
+            record["total_tokens"] = int(tokens)
+        v = logs.get("grad_norm")
+        if v is not None:
+            record["grad_norm"] = _jsonable(v)
+        record["timestamp"] = round(now, 3)
         if "loss" in logs and step > self._last_step:
             record["step_time"] = round((now - self._last_t) / (step - self._last_step), 4)
             self._last_t, self._last_step = now, step
         if self._cuda:
             record["vram_allocated"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             record["vram_reserved"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
-        record = {k: _jsonable(v) for k, v in record.items() if v is not None}
         self._write(record)
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.write(_ENCODER.encode(record) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
@@ -127,11 +131,24 @@ class TrainerLogCallback(TrainerCallback):
 
 
 def _jsonable(v: Any) -> Any:
+    if type(v) is float:
+        return v if math.isfinite(v) else str(v)  # json would write NaN, which strict readers reject
     if isinstance(v, torch.Tensor):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)  # json.dumps would write NaN, which strict readers reject
+        return _jsonable(v.item())
     return v
+
+
+# (key in transformers' logs, key in trainer_log.jsonl), in LLaMA-Factory's order.
+_LOG_KEYS = (
+    ("loss", "loss"),
+    ("eval_loss", "eval_loss"),
+    ("predict_loss", "predict_loss"),
+    ("reward", "reward"),
+    ("accuracy", "accuracy"),
+    ("rewards/accuracies", "accuracy"),
+    ("learning_rate", "lr"),
+)
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 class StopCallback(TrainerCallback):
