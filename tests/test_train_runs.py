@@ -94,12 +94,14 @@ def test_sigterm_to_the_launch_group_saves_a_complete_checkpoint_and_exits_stopp
 ) -> None:
     cfg = make_demo_config(tmp_path, max_steps=200, save_steps=1000)
     out = tmp_path / "out"
+    # Output to a file, as under the supervisor: nobody reads a pipe once the launcher is gone.
+    log = (tmp_path / "stdout.log").open("w")
     proc = subprocess.Popen(
         trainer_argv(cfg, launcher="accelerate"),
         env=trainer_env({"TUNEDECK_FAULT": "slow@0.2"}),
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    log.close()
     try:
         wait_for(lambda: (out / "trainer_log.jsonl").is_file()
                  and len(read_log(out)) >= 2, 120, "two logged steps")

@@ -73,15 +73,11 @@ class StopSignals:
         reason = self.REASONS.get(signal.Signals(signum), "stopped")
         self.state = StopState(reason=reason, signum=signum, received_at=time.time())
         name = signal.Signals(signum).name
+        if not self.deferred:
+            print(f"[tunedeck] {name} received before training started: exiting now", file=sys.stderr, flush=True)
+            raise StopRequested(reason)
         print(
             f"[tunedeck] {name} received: will save a checkpoint at the next step boundary and exit",
             file=sys.stderr,
             flush=True,
         )
-        if not self.deferred:
-            raise StopRequested(reason)
-
-    def request(self, reason: str) -> None:
-        """Record a stop request without a signal (used by the fault switch)."""
-        if not self.state.requested:
-            self.state = StopState(reason=reason, signum=None, received_at=time.time())
