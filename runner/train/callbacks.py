@@ -107,7 +107,7 @@ class TrainerLogCallback(TrainerCallback):
         v = logs.get("grad_norm")
         if v is not None:
             record["grad_norm"] = _jsonable(v)
-        record["timestamp"] = round(now, 3)
+        record["timestamp"] = round(now, 4)
         if "loss" in logs and step > self._last_step:
             record["step_time"] = round((now - self._last_t) / (step - self._last_step), 4)
             self._last_t, self._last_step = now, step
