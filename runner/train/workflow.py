@@ -414,14 +414,15 @@ def _validate(doc, ctx: _Context) -> None:
 def _build_data(plan: RunPlan, tokenizer, args, config_path: str):
     from runner.data.loader import build_datasets
 
-    cache_dir = plan.values.get("tokenized_cache_dir") or None
+    # cache_dir None: the data side's default tokenized cache ($TUNEDECK_CACHE_DIR or
+    # ~/.cache/tunedeck), shared by runs over the same data.
     return build_datasets(
         dict(plan.values),
         tokenizer,
         stage=plan.finetune.stage,
         seed=args.seed,
         config_dir=Path(config_path).resolve().parent,
-        cache_dir=Path(cache_dir) if cache_dir else None,
+        cache_dir=None,
         main_process_first=args.main_process_first,
     )
 
@@ -464,8 +465,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             outcome = Outcome.make("error", step, one_line(exc), _latest_name(ctx))
         traceback.print_exc()
-    if outcome.reason in ("diverged",):
-        outcome = dataclasses.replace(outcome, step=max(outcome.step, _step(ctx)) if outcome.step == 0 else outcome.step)
     if ctx.is_main and ctx.output_dir is not None:
         with contextlib.suppress(OSError):
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
