@@ -25,6 +25,7 @@ Streaming
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -632,7 +633,13 @@ def _store(entry: Path, splits: dict[str, Any], stats: dict[str, Any], key_input
             old = parent / f".old-{entry.name}-{os.getpid()}-{time.monotonic_ns()}"
             entry.rename(old)
             shutil.rmtree(old, ignore_errors=True)
-        tmp.rename(entry)
+        try:
+            tmp.rename(entry)
+        except OSError as exc:
+            # Another run with the same inputs stored this key between our check and our
+            # rename (runs launched together on one dataset): same key, same data; use theirs.
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (entry / "meta.json").is_file():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
