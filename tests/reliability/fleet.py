@@ -141,10 +141,22 @@ def wait_ended(run_dir: Path, timeout: float = RUN_TIMEOUT) -> str:
 
 
 def wait_steps(run_dir: Path, n: int, timeout: float = RUN_TIMEOUT) -> list[int]:
+    """Wait for ``n`` logged loss steps; fail at once (with the log) if the run ends first."""
+    def check() -> list[int] | None:
+        steps = loss_steps(run_dir)
+        if len(steps) >= n:
+            return steps
+        st = manifest(run_dir).get("status")
+        if isinstance(st, str) and st not in ACTIVE:
+            raise AssertionError(f"the run ended ({st}) after {len(steps)} of {n} steps\n"
+                                 f"--- stdout.log ---\n{stdout_tail(run_dir)}")
+        return None
+
     try:
-        return list(wait_for(lambda: (s := loss_steps(run_dir)) and len(s) >= n and s, timeout,
-                             f"{n} logged steps", poll=0.2))
+        return list(wait_for(check, timeout, f"{n} logged steps", poll=0.2))
     except AssertionError as exc:
+        if "--- stdout.log ---" in str(exc):
+            raise
         raise AssertionError(f"{exc}\n--- stdout.log ---\n{stdout_tail(run_dir)}") from None
 
 

@@ -140,3 +140,30 @@ def test_a_death_at_any_step_of_a_save_leaves_a_complete_checkpoint_to_resume(
                                      f"left: {sorted(p.name for p in out.iterdir())}") from None
             assert ck.name in ("checkpoint-4", "checkpoint-8"), ck
     sc.note("5 save steps x save_total_limit None/1/2, transformers' own _save_checkpoint")
+
+
+def test_two_runs_storing_the_same_tokenized_cache_entry_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   scenario) -> None:  # type: ignore[no-untyped-def]
+    """Two runs launched together on one dataset tokenize it both and store the same cache key;
+    the second one's rename lands on the first one's entry. (Seen in the fleet: the run died
+    with ENOTEMPTY before its first step.) Made deterministic: the second store checked for the
+    entry just before the first one renamed it into place."""
+    from datasets import Dataset
+
+    from runner.data import loader
+
+    sc = scenario("Runs started together on one dataset (shared tokenized cache)")
+    entry = tmp_path / "tokenized" / "key"
+    splits = {"train": Dataset.from_dict({"input_ids": [[1, 2, 3]], "labels": [[1, 2, 3]]})}
+    with sc.trial():
+        loader._store(entry, splits, {}, {"k": 1})  # the first run's store
+        real_exists = Path.exists
+
+        def late_check(self: Path, *a: Any, **k: Any) -> bool:
+            return False if self == entry else real_exists(self, *a, **k)
+
+        monkeypatch.setattr(Path, "exists", late_check)
+        got = loader._store(entry, splits, {}, {"k": 1})  # the second run's, a moment later
+        monkeypatch.undo()
+        assert got == entry and (entry / "meta.json").is_file()
+        assert [p.name for p in entry.parent.iterdir()] == ["key"], "a temp entry was left behind"

@@ -220,8 +220,8 @@ def test_two_launches_on_one_output_dir_at_the_same_moment(fleet, scenario) -> N
     log = fleet.result("race")
     if log.data.get("refusals"):
         # The path varies from run to run; the words do not.
-        words = log.data["refusals"][0].split(" is ", 1)[-1]
-        sc.note(f"the other gets exit 4: '... is {words[:60]}'")
+        words = log.data["refusals"][0].split(" is ", 1)[-1].split(" (lock", 1)[0]
+        sc.note(f"the other gets exit 4: '<output_dir> is {words}'")
     _report(sc, log)
 
 
@@ -255,5 +255,6 @@ def test_disk_full_while_saving_fails_the_run_names_the_disk_and_keeps_earlier_c
     log = fleet.result("disk_full")
     sc.note(f"mode: {log.data.get('mode')}")
     if log.data.get("final"):
-        sc.note(f"message: {str(log.data['final'].get('message'))[:100]}")
+        msg = str(log.data["final"].get("message")).split(" (disk holding", 1)[0]
+        sc.note("message: " + msg.replace(str(log.data["final"].get("run_dir")), "<output_dir>"))
     _report(sc, log)
