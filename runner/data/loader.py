@@ -596,7 +596,7 @@ def build_datasets(
             splits = _load_and_split(train_attrs, eval_attrs, args, seed, hf_cache)
             splits, split_stats = _encode_splits(splits, template, tokenizer, args)
             stats = {**base_stats, **_split_stats_only(split_stats), "source": "built"}
-            stats["cache_path"] = str(_store(entry, splits, stats, key_inputs))
+            stats["cache_path"] = str(_store(entry, splits, stats, key_inputs, replace=args.overwrite_cache))
             # Serve the cached copy, so every rank reads the same memory-mapped files.
             splits = dict(datasets.load_from_disk(str(entry / "data")))
         if tpath is not None and not (tpath / "dataset_dict.json").is_file():
@@ -620,8 +620,13 @@ def _load_and_split(
     return split_train_eval(train, eval_, args, seed)
 
 
-def _store(entry: Path, splits: dict[str, Any], stats: dict[str, Any], key_inputs: dict[str, Any]) -> Path:
-    """Write the cache entry atomically: build in a temp folder, then rename into place."""
+def _store(entry: Path, splits: dict[str, Any], stats: dict[str, Any], key_inputs: dict[str, Any],
+           *, replace: bool = False) -> Path:
+    """Write the cache entry atomically: build in a temp folder, then rename into place.
+
+    An entry that appeared meanwhile (another run with the same inputs) is kept unless
+    ``replace`` (``overwrite_cache``): other runs may be reading its files right now.
+    """
     parent = ensure_dir(entry.parent)
     tmp = parent / f".tmp-{entry.name}-{os.getpid()}-{time.monotonic_ns()}"
     try:
@@ -629,7 +634,10 @@ def _store(entry: Path, splits: dict[str, Any], stats: dict[str, Any], key_input
         meta = {"created": time.time(), "stats": {k: v for k, v in stats.items() if k != "cache_path"},
                 "inputs": key_inputs}
         atomic_write_json(tmp / "meta.json", meta)
-        if entry.exists():  # overwrite_cache: move the old entry away, then delete it
+        if entry.exists():
+            if not replace:
+                return entry  # same key, same data; ours is dropped below
+            # overwrite_cache: move the old entry away, then delete it
             old = parent / f".old-{entry.name}-{os.getpid()}-{time.monotonic_ns()}"
             entry.rename(old)
             shutil.rmtree(old, ignore_errors=True)
