@@ -167,3 +167,10 @@ def test_two_runs_storing_the_same_tokenized_cache_entry_at_once(tmp_path: Path,
         monkeypatch.undo()
         assert got == entry and (entry / "meta.json").is_file()
         assert [p.name for p in entry.parent.iterdir()] == ["key"], "a temp entry was left behind"
+    with sc.trial():
+        # A third run stores the same key while others read the entry: their files stay put.
+        arrow = next((entry / "data").rglob("*.arrow"))
+        ino = arrow.stat().st_ino
+        loader._store(entry, splits, {}, {"k": 1})
+        assert arrow.exists() and arrow.stat().st_ino == ino, "a reader's files were replaced under it"
+        assert [p.name for p in entry.parent.iterdir()] == ["key"]
