@@ -23,10 +23,13 @@ from textual.theme import Theme
 THEMES_DIR = Path(__file__).resolve().parent
 DEFAULT_THEME = "tunedeck-dark"
 
-# The .tcss files the app loads, in cascade order.
-TCSS_FILES: tuple[Path, ...] = tuple(
-    THEMES_DIR / name for name in ("base.tcss", "dashboard.tcss", "editor.tcss", "screens.tcss")
-)
+# The .tcss files: the app loads the first two at start-up; the others belong to
+# screens (``Screen.CSS_PATH``) and are parsed when such a screen first opens, so
+# the dashboard's first frame does not wait for them.
+APP_TCSS: tuple[Path, ...] = (THEMES_DIR / "base.tcss", THEMES_DIR / "dashboard.tcss")
+EDITOR_TCSS = THEMES_DIR / "editor.tcss"
+SCREENS_TCSS = THEMES_DIR / "screens.tcss"
+TCSS_FILES: tuple[Path, ...] = (*APP_TCSS, EDITOR_TCSS, SCREENS_TCSS)
 
 # Our own theme variables, with defaults that read on any dark or light background.
 # A Theme may override any of them through ``Theme.variables``.
@@ -46,6 +49,7 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     "diff-added": "#4ebf71",
     "diff-removed": "#e05561",
     "muted": "#8a919c",
+    "frame": "#4a5260",            # panel borders
 }
 
 TUNEDECK_DARK = Theme(
@@ -77,6 +81,7 @@ TUNEDECK_DARK = Theme(
         "diff-added": "#9ece6a",
         "diff-removed": "#f7768e",
         "muted": "#8790a0",
+        "frame": "#3b4350",
         "footer-key-foreground": "#4fb3bf",
         "block-cursor-background": "#2c5d66",
         "block-cursor-foreground": "#ffffff",
@@ -113,6 +118,7 @@ TUNEDECK_LIGHT = Theme(
         "diff-added": "#2e7d32",
         "diff-removed": "#b3261e",
         "muted": "#5f6873",
+        "frame": "#b4bcc6",
         "footer-key-foreground": "#0b6e7a",
         "block-cursor-background": "#0b6e7a",
         "block-cursor-foreground": "#ffffff",
@@ -155,6 +161,7 @@ TUNEDECK_CONTRAST = Theme(
         "diff-added": "ansi_bright_green",
         "diff-removed": "ansi_bright_red",
         "muted": "ansi_white",
+        "frame": "ansi_white",
         "border-blurred": "ansi_white",
         "footer-key-foreground": "ansi_bright_cyan",
         "footer-background": "ansi_black",

@@ -24,7 +24,6 @@ from textual.screen import Screen
 
 import themes
 from tui import actions, data
-from tui.commands import TunedeckCommands
 from tui.messages import GpusSampled, RunDetailSampled, RunsSampled
 from tui.settings import Settings, load_settings, save_settings, user_themes_dir
 
@@ -35,12 +34,19 @@ TTY_CHECK_INTERVAL = 2.0
 TERMINAL_GONE_GRACE = 3.0  # seconds a clean exit may take once the terminal is gone
 
 
+def tunedeck_commands() -> type[Any]:
+    """The palette provider, imported when the palette first opens (not at start-up)."""
+    from tui.commands import TunedeckCommands
+
+    return TunedeckCommands
+
+
 class TunedeckApp(App[int]):
     """``tunedeck`` with no command. See ``tunedeck tui --help`` for the options."""
 
     TITLE = "tunedeck"
-    CSS_PATH = [str(p) for p in themes.TCSS_FILES]
-    COMMANDS = App.COMMANDS | {TunedeckCommands}
+    CSS_PATH = [str(p) for p in themes.APP_TCSS]
+    COMMANDS = App.COMMANDS | {tunedeck_commands}
     BINDINGS = actions.bindings_for("app", readonly=False)
     ENABLE_COMMAND_PALETTE = True
 
@@ -67,6 +73,7 @@ class TunedeckApp(App[int]):
         self.runs_view: data.RunsView | None = None
         self._gpu_sampler = data.GpuSampler()
         self._detail_sampler = data.RunDetailSampler()
+        self._runs_sampler = data.RunsSampler(self.root)
         self._theme_problems: list[str] = []
         self._polls_started = False
         self._hup_received = False
@@ -105,8 +112,8 @@ class TunedeckApp(App[int]):
             self.settings = self.settings.with_theme(theme_name)
             save_settings(self.settings, self.settings_file)
         dash = self.dashboard
-        if dash is not None and dash.is_mounted and self.runs_view is not None:
-            dash.query_one("#runs").update_runs(self.runs_view.runs, force=True)  # type: ignore[attr-defined]
+        if dash is not None and dash.is_mounted:
+            dash.recolour()
 
     def action_next_theme(self) -> None:
         names = self._our_theme_names()
@@ -216,7 +223,7 @@ class TunedeckApp(App[int]):
 
     def _sample_runs(self) -> None:
         try:
-            view = data.list_runs(self.root)
+            view = self._runs_sampler.sample()
         except Exception as exc:  # noqa: BLE001
             view = data.RunsView(self.root, (), error=str(exc))
         self.post_message(RunsSampled(view))
@@ -589,20 +596,27 @@ class TunedeckApp(App[int]):
 
 
 def preset_yaml(name: str) -> str:
-    """A new config's YAML for a hardware preset: its values, one per line, commented."""
+    """A new config for a hardware preset: its sample config (comments kept) with the
+    preset's values applied, or just those values when there is no sample file."""
+    import io
+
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
+    from runner.config.yamlio import ConfigDoc
+
     preset = next(p for p in data.hardware_presets() if p.name == name)
+    sample = next((p for p in data.sample_config_paths() if p.name == (preset.sample_config or "")), None)
+    if sample is not None:
+        doc = ConfigDoc.loads(sample.read_text(encoding="utf-8"), source=str(sample))
+        doc.apply(dict(preset.values))
+        return doc.dumps()
     m = CommentedMap()
     for k, v in preset.values.items():
         m[k] = v
     m.yaml_set_start_comment(f"{preset.title}\nFrom the guide's hardware presets; fill in the model and dataset.")
-    import io
-
     buf = io.StringIO()
-    y = YAML(typ="rt")
-    y.dump(m, buf)
+    YAML(typ="rt").dump(m, buf)
     return buf.getvalue()
 
 

@@ -8,12 +8,10 @@ swapping an implementation or faking one in a test happens here only.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import os
 import re
 import shutil
-import statistics
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -21,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.config import yamlio
 from runner.protocol import STDOUT_LOG, RunStatus
+
+# runner.config (ruamel.yaml), estimate, triage and control are imported inside the
+# functions that need them: the dashboard's first frame should not wait for them.
 
 # --------------------------------------------------------------------------------------
 # Snapshots handed to the UI
@@ -170,6 +170,7 @@ def _descendants(pids: set[int]) -> set[int]:
 
 
 def list_runs(root: Path) -> RunsView:
+    """Every run under ``root`` (one-off; the dashboard uses :class:`RunsSampler`)."""
     from runner.control import runs as runs_mod
 
     try:
@@ -177,6 +178,64 @@ def list_runs(root: Path) -> RunsView:
     except Exception as exc:  # noqa: BLE001 - a broken tree must not kill the dashboard
         return RunsView(root, (), error=f"cannot list runs under {root}: {exc}")
     return RunsView(root, tuple(runs))
+
+
+_SIGNATURE_FILES = ("tunedeck_run.json", "trainer_log.jsonl", "trainer_state.json", "trainer_exit.json")
+
+
+def _signature(run_dir: Path) -> tuple[Any, ...]:
+    sig: list[Any] = []
+    for name in ("", *_SIGNATURE_FILES):
+        try:
+            st = os.stat(run_dir / name) if name else os.stat(run_dir)
+            sig.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            sig.append(None)
+    return tuple(sig)
+
+
+class RunsSampler:
+    """``list_runs`` for a dashboard that polls: a run that has ended and whose files
+    did not change is not read again (its status cannot change without a write);
+    active runs are always read (liveness and ages depend on the clock).
+    Used from one worker at a time."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._cache: dict[Path, tuple[tuple[Any, ...], Any]] = {}
+
+    def sample(self) -> RunsView:
+        from runner.control import runs as runs_mod
+        from runner.control.registry import entries
+        from runner.monitor.discover import discover_runs
+
+        try:
+            root = self.root.resolve()
+            dirs: dict[Path, None] = dict.fromkeys(d.resolve() for d in discover_runs(root))
+            for e in entries():
+                rd = e.run_dir.resolve()
+                if rd == root or root in rd.parents:
+                    dirs.setdefault(rd, None)
+            snaps = []
+            fresh: dict[Path, tuple[tuple[Any, ...], Any]] = {}
+            for d in dirs:
+                sig = _signature(d)
+                cached = self._cache.get(d)
+                if cached is not None and cached[0] == sig and not _is_active(cached[1]):
+                    snap = cached[1]
+                else:
+                    snap = runs_mod.read_run(d)
+                fresh[d] = (sig, snap)
+                snaps.append(snap)
+            self._cache = fresh
+        except Exception as exc:  # noqa: BLE001 - a broken tree must not kill the dashboard
+            return RunsView(self.root, (), error=f"cannot list runs under {self.root}: {exc}")
+        snaps.sort(key=lambda r: (r.updated_at or r.created_at or 0.0), reverse=True)
+        return RunsView(self.root, tuple(snaps))
+
+
+def _is_active(run: Any) -> bool:
+    return str(getattr(run.status, "value", run.status)) in ("starting", "running", "stopping")
 
 
 def read_run(run_dir: Path) -> Any | None:
@@ -274,6 +333,8 @@ def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries
         stamps = _finite(hist.values("timestamp")) if hist is not None else []
         step_times = _finite(hist.values("step_time")) if hist is not None else []
         if stamps:
+            import statistics
+
             idle = time.time() - stamps[-1]
             med = statistics.median(step_times) if step_times else 0.0
             limit = max(120.0, 20 * med)
@@ -391,8 +452,10 @@ def secret_keys() -> set[str]:
 def analyse(generation: int, text: str, path: Path | None, *, num_gpus: int | None,
             gpu_mem_gib: float | None, memory_label: str) -> EditorAnalysis:
     """Validate, estimate and diff an editor buffer (the YAML it would save)."""
+    import difflib
+
     from runner import estimate as est
-    from runner.config import validate
+    from runner.config import validate, yamlio
 
     source = str(path) if path else "<new config>"
     try:
@@ -490,6 +553,7 @@ def _plain(text: str) -> bool:
 
 
 def launch_plan(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] | None) -> PlannedLaunch:
+    from runner.config import yamlio
     from runner.control import launch as launch_mod
     from runner.control.secrets import redact_env
 
@@ -527,6 +591,7 @@ def resume(run_dir: Path, from_: str | None = None, overrides: Mapping[str, Any]
 
 def triage(run_dir: Path) -> TriageView:
     from runner import triage as triage_mod
+    from runner.config import yamlio
 
     values: dict[str, Any] = {}
     with contextlib.suppress(Exception):

@@ -72,10 +72,14 @@ def size(b: float | int | None) -> str:
     return f"{v:.1f} TiB"
 
 
-def duration(seconds: float | None) -> str:
+def duration(seconds: float | None, *, coarse: bool = False) -> str:
+    """``1h05m``; ``coarse`` drops the seconds above ten minutes (an ETA that does not
+    repaint the runs table every second)."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "--"
     s = int(round(seconds))
+    if coarse and 600 <= s < 3600:
+        return f"{s // 60}m"
     if s < 60:
         return f"{s}s"
     m, s = divmod(s, 60)

@@ -12,6 +12,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
+import themes
 from tui import data
 from tui import format as fmt
 from tui.screens.base import RegistryScreen
@@ -24,6 +25,7 @@ COLUMNS = (("step", "Step"), ("time", "Saved"), ("size", "Size"), ("loss", "Loss
 
 class CheckpointsScreen(RegistryScreen[None]):
     SCOPE = "checkpoints"
+    CSS_PATH = str(themes.SCREENS_TCSS)
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__(id="checkpoints")

@@ -67,7 +67,7 @@ class DashboardScreen(RegistryScreen[None]):
         old = (table.name_width, table.bar_width)
         table.set_widths(width)
         if old != (table.name_width, table.bar_width) and self.runs_view:
-            table.update_runs(self.runs_view.runs, force=True)
+            table.rebuild(self.runs_view.runs)
 
     # -- snapshots from the app's samplers ----------------------------------------
     def apply_gpus(self, view: GpuView) -> None:
@@ -92,6 +92,14 @@ class DashboardScreen(RegistryScreen[None]):
             return  # an answer for a run that is no longer selected
         self.detail = detail
         self.query_one(RunPanel).show(detail)
+
+    def recolour(self) -> None:
+        """Redraw what carries colours from the theme in its text (after a theme switch)."""
+        if self.runs_view is not None:
+            self.query_one(RunsTable).update_runs(self.runs_view.runs, force=True)
+        panel = self.query_one(RunPanel)
+        panel.show(panel.detail, force=True)
+        self.query_one(GpuPanel).recolour()
 
     def _show_empty(self) -> None:
         empty = self.query_one("#runs-empty", Static)

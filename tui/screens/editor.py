@@ -17,6 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Select, Static, Switch, TabbedContent, TabPane
 
+import themes
 from runner.config import yamlio
 from runner.errors import ConfigError, StaleFileError
 from tui import data
@@ -54,6 +55,7 @@ SIDE_MODES = ("estimate", "yaml", "diff")
 
 class EditorScreen(RegistryScreen[None]):
     SCOPE = "editor"
+    CSS_PATH = str(themes.EDITOR_TCSS)
 
     def __init__(self, *, path: Path | None = None, text: str | None = None,
                  title: str | None = None) -> None:

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+import themes
 from tui import actions
 from tui import format as fmt
 from tui.screens.base import RegistryScreen
@@ -16,6 +17,7 @@ from tui.widgets.footer import AppFooter
 
 class HelpScreen(RegistryScreen[None]):
     SCOPE = "help"
+    CSS_PATH = str(themes.SCREENS_TCSS)
 
     def __init__(self) -> None:
         super().__init__(id="help")

@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import Input, Log, Static
 
+import themes
 from runner.protocol import STDOUT_LOG
 from tui import data
 from tui import format as fmt
@@ -38,6 +39,7 @@ class _LogHighlighter(Highlighter):
 
 class LogsScreen(RegistryScreen[None]):
     SCOPE = "logs"
+    CSS_PATH = str(themes.SCREENS_TCSS)
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__(id="logs")

@@ -14,6 +14,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+import themes
 from tui import data
 from tui import format as fmt
 from tui.data import TriageView
@@ -23,6 +24,7 @@ from tui.widgets.footer import AppFooter
 
 class TriageScreen(RegistryScreen[None]):
     SCOPE = "triage"
+    CSS_PATH = str(themes.SCREENS_TCSS)
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__(id="triage")

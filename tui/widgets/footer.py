@@ -10,4 +10,7 @@ class AppFooter(Footer):
     def on_resize(self, event: events.Resize) -> None:
         self.compact = event.size.width < 120
         # At 80 columns the screen's own keys matter more; ? and the help list ctrl+p.
-        self.show_command_palette = event.size.width >= 100
+        palette = event.size.width >= 100
+        if palette != self.show_command_palette:
+            self.show_command_palette = palette
+            self.refresh(recompose=True)

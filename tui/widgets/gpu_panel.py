@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import RenderableType
 from rich.text import Text
-from textual.reactive import reactive
 from textual.widget import Widget
 
 from tui import format as fmt
@@ -22,12 +21,42 @@ class GpuPanel(Widget):
     GpuPanel { height: auto; }
     """
 
-    view: reactive[GpuView | None] = reactive(None, layout=True)
+    view: GpuView | None = None
+    _text: Text | None = None
+    _width = 0
 
     def update_view(self, view: GpuView) -> None:
+        # Repaint only when what is shown changed, and lay out again only when the
+        # number of lines did: an idle dashboard then costs next to nothing.
+        old = self.view
         self.view = view
+        width = self._current_width()
+        text = self._build(width)
+        relayout = old is None or len(old.snapshot.gpus) != len(view.snapshot.gpus) or \
+            old.snapshot.available != view.snapshot.available
+        if relayout or text != self._text:
+            self._text, self._width = text, width
+            self.refresh(layout=relayout)
+
+    def recolour(self) -> None:
+        """Rebuild the text with the current theme's colours."""
+        self._text = None
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._text = None
+        self.refresh(layout=True)  # one line per GPU or several per line
+
+    def _current_width(self) -> int:
+        return self.content_region.width or self.size.width or 80
 
     def render(self) -> RenderableType:
+        width = self._current_width()
+        if self._text is None or width != self._width:
+            self._text, self._width = self._build(width), width
+        return self._text
+
+    def _build(self, width: int) -> Text:
         v = self.view
         var = self.app.theme_variables
         if v is None:
@@ -38,9 +67,8 @@ class GpuPanel(Widget):
             return Text(f"GPUs: {msg}", style=fmt.style_for(var, "muted"))
         if not snap.gpus:
             return Text("GPUs: none visible", style=fmt.style_for(var, "muted"))
-        width = self.content_region.width or self.size.width or 80
         if width >= 118:
-            return Group(*[self._wide_row(g, v, width) for g in snap.gpus])
+            return Text("\n").join(self._wide_row(g, v, width) for g in snap.gpus)
         return self._compact(snap.gpus, v, width)
 
     # one GPU per line ------------------------------------------------------
@@ -62,7 +90,7 @@ class GpuPanel(Widget):
         limit = "" if g.power_limit_w is None else f"/{g.power_limit_w:.0f}"
         t.append(f"{power + limit + 'W':>9} ")
         vram_hist, util_hist = v.history.get(g.index, ((), ()))
-        spark_w = max(6, min(30, (width - 100) // 2))
+        spark_w = max(6, min(20, (width - 110) // 2))
         t.append("vram ", style=fmt.style_for(var, "muted"))
         t.append_text(fmt.spark(vram_hist, spark_w, var, lo=0, hi=100))
         t.append(" util ", style=fmt.style_for(var, "muted"))

@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
+from textual.widget import MountError
 from textual.widgets import Sparkline, Static
 
 from tui import format as fmt
@@ -26,13 +27,22 @@ class MetricPanel(Vertical):
     """The chosen metric's sparkline (mean per column) plus its last and minimum as text."""
 
     metric: reactive[str] = reactive("loss")
+    _detail: RunDetail | None = None
+    _ready = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="metric-tabs")
         yield Sparkline([], summary_function=_mean, id="metric-spark")
         yield Static(id="metric-stats")
 
+    def on_mount(self) -> None:
+        self._ready = bool(self.query("#metric-tabs"))  # not when torn down at start-up
+        self.show(self._detail)
+
     def show(self, detail: RunDetail | None) -> None:
+        self._detail = detail
+        if not self._ready:
+            return  # shown from on_mount, once the children exist
         var = self.app.theme_variables
         tabs = Text()
         for i, (name, label) in enumerate(METRICS, 1):
@@ -64,26 +74,45 @@ class RunPanel(Vertical):
     """Everything about the selected run; renders a :class:`RunDetail` snapshot."""
 
     detail: RunDetail | None = None
+    metric = "loss"
+    _body_ready = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="run-header")
         yield Static(id="run-alert")
-        with Horizontal(id="run-body"):
-            with Vertical(id="run-left"):
-                yield MetricPanel(id="metric-panel")
-                yield Static(id="run-checkpoints")
-            yield Static(id="run-log", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#run-alert", Static).display = False
         self.show(None)
+        # The body (sparkline, checkpoints, log) comes right after the first frame:
+        # the dashboard paints sooner, and there is nothing to plot before a sample.
+        self.call_after_refresh(self._build_body)
+
+    async def _build_body(self) -> None:
+        if self._body_ready or not self.is_mounted:
+            return  # already built, or the app is closing before its first sample
+        panel = MetricPanel(id="metric-panel")
+        panel.metric = self.metric
+        left = Vertical(panel, Static(id="run-checkpoints"), id="run-left")
+        body = Horizontal(left, Static(id="run-log", markup=False), id="run-body")
+        try:
+            await self.mount(body)
+        except MountError:
+            return  # the app closed before its first sample
+        self._body_ready = True
+        self.show(self.detail, force=True)
 
     def set_metric(self, metric: str) -> None:
-        panel = self.query_one(MetricPanel)
-        panel.metric = metric
-        panel.show(self.detail)
+        self.metric = metric
+        if self._body_ready:
+            panel = self.query_one(MetricPanel)
+            panel.metric = metric
+            panel.show(self.detail)
 
-    def show(self, detail: RunDetail | None) -> None:
+    def show(self, detail: RunDetail | None, *, force: bool = False) -> None:
+        if not force and detail is not None and self.detail is not None and self._body_ready and \
+                _same(detail, self.detail):
+            return  # nothing new: no repaint (the idle dashboard stays cheap)
         self.detail = detail
         var = self.app.theme_variables
         header = self.query_one("#run-header", Static)
@@ -92,6 +121,8 @@ class RunPanel(Vertical):
             header.update(Text("No run selected. Launch one from a config (n: new, o: open).",
                                style=fmt.style_for(var, "muted")))
             alert.display = False
+            if not self._body_ready:
+                return
             self.query_one(MetricPanel).show(None)
             self.query_one("#run-checkpoints", Static).update("")
             self.query_one("#run-log", Static).update("")
@@ -116,6 +147,8 @@ class RunPanel(Vertical):
             alert.display = True
         else:
             alert.display = False
+        if not self._body_ready:
+            return
         self.query_one(MetricPanel).show(detail)
         self.query_one("#run-checkpoints", Static).update(self._checkpoints(detail))
         self.query_one("#run-log", Static).update(self._log(detail))
@@ -149,3 +182,9 @@ class RunPanel(Vertical):
 
 
 __all__ = ["MetricPanel", "RunPanel", "escape"]
+
+
+def _same(a: RunDetail, b: RunDetail) -> bool:
+    """Equal but for the sampling time."""
+    return (a.run_dir, a.run, a.series, a.log_tail, a.checkpoints, a.alerts) == \
+        (b.run_dir, b.run, b.series, b.log_tail, b.checkpoints, b.alerts)

@@ -73,7 +73,7 @@ class RunsTable(DataTable[Any]):
             gpus = ",".join(str(g) for g in run.gpus)
         else:  # a tunedeck run with no GPU is a CPU run; for a foreign run we cannot tell
             gpus = "cpu" if getattr(run, "kind", "tunedeck") == "tunedeck" else "--"
-        eta = fmt.duration(run.eta_seconds) if status in ("running", "starting") else "--"
+        eta = fmt.duration(run.eta_seconds, coarse=True) if status in ("running", "starting") else "--"
         return (
             fmt.truncate(run.name or run.id, self.name_width),
             fmt.status_text(status, var),
@@ -83,6 +83,19 @@ class RunsTable(DataTable[Any]):
             eta,
             fmt.truncate(gpus, 7),
         )
+
+    def rebuild(self, runs: Sequence[Any]) -> None:
+        """Columns sized afresh (after a resize: auto widths only ever grow); the
+        cursor stays on the same run."""
+        current = self.run_at_cursor()
+        self.clear(columns=True)
+        self._rows.clear()
+        self._runs.clear()
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+        self.update_runs(runs)
+        if current is not None:
+            self.select_run_dir(run_key(current))
 
     def update_runs(self, runs: Sequence[Any], *, force: bool = False) -> None:
         """Sync rows with ``runs`` by key: changed cells are updated, nothing is cleared."""
