@@ -160,6 +160,24 @@ def wait_steps(run_dir: Path, n: int, timeout: float = RUN_TIMEOUT) -> list[int]
         raise AssertionError(f"{exc}\n--- stdout.log ---\n{stdout_tail(run_dir)}") from None
 
 
+def trainer_pid(run_dir: Path) -> int | None:
+    """The rank-0 training process: the launcher's direct child running ``runner.train``.
+
+    (The manifest's "worker" role also covers processes the trainer forked, e.g. the
+    tokenizer's pool, whose command line is the trainer's.)
+    """
+    launcher = manifest(run_dir).get("trainer") or {}
+    try:
+        kids = psutil.Process(int(launcher["pid"])).children()
+    except (KeyError, TypeError, ValueError, psutil.Error):
+        return None
+    for k in kids:
+        with contextlib.suppress(psutil.Error):
+            if "runner.train" in " ".join(k.cmdline()) and k.status() != psutil.STATUS_ZOMBIE:
+                return k.pid
+    return None
+
+
 def worker_pids(run_dir: Path) -> list[int]:
     """The ``python -m runner.train`` processes of a run (not accelerate's launcher)."""
     out = []
@@ -414,15 +432,16 @@ def drive_checkpoint_kill(ctx: Ctx, point: str, auto_restart: bool) -> TrialLog:
     # so transformers' rotation of older checkpoints happens inside the window too.
     limit = {"save_total_limit": 1} if point == "trainer_state written" else {}
     cfg = ctx.make_config(d, max_steps=12, save_steps=4, **limit)
-    env = ctx.env()
+    # Steps slow enough that the run cannot finish before the poll (a thread among others,
+    # under the GIL) has seen checkpoint-8; the save itself is not slowed.
+    env = ctx.env(TUNEDECK_FAULT="slow@0.5")
     run_id = ""
     try:
         extra = ("--max-restarts", "1") if auto_restart else ()
         run_id = launch(cfg, env, *extra)
         target = out / "checkpoint-8"
         wait_steps(out, 5)
-        workers = wait_for(lambda: worker_pids(out), 120, "the trainer's worker pid")
-        worker = workers[0]
+        worker = wait_for(lambda: trainer_pid(out), 120, "the trainer's pid")
         want = {"weights written": "adapter_model.safetensors", "optimizer written": "optimizer.pt",
                 "trainer_state written": "trainer_state.json"}.get(point)
         deadline = time.monotonic() + RUN_TIMEOUT
@@ -438,7 +457,9 @@ def drive_checkpoint_kill(ctx: Ctx, point: str, auto_restart: bool) -> TrialLog:
             time.sleep(rng.uniform(0.0, 0.08))
         os.kill(worker, signal.SIGSTOP)  # freeze it where it is, look, then kill
         files = _ck_files(target)
+        ended_first = (out / "trainer_exit.json").exists()
         os.kill(worker, signal.SIGKILL)
+        assert not ended_first, "the trainer had already finished when the kill came (too slow a poll)"
         complete_at_kill = _complete(files)
         log.data.update(point=point, files=files, complete_at_kill=complete_at_kill)
         expected = "checkpoint-8" if complete_at_kill else "checkpoint-4"
