@@ -487,7 +487,13 @@ def _lc(m: CommentedMap, key: Any) -> tuple[int | None, int | None]:
         line, col = m.lc.key(key)
         return line + 1, col + 1
     except (AttributeError, KeyError, TypeError):
-        return None, None
+        pass
+    # A key merged in with ``<<: *anchor`` has no position in this mapping: it is written
+    # where the anchored mapping defines it.
+    for merged in getattr(m, "merge", None) or ():
+        if isinstance(merged, CommentedMap) and key in merged:
+            return _lc(merged, key)
+    return None, None
 
 
 def _digest(b: bytes) -> str:
