@@ -138,6 +138,10 @@ def raw_manifest(run_dir: Path) -> dict[str, Any] | None:
     for key in ("supervisor", "trainer"):
         if key in data and not isinstance(data[key], dict):
             data[key] = None
+    # Text fields are shown and printed as JSON: a list holding Infinity is not a path.
+    for key in ("name", "config_path", "message", "host", "checkpoint", "output_dir", "cwd"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            data[key] = None
     return data
 
 
