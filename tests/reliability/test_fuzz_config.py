@@ -254,6 +254,7 @@ HOSTILE: dict[str, bytes] = {
     "a 1 MB value": b"stage: " + b"x" * 1_000_000 + b"\n",
     "unterminated quote": b'stage: "sft\nlearning_rate: 1\n',
     "unterminated flow": b"dataset: [a, b\n",
+    "an unknown key merged in from an anchor": b"base: &b {s:tage: sft, learning_rate: abc}\n<<: *b\n",
 }
 
 

@@ -310,6 +310,10 @@ def test_fuzz_manifest_readers_never_crash_and_never_trust_a_file_for_liveness(
 
 
 
+def _strict(token: str) -> None:
+    raise AssertionError(f"--json printed {token}, which is not JSON")
+
+
 def _cli(argv: list[str]) -> str:
     """Run the CLI in-process (as the subprocess would): exit code 0, or a typed error code."""
     from runner.cli import main
@@ -319,7 +323,7 @@ def _cli(argv: list[str]) -> str:
         code = main(argv)
     assert code in (0, 3), (code, err.getvalue())
     if code == 0 and "--json" in argv:
-        json.loads(out.getvalue())
+        json.loads(out.getvalue(), parse_constant=_strict)  # strict JSON: jq refuses NaN/Infinity
     return out.getvalue()
 
 
@@ -332,6 +336,8 @@ def _cli(argv: list[str]) -> str:
     b'{"id": "x", "status": "running", "attempts": 5, "procs": 7, "gpus": 3}',
     b'{"id": "x", "status": "running", "gpus": "0,1", "procs": [1, "a", null], "attempts": {"a": 1}}',
     b'{"id": "x", "status": "finished", "created_at": "yesterday", "updated_at": [1], "exit_code": "1"}',
+    b'{"id": "x", "status": "running", "config_path": [{"pid": 3175, "create_time": Infinity}], '
+    b'"message": {"a": NaN}, "host": 5, "name": [1]}',
     b'{"id": "' + b"x" * 100_000 + b'", "status": "lost"}',
     b'{"id": "x", "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
 ])])
