@@ -29,11 +29,12 @@ FA2_NAMES = ("flash_attention_2", "flash_attention_3", "fa2", "fa3")
 
 
 def _pad(rows: Sequence[Sequence[int]], length: int, value: int) -> torch.Tensor:
-    out = torch.full((len(rows), length), value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        if len(r):
-            out[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-    return out
+    # Padded Python lists and one torch.tensor call: a tensor write per row costs
+    # about 3x as much on small batches, and the collator runs every step.
+    padded = [list(r) + [value] * (length - len(r)) for r in rows]
+    if not padded:
+        return torch.full((0, length), value, dtype=torch.long)
+    return torch.tensor(padded, dtype=torch.long)
 
 
 def _target_len(rows: Sequence[Sequence[int]], multiple: int | None) -> int:
