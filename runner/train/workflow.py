@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -292,6 +293,32 @@ def _finish(trainer, plan: RunPlan, train_result, ctx: _Context) -> None:
             say(ctx, f"saved {path}")
 
 
+# The launcher keeps secrets out of the frozen config.yaml (a "***" placeholder stands
+# there) and hands the real values over in this variable; see runner.control.secrets.
+SECRETS_ENV = "TUNEDECK_SECRETS"
+PLACEHOLDER = "***"
+
+
+def with_secrets(values: dict[str, Any], environ: Any) -> dict[str, Any]:
+    """The config with its secrets restored from the environment.
+
+    A placeholder left without a real value is dropped rather than used as a key.
+    ``hub_token`` goes to ``HF_TOKEN`` instead of TrainingArguments, which would
+    pickle it into every checkpoint's ``training_args.bin``.
+    """
+    out = {k: v for k, v in values.items() if v != PLACEHOLDER}
+    try:
+        secrets = json.loads(environ.get(SECRETS_ENV) or "{}")
+    except ValueError:
+        secrets = {}
+    if isinstance(secrets, dict):
+        out.update({str(k): v for k, v in secrets.items() if v not in (None, "", PLACEHOLDER)})
+    token = out.pop("hub_token", None)
+    if token and not environ.get("HF_TOKEN"):
+        os.environ["HF_TOKEN"] = str(token)
+    return out
+
+
 def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m runner.train CONFIG.yaml [key=value ...]", file=sys.stderr)
@@ -300,7 +327,7 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
     from runner.config.yamlio import ConfigDoc
 
     doc = ConfigDoc.load(config_path, overrides)
-    values = doc.values()
+    values = with_secrets(doc.values(), os.environ)
     if isinstance(values.get("output_dir"), str) and values["output_dir"].strip():
         # Known before validation, so a config error still lands in trainer_exit.json.
         ctx.output_dir = Path(values["output_dir"]).expanduser()
