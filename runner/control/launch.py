@@ -741,16 +741,7 @@ def launch(
         m.host = _host()
         m.gpus = plan.gpus
         m.num_processes = plan.world_size
-        m.status = RunStatus.STARTING
-        m.exit_code = None
-        m.message = None
-        m.supervisor = None
-        m.trainer = None
-        m.procs = []
-        m.survivors = []
-        m.finished_at = None
-        m.stop_requested_at = None
-        m.stop_requested_by = None
+        m.begin_attempt()
         m.max_restarts = max(0, opts.max_restarts)
         m.auto_triage = opts.auto_triage
         m.cwd = str(cwd_p)

@@ -75,6 +75,21 @@ class RunManifest(BaseModel):
     checkpoint: str | None = None     # newest complete checkpoint when the run ended
     survivors: list[ProcRef] = Field(default_factory=list)  # processes left after a stop (should be [])
 
+    def begin_attempt(self) -> None:
+        """Clear what belonged to the previous attempt (end status, pids, stop request)."""
+        self.status = RunStatus.STARTING
+        self.exit_code = None
+        self.message = None
+        self.supervisor = None
+        self.trainer = None
+        self.procs = []
+        self.survivors = []
+        self.finished_at = None
+        self.stop_requested_at = None
+        self.stop_requested_by = None
+        self.checkpoint = None
+        self.restarts = 0
+
     def write(self, run_dir: str | Path) -> None:
         self.updated_at = time.time()
         atomic_write_text(Path(run_dir) / MANIFEST, self.model_dump_json(indent=2) + "\n")

@@ -183,18 +183,7 @@ def resume(
         m.attempts.append(Attempt(number=attempt_no, started_at=time.time(), resume_from=str(ck),
                                   argv=plan.argv, overrides=redact_values(over)))
         m.argv = plan.argv
-        m.status = RunStatus.STARTING
-        m.exit_code = None
-        m.message = None
-        m.supervisor = None
-        m.trainer = None
-        m.procs = []
-        m.survivors = []
-        m.finished_at = None
-        m.stop_requested_at = None
-        m.stop_requested_by = None
-        m.checkpoint = None
-        m.restarts = 0
+        m.begin_attempt()
         if max_restarts is not None:
             m.max_restarts = max(0, max_restarts)
         if auto_triage is not None:
