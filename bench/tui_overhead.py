@@ -20,7 +20,9 @@
    app in another process, real samplers, watching the run), alternating for
    ``--rounds`` rounds. Throughput is steps/s between the first and the last
    logged step (start-up excluded), from the trainer's own timestamps.
-   Target: with / alone >= 0.98.
+   ``--side-by-side`` runs the two at the same moment instead, each pinned to
+   one core, with the dashboard pinned to the watched run's core (it can only
+   take CPU from that run); cores swap every round. Target: with / alone >= 0.98.
 
 The machine is shared: wall times count other people's jobs, so CPU times are
 printed beside them and the ratios use medians of alternating rounds.
@@ -279,6 +281,60 @@ def _train_once(cfg: Path, run_dir: Path, env: dict[str, str], attach_root: Path
     return _steps_per_second(run_dir)
 
 
+def _pinned(core: int | None):  # type: ignore[no-untyped-def]
+    if core is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {core})
+
+
+def _train_pair(cfg_alone: Path, cfg_watched: Path, run_alone: Path, run_watched: Path,
+                env: dict[str, str], root: Path, cores: tuple[int, int]) -> tuple[float, float]:
+    """Both runs at the same moment, each pinned to its own core; the dashboard is
+    pinned to the watched run's core, so it takes its CPU from that run only."""
+    watcher = subprocess.Popen([sys.executable, "-c", ATTACH_APP, str(root), "3600", run_watched.name],
+                               env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=_pinned(cores[1]))
+    time.sleep(4.0)
+    try:
+        procs = [subprocess.Popen([sys.executable, "-m", "runner.cli", "launch", str(cfg), "--follow"], env=env,
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  preexec_fn=_pinned(core))
+                 for cfg, core in ((cfg_alone, cores[0]), (cfg_watched, cores[1]))]
+        for p in procs:
+            p.wait(timeout=1800)
+    finally:
+        watcher.kill()
+        watcher.wait()
+    return _steps_per_second(run_alone), _steps_per_second(run_watched)
+
+
+def bench_train_side_by_side(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
+    from runner.data.demo import write_demo_data
+    from runner.train.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp / "tiny-llama", seed=0, hidden=64, layers=2)
+    data = tmp / "demo-data"
+    write_demo_data(data, seed=0, n=400)
+    env = _child_env(TUNEDECK_HOME=str(tmp / "home"), TUNEDECK_FAKE_NVML="gpu8",
+                     HF_HOME=str(tmp / "hf"), TUNEDECK_CACHE_DIR=str(tmp / "cache"))
+    ratios, alone, watched = [], [], []
+    for r in range(rounds):
+        cores = (0, 1) if r % 2 == 0 else (1, 0)  # swap the cores every round
+        ra, rw = tmp / "runs" / f"alone-{r}", tmp / "runs" / f"watched-{r}"
+        a, w = _train_pair(_train_config(tmp, model, data, ra, steps), _train_config(tmp, model, data, rw, steps),
+                           ra, rw, env, tmp / "runs", cores)
+        alone.append(a)
+        watched.append(w)
+        ratios.append(w / a)
+        print(f"              round {r + 1} (dashboard on core {cores[1]}) alone {a:6.2f}  watched {w:6.2f} "
+              f"steps/s  ratio {w / a:.3f}")
+    res = {"alone": statistics.median(alone), "watched": statistics.median(watched),
+           "paired": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+    print(f"training      side by side: alone {res['alone']:.2f}, watched {res['watched']:.2f} steps/s; "
+          f"median per-round ratio {res['paired']:.3f} ({res['min']:.3f}-{res['max']:.3f}) (target >= 0.98)")
+    return res
+
+
 def bench_train(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
     from runner.data.demo import write_demo_data
     from runner.train.tiny import build_tiny_model
@@ -309,6 +365,19 @@ def bench_train(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
     return res
 
 
+def _stop_leftovers(root: Path) -> None:
+    """Runs are detached: an interrupted bench must not leave one training."""
+    from runner.control.runs import read_run
+    from runner.control.stop import stop_run
+
+    for d in sorted(root.glob("*")) if root.is_dir() else []:
+        try:
+            if read_run(d).active:
+                stop_run(d, timeout=30)
+        except Exception as exc:  # noqa: BLE001 - best effort, but say so
+            print(f"could not stop {d}: {exc}", file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["frame", "idle", "keys", "train"])
@@ -316,6 +385,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=600, help="training steps per run")
     ap.add_argument("--idle-seconds", type=float, default=30.0)
     ap.add_argument("--presses", type=int, default=60)
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="training: both runs at once, one per core, the dashboard on the watched run's core")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tunedeck-tui-bench-") as d:
         tmp = Path(d)
@@ -327,7 +398,16 @@ def main() -> int:
         if args.only in (None, "keys"):
             bench_keys(args.presses, tmp)
         if args.only in (None, "train"):
-            bench_train(max(args.rounds, 4), args.steps, tmp)
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on kill too
+            try:
+                if args.side_by_side:
+                    bench_train_side_by_side(max(args.rounds, 4), args.steps, tmp)
+                else:
+                    bench_train(max(args.rounds, 4), args.steps, tmp)
+            finally:
+                _stop_leftovers(tmp / "runs")
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -262,3 +262,27 @@ async def test_logs_checkpoints_and_triage_screens(runs_root: Path) -> None:
         # Resume is offered next (a checkpoint choice or a notice that there is none).
         await pilot.pause(0.5)
         assert app.screen.id in ("resume-choice", "triage")
+
+
+async def test_launch_a_copy_shows_the_exact_command_for_the_gpus_ticked(runs_root: Path) -> None:
+    app = TunedeckApp(root=runs_root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+        await _select(pilot, app, "qwen2-7b-dpo")
+        await pilot.press("L")
+        await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=30, what="launch modal")
+        copy_dir = runs_root / "qwen2-7b-dpo-copy2"
+        await wait_text(pilot, app, str(copy_dir), "runner.train", "GPU 0", "GPU 1")
+        command = app.screen.query_one("#launch-command")
+        assert "CUDA_VISIBLE_DEVICES=0 " in str(command.content) and "--multi_gpu" not in str(command.content)
+        await pilot.press("down", "space")  # tick GPU 1 as well: the command follows
+        await wait_for(pilot, lambda: "--multi_gpu" in str(command.content), what="two-GPU command")
+        assert "CUDA_VISIBLE_DEVICES=0,1" in str(command.content) and "--num_processes 2" in str(command.content)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen.id == "dashboard")
+        assert not copy_dir.exists()  # nothing launched
+
+        # e: the run's config in the editor
+        await pilot.press("e")
+        await wait_for(pilot, lambda: app.screen.id == "editor", what="editor")
+        assert app.screen.path == runs_root / "qwen2-7b-dpo" / "config.yaml"

@@ -72,7 +72,7 @@ async def test_launch_watch_stop_and_resume_a_real_run_from_the_tui(
                        timeout=60, what="dashboard with the new run selected")
 
         # Progress and the loss sparkline advance.
-        await wait_for(pilot, lambda: _status(app, run_dir) == "running", timeout=90, what="running")
+        await wait_for(pilot, lambda: _status(app, run_dir) == "running", timeout=180, what="running")
 
         def loss_points() -> int:
             d = app.screen.detail if app.screen.id == "dashboard" else None
@@ -98,7 +98,7 @@ async def test_launch_watch_stop_and_resume_a_real_run_from_the_tui(
         await wait_for(pilot, lambda: app.screen.id == "confirm-stop", what="stop modal")
         await wait_text(pilot, app, "SIGTERM", run_dir.name)
         await pilot.press("y")
-        await wait_for(pilot, lambda: _status(app, run_dir) == "stopped", timeout=90, what="stopped")
+        await wait_for(pilot, lambda: _status(app, run_dir) == "stopped", timeout=180, what="stopped")
         after = _complete_steps(run_dir)
         assert after and (not before or after[-1] > before[-1]), (before, after)
         await wait_text(pilot, app, "stopped")
@@ -113,6 +113,6 @@ async def test_launch_watch_stop_and_resume_a_real_run_from_the_tui(
         await wait_text(pilot, app, f"checkpoint-{after[-1]}")
         await pilot.press("y")
         await wait_for(pilot, lambda: app.screen.id == "dashboard", timeout=60, what="back on the dashboard")
-        await wait_for(pilot, lambda: _status(app, run_dir) == "finished", timeout=120, what="finished after resume")
+        await wait_for(pilot, lambda: _status(app, run_dir) == "finished", timeout=240, what="finished after resume")
         run = _run(app, run_dir)
         assert run.current_steps == 30 and run.attempts == 2 and stopped_at < 30

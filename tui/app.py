@@ -14,12 +14,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from textual import on, work
-from textual.app import App, SystemCommand
+from textual.app import App
 from textual.screen import Screen
 
 import themes
@@ -69,6 +69,7 @@ class TunedeckApp(App[int]):
         self.settings: Settings = load_settings(settings_file)
         self.cli_theme = theme
         self.selected_run_dir: Path | None = None
+        self.shown_metric = "loss"  # the dashboard's sparkline: only it is downsampled
         self.gpu_view: data.GpuView | None = None
         self.runs_view: data.RunsView | None = None
         self._gpu_sampler = data.GpuSampler()
@@ -77,11 +78,13 @@ class TunedeckApp(App[int]):
         self._theme_problems: list[str] = []
         self._polls_started = False
         self._hup_received = False
+        self._mounted_once = False  # theme changes before mount are not "choices" to remember
         for t in themes.BUILTIN.values():
             self.register_theme(t)
         user, problems = themes.load_user_themes(user_themes_dir())
         for t in user:
             self.register_theme(t)
+        self.user_theme_names = tuple(t.name for t in user)
         self._theme_problems = [str(p) for p in problems]
         self.theme = self._initial_theme()
 
@@ -104,11 +107,11 @@ class TunedeckApp(App[int]):
         return themes.DEFAULT_THEME
 
     def _our_theme_names(self) -> list[str]:
-        return [n for n in self.available_themes if n.startswith("tunedeck") or n not in _textual_builtin()]
+        return [n for n in self.available_themes if n in themes.BUILTIN or n in self.user_theme_names]
 
     def watch_theme(self, theme_name: str) -> None:
         # Remember the choice (palette switch or --theme), and recolour Rich-rendered cells.
-        if getattr(self, "_mounted_once", False) and theme_name != self.settings.theme:
+        if self._mounted_once and theme_name != self.settings.theme:
             self.settings = self.settings.with_theme(theme_name)
             save_settings(self.settings, self.settings_file)
         dash = self.dashboard
@@ -120,9 +123,6 @@ class TunedeckApp(App[int]):
         i = names.index(self.theme) if self.theme in names else -1
         self.theme = names[(i + 1) % len(names)]
         self.notify(f"Theme: {self.theme}")
-
-    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
 
     # -- start-up -----------------------------------------------------------------
     def get_default_screen(self) -> Screen[Any]:
@@ -243,6 +243,12 @@ class TunedeckApp(App[int]):
 
     _pending_select: Path | None = None
 
+    def show_metric(self, metric: str) -> None:
+        """The dashboard plots another metric: sample its series now."""
+        self.shown_metric = metric
+        if self._polls_started and self.selected_run_dir is not None:
+            self._poll_detail(reschedule=False)
+
     def select_run(self, run_dir: Path | None) -> None:
         changed = run_dir != self.selected_run_dir
         self.selected_run_dir = run_dir
@@ -257,14 +263,15 @@ class TunedeckApp(App[int]):
             return
         run = next((r for r in (self.runs_view.runs if self.runs_view else ()) if Path(r.run_dir) == run_dir), None)
         gpus = self.gpu_view.snapshot if self.gpu_view else None
-        self.run_worker(lambda: self._sample_detail(run_dir, run, gpus, reschedule), thread=True,
+        metric = self.shown_metric
+        self.run_worker(lambda: self._sample_detail(run_dir, run, gpus, reschedule, metric), thread=True,
                         group="detail", exclusive=not reschedule, exit_on_error=False,
                         name="detail-sampler")
 
-    def _sample_detail(self, run_dir: Path, run: Any, gpus: Any, reschedule: bool) -> None:
+    def _sample_detail(self, run_dir: Path, run: Any, gpus: Any, reschedule: bool, metric: str) -> None:
         try:
             self._detail_sampler.forget({run_dir})
-            detail = self._detail_sampler.sample(run_dir, run, gpus)
+            detail = self._detail_sampler.sample(run_dir, run, gpus, metric=metric)
         except Exception as exc:  # noqa: BLE001
             detail = data.RunDetail(run_dir, run, {}, (f"cannot read run: {exc}",), (), ())
         self.post_message(RunDetailSampled(detail, reschedule))
@@ -297,7 +304,8 @@ class TunedeckApp(App[int]):
         if self.selected_run_dir is not None:
             run_dir = self.selected_run_dir
             run = next((r for r in runs.runs if Path(r.run_dir) == run_dir), None)
-            detail = await asyncio.to_thread(self._detail_sampler.sample, run_dir, run, gpus.snapshot)
+            detail = await asyncio.to_thread(self._detail_sampler.sample, run_dir, run, gpus.snapshot,
+                                             metric=self.shown_metric)
             if dash is not None and dash.is_mounted:
                 dash.apply_detail(detail)
 
@@ -556,10 +564,7 @@ class TunedeckApp(App[int]):
                            plan: data.PlannedLaunch, gpus: list[Any], trust_remote_code: bool) -> None:
         from tui.screens.modals import ConfirmationModal, LaunchModal
 
-        notes = list(plan.notes)
-        if len(gpus) > 1:
-            notes.append("The command shows the preselected GPU; the GPUs ticked here are used.")
-        note = " ".join(notes) or None
+        note = " ".join(plan.notes) or None
         trust = trust_remote_code or plan.trust_remote_code
 
         def launched(choice: list[int] | None) -> None:
@@ -582,8 +587,11 @@ class TunedeckApp(App[int]):
             self.push_screen(ConfirmationModal("Run code from the model repository?", lines,
                                                yes="Trust and launch", id="confirm-trust"), trusted)
 
+        def replan(chosen: list[int]) -> str:
+            return data.launch_plan(config_path, overrides, chosen or None).command
+
         self.push_screen(LaunchModal(title, f"{config_path}  ->  {plan.run_dir}", plan.command,
-                                     (), gpus, note), launched)
+                                     (), gpus, note, replan=replan), launched)
 
     @work(thread=True, group="control", exit_on_error=False)
     def _do_launch(self, config_path: Path, overrides: dict[str, Any], gpus: list[int]) -> None:
@@ -624,9 +632,3 @@ def _failed_snapshot(message: str) -> Any:
     from runner.monitor.nvml import GpuSnapshot
 
     return GpuSnapshot(available=False, message=message, driver_version=None, gpus=(), taken_at=time.time())
-
-
-def _textual_builtin() -> set[str]:
-    from textual.theme import BUILTIN_THEMES
-
-    return set(BUILTIN_THEMES)

@@ -134,34 +134,54 @@ class GpuSampler:
 
 
 def gpu_users(snapshot: Any, runs: Sequence[Any]) -> dict[int, tuple[tuple[str, int], ...]]:
-    """GPU index -> ((run name, bytes), ...) from each active run's process tree."""
+    """GPU index -> ((run name, bytes), ...): each GPU process is walked up its parent
+    chain until it meets a pid a run recorded (supervisor, trainer). Cost grows with
+    the few processes on the GPUs, not with every process on the machine."""
     if not getattr(snapshot, "available", False) or not runs:
         return {}
-    from runner.monitor.nvml import gpu_usage_by_run
-
-    pid_sets: dict[str, set[int]] = {}
-    names: dict[str, str] = {}
+    owner: dict[int, Any] = {}
     for r in runs:
-        pids = set(getattr(r, "pids", ()) or ())
-        if pids:
-            pid_sets[r.id] = pids | _descendants(pids)
-            names[r.id] = r.name
-    if not pid_sets:
+        for pid in getattr(r, "pids", ()) or ():
+            owner[pid] = r
+    if not owner:
         return {}
-    usage = gpu_usage_by_run(snapshot, pid_sets)
-    return {i: tuple((names.get(rid, rid), b) for rid, b in lst) for i, lst in usage.items()}
+    parents: dict[int, int | None] = {}
+    out: dict[int, dict[str, int]] = {}
+    for g in snapshot.gpus:
+        for proc in g.processes:
+            run = _owning_run(proc.pid, owner, parents)
+            if run is not None:
+                per = out.setdefault(g.index, {})
+                per[run.name] = per.get(run.name, 0) + (proc.used_bytes or 0)
+    return {i: tuple(sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))) for i, per in out.items()}
 
 
-def _descendants(pids: set[int]) -> set[int]:
-    out: set[int] = set()
+def _owning_run(pid: int, owner: Mapping[int, Any], parents: dict[int, int | None]) -> Any | None:
+    for _ in range(32):  # a process tree deeper than this is not a training run
+        if pid in owner:
+            return owner[pid]
+        if pid not in parents:
+            parents[pid] = _ppid(pid)
+        nxt = parents[pid]
+        if nxt is None or nxt <= 1:
+            return None
+        pid = nxt
+    return None
+
+
+def _ppid(pid: int) -> int | None:
+    """Parent pid from /proc (no psutil object per call); None when gone or unknown."""
     try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil is a core dependency
-        return out
-    for pid in pids:
-        with contextlib.suppress(Exception):
-            out.update(c.pid for c in psutil.Process(pid).children(recursive=True))
-    return out
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        return int(data[data.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil
+
+            return psutil.Process(pid).ppid()
+        except Exception:  # noqa: BLE001 - gone, or not ours to see
+            return None
 
 
 # --------------------------------------------------------------------------------------
@@ -252,17 +272,26 @@ def _finite(values: Sequence[float]) -> list[float]:
 
 
 class RunDetailSampler:
-    """Incremental readers for the selected run(s); only one worker uses it at a time."""
+    """Incremental readers for the selected run; only one worker uses it at a time.
+
+    Each sample reads only what was appended. Per metric, the count, last and
+    minimum are updated incrementally; the (downsampled) sparkline series is
+    computed only for the metric on screen and only when its history grew, so a
+    long run (a million log lines) costs the same per second as a short one.
+    """
 
     def __init__(self) -> None:
         self._histories: dict[Path, Any] = {}
         self._ckpt: dict[Path, Any] = {}
+        self._series: dict[tuple[Path, str], tuple[int, int, float | None, tuple[float, ...]]] = {}
 
     def forget(self, keep: set[Path]) -> None:
         for d in list(self._histories):
             if d not in keep:
                 self._histories.pop(d, None)
                 self._ckpt.pop(d, None)
+                for key in [k for k in self._series if k[0] == d]:
+                    self._series.pop(key, None)
 
     def history(self, run_dir: Path) -> Any:
         from runner.monitor.logs import RunHistory
@@ -272,20 +301,38 @@ class RunDetailSampler:
             h = self._histories[run_dir] = RunHistory(run_dir)
         return h
 
+    def _metric(self, run_dir: Path, hist: Any, name: str, shown: bool) -> MetricSeries:
+        from runner.monitor.logs import downsample
+
+        vals = hist.values(name)
+        n = len(vals)
+        rewinds = getattr(hist, "rewinds", 0)
+        cached = self._series.get((run_dir, name))
+        if cached is not None and cached[1] == rewinds and cached[0] <= n:
+            done, _, minimum, points = cached
+        else:
+            done, minimum, points = 0, None, ()
+        if n > done:  # fold in only what is new
+            new_min = min((v for v in vals[done:] if math.isfinite(v)), default=None)
+            if new_min is not None and (minimum is None or new_min < minimum):
+                minimum = new_min
+        if shown and (n != done or (not points and n)):
+            points = tuple(downsample(vals, SPARK_POINTS))
+        elif not shown:
+            points = points if n == done else ()  # stale series are dropped, not shown
+        self._series[(run_dir, name)] = (n, rewinds, minimum, points)
+        last = next((vals[k] for k in range(n - 1, max(-1, n - 50), -1) if math.isfinite(vals[k])), None)
+        return MetricSeries(name, points, last, minimum, n)
+
     def sample(self, run_dir: Path, run: Any | None, gpus: Any | None = None,
-               tail_lines: int = 60) -> RunDetail:
+               tail_lines: int = 60, metric: str = "loss") -> RunDetail:
         from runner.monitor import logs
 
         follower = self.history(run_dir)
         with contextlib.suppress(Exception):
             follower.poll()
         hist = follower.history
-        series: dict[str, MetricSeries] = {}
-        for name, _label in METRICS:
-            vals = _finite(hist.values(name))
-            shown = vals if len(vals) <= SPARK_POINTS else list(logs.downsample(vals, SPARK_POINTS))
-            series[name] = MetricSeries(name, tuple(_finite(shown)), vals[-1] if vals else None,
-                                        min(vals) if vals else None, len(vals))
+        series = {name: self._metric(run_dir, hist, name, shown=name == metric) for name, _ in METRICS}
         try:
             tail = tuple(logs.tail_lines(run_dir / STDOUT_LOG, tail_lines))
         except Exception:  # noqa: BLE001
@@ -330,12 +377,11 @@ def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries
     elif status == "lost":
         out.append(Alert("lost", "Supervisor vanished without a final status: the run is lost."))
     if status in ("running", "starting"):
-        stamps = _finite(hist.values("timestamp")) if hist is not None else []
-        step_times = _finite(hist.values("step_time")) if hist is not None else []
-        if stamps:
+        idle = getattr(run, "last_log_age_s", None)
+        step_times = _finite(hist.values("step_time")[-200:]) if hist is not None else []
+        if idle is not None and (hist is None or len(hist)):  # stalled only after the first log line
             import statistics
 
-            idle = time.time() - stamps[-1]
             med = statistics.median(step_times) if step_times else 0.0
             limit = max(120.0, 20 * med)
             if idle > limit:

@@ -145,6 +145,7 @@ class DashboardScreen(RegistryScreen[None]):
     # -- actions (ids and keys in tui/actions.py) ----------------------------
     def action_metric(self, name: str) -> None:
         self.query_one(RunPanel).set_metric(name)
+        self.tapp.show_metric(name)
 
     def action_stop_run(self) -> None:
         run = self._need_run()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rich.markup import escape
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingsMap
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, SelectionList, Static
@@ -65,10 +65,15 @@ class GpuChoice:
 
 
 class LaunchModal(RegistryModal["list[int] | None"]):
-    """Shows the exact command and a GPU picker; returns the chosen GPU indices (or None)."""
+    """Shows the exact command and a GPU picker; returns the chosen GPU indices (or None).
+
+    ``replan(gpus) -> command`` (called in a thread) gives the command for another
+    choice of GPUs, so what is shown is always what will run.
+    """
 
     def __init__(self, title: str, config_path: str, command: str, env: Sequence[str],
-                 gpus: Sequence[GpuChoice], note: str | None = None) -> None:
+                 gpus: Sequence[GpuChoice], note: str | None = None,
+                 replan: Callable[[list[int]], str] | None = None) -> None:
         super().__init__(id="launch-modal")
         self.title_text = title
         self.config_path = config_path
@@ -76,6 +81,7 @@ class LaunchModal(RegistryModal["list[int] | None"]):
         self.env = list(env)
         self.gpus = list(gpus)
         self.note = note
+        self.replan = replan
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -110,6 +116,24 @@ class LaunchModal(RegistryModal["list[int] | None"]):
         if not self.gpus:
             return []
         return sorted(self.query_one("#gpu-picker", SelectionList).selected)
+
+    @on(SelectionList.SelectedChanged, "#gpu-picker")
+    def _gpus_changed(self) -> None:
+        if self.replan is not None:
+            self._replan(self.selected_gpus())
+
+    @work(thread=True, exclusive=True, group="replan", exit_on_error=False)
+    def _replan(self, gpus: list[int]) -> None:
+        assert self.replan is not None
+        try:
+            command = self.replan(gpus)
+        except Exception as exc:  # noqa: BLE001 - say why this choice cannot launch
+            command = f"(cannot launch on GPUs {gpus}: {exc})"
+        self.app.call_from_thread(self._show_command, command)
+
+    def _show_command(self, command: str) -> None:
+        self.command = command
+        self.query_one("#launch-command", Static).update(escape(command))
 
     def action_yes(self) -> None:
         self.dismiss(self.selected_gpus())
@@ -181,4 +205,3 @@ class ChoiceModal(ModalScreen["str | None"]):
         self.dismiss(None)
 
 
-__all__ = ["BindingsMap", "ChoiceModal", "ConfirmationModal", "GpuChoice", "LaunchModal", "PathPrompt"]
