@@ -30,6 +30,7 @@ class DashboardScreen(RegistryScreen[None]):
         super().__init__(id="dashboard")
         self.runs_view: RunsView | None = None
         self.detail: RunDetail | None = None
+        self._empty_text: str | None = "\0"  # never a real message: the first call applies
 
     @property
     def tapp(self) -> TunedeckApp:
@@ -82,7 +83,9 @@ class DashboardScreen(RegistryScreen[None]):
         box = self.query_one("#runs-box")
         n = len(view.runs)
         active = sum(1 for r in view.runs if str(getattr(r.status, "value", r.status)) in ("running", "starting", "stopping"))
-        box.border_subtitle = f"{n} run{'s' if n != 1 else ''}, {active} active"
+        subtitle = f"{n} run{'s' if n != 1 else ''}, {active} active"
+        if box.border_subtitle != subtitle:
+            box.border_subtitle = subtitle
         self._show_empty()
         self._selection_changed()
 
@@ -104,15 +107,17 @@ class DashboardScreen(RegistryScreen[None]):
     def _show_empty(self) -> None:
         empty = self.query_one("#runs-empty", Static)
         view = self.runs_view
+        text = None
         if view is not None and view.error:
-            empty.update(view.error)
-            empty.display = True
+            text = view.error
         elif view is not None and not view.runs:
-            empty.update(f"No runs under {view.root}. Press n for a new config or o to open one; "
-                         f"or start one with: tunedeck launch CONFIG.yaml")
-            empty.display = True
-        else:
-            empty.display = False
+            text = (f"No runs under {view.root}. Press n for a new config or o to open one; "
+                    f"or start one with: tunedeck launch CONFIG.yaml")
+        if text != self._empty_text:  # no repaint when nothing changed
+            self._empty_text = text
+            if text is not None:
+                empty.update(text)
+            empty.display = text is not None
 
     # -- selection ------------------------------------------------------------
     def selected_run(self) -> Any | None:

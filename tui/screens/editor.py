@@ -8,6 +8,7 @@ estimation and the diff run in a thread worker on a copy of the YAML text.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,14 @@ class EditorScreen(RegistryScreen[None]):
         if f is None:
             return False
         f.focus_control()
+        # Put the field at the top of its pane once the pane has laid it out (a group
+        # mounted just now may need a frame or two; scrolling earlier would be lost).
+        pane = self.query_one(f"#pane-{p.group}", VerticalScroll)
+        for _ in range(100):
+            if f.header.region.height and pane.virtual_size.height > pane.size.height:
+                break
+            await asyncio.sleep(0.01)
+        pane.scroll_to_widget(f.header, animate=False, top=True, immediate=True)
         return True
 
     @on(FindingsList.JumpTo)

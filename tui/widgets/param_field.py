@@ -138,10 +138,8 @@ class ParamField:
                 self.header.refresh_text()
 
     def focus_control(self) -> None:
-        # One scroll only (the header to the top), not focus's own "make visible" too:
-        # two competing scrolls would end wherever the later one lands.
-        self.control.screen.set_focus(self.control, scroll_visible=False)  # now, not later
-        self.header.scroll_visible(animate=False, top=True)
+        """Focus the control now (the caller scrolls the header into view)."""
+        self.control.screen.set_focus(self.control, scroll_visible=False)
 
     def is_initial_echo(self, value: Any) -> bool:
         """True for the Changed a control posts when mounted with its initial value."""

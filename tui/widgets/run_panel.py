@@ -29,6 +29,7 @@ class MetricPanel(Vertical):
     metric: reactive[str] = reactive("loss")
     _detail: RunDetail | None = None
     _ready = False
+    _last_key: object = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="metric-tabs")
@@ -39,10 +40,14 @@ class MetricPanel(Vertical):
         self._ready = bool(self.query("#metric-tabs"))  # not when torn down at start-up
         self.show(self._detail)
 
-    def show(self, detail: RunDetail | None) -> None:
+    def show(self, detail: RunDetail | None, *, force: bool = False) -> None:
         self._detail = detail
         if not self._ready:
             return  # shown from on_mount, once the children exist
+        key = (self.metric, detail.series.get(self.metric) if detail else None)
+        if not force and key == self._last_key:
+            return
+        self._last_key = key
         var = self.app.theme_variables
         tabs = Text()
         for i, (name, label) in enumerate(METRICS, 1):
@@ -77,6 +82,10 @@ class RunPanel(Vertical):
     metric = "loss"
     _body_ready = False
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._shown: dict[str, Text] = {}
+
     def compose(self) -> ComposeResult:
         yield Static(id="run-header")
         yield Static(id="run-alert")
@@ -102,12 +111,16 @@ class RunPanel(Vertical):
         self._body_ready = True
         self.show(self.detail, force=True)
 
+    def on_resize(self) -> None:
+        if self._body_ready:
+            self.show(self.detail, force=True)  # the log tail shows as many lines as fit
+
     def set_metric(self, metric: str) -> None:
         self.metric = metric
         if self._body_ready:
             panel = self.query_one(MetricPanel)
             panel.metric = metric
-            panel.show(self.detail)
+            panel.show(self.detail, force=True)
 
     def show(self, detail: RunDetail | None, *, force: bool = False) -> None:
         if not force and detail is not None and self.detail is not None and self._body_ready and \
@@ -141,17 +154,24 @@ class RunPanel(Vertical):
         if pids:
             h.append(f"  pid {','.join(map(str, pids[:3]))}", style=fmt.style_for(var, "muted"))
         h.append(f"\n{run.run_dir}", style=fmt.style_for(var, "muted"))
-        header.update(h)
+        self._put(header, h, force)
         if detail.alerts:
-            alert.update(Text("\n".join(f"⚠ {a.text}" for a in detail.alerts)))
+            self._put(alert, Text("\n".join(f"⚠ {a.text}" for a in detail.alerts)), force)
             alert.display = True
         else:
             alert.display = False
         if not self._body_ready:
             return
-        self.query_one(MetricPanel).show(detail)
-        self.query_one("#run-checkpoints", Static).update(self._checkpoints(detail))
-        self.query_one("#run-log", Static).update(self._log(detail))
+        self.query_one(MetricPanel).show(detail, force=force)
+        self._put(self.query_one("#run-checkpoints", Static), self._checkpoints(detail), force)
+        self._put(self.query_one("#run-log", Static), self._log(detail), force)
+
+    def _put(self, widget: Static, text: Text, force: bool) -> None:
+        """Update only what changed: a repaint per sample adds up on an idle dashboard."""
+        key = widget.id or ""
+        if force or self._shown.get(key) != text:
+            self._shown[key] = text
+            widget.update(text)
 
     def _checkpoints(self, detail: RunDetail) -> Text:
         var = self.app.theme_variables
@@ -163,7 +183,8 @@ class RunPanel(Vertical):
         for c in detail.checkpoints[:4]:
             ok = "✔" if c.complete else "… incomplete"
             loss = "" if c.loss is None or not math.isfinite(c.loss) else f" loss {fmt.number(c.loss)}"
-            t.append(f"\n step {c.step:<6} {fmt.duration(now - c.mtime):>7} ago  {fmt.size(c.size_bytes):>9}{loss} {ok}")
+            ago = fmt.duration(now - c.mtime, coarse=True)
+            t.append(f"\n step {c.step:<6} {ago:>7} ago  {fmt.size(c.size_bytes):>9}{loss} {ok}")
         if len(detail.checkpoints) > 4:
             t.append(f"\n +{len(detail.checkpoints) - 4} older (c)", style=fmt.style_for(var, "muted"))
         return t
