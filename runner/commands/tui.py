@@ -23,13 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.errors import TunedeckError
+    from runner.errors import ConfigError, TunedeckError
+
+    class UsageError(TunedeckError):
+        exit_code = 2  # "invalid config or usage" (see runner/cli.py)
 
     root = Path(args.root).expanduser() if args.root else Path.cwd()
     if not root.is_dir():
-        raise TunedeckError(f"--root {root} is not a directory", hint="pass the folder that holds your runs")
+        raise UsageError(f"--root {root} is not a directory", hint="pass the folder that holds your runs")
     if args.config and not Path(args.config).expanduser().is_file():
-        raise TunedeckError(f"--config {args.config}: file not found")
+        raise ConfigError("config file not found", file=args.config, hint="--config takes a YAML file")
     from tui.app import TunedeckApp
 
     app = TunedeckApp(root=root, readonly=args.readonly, theme=args.theme,
