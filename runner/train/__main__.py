@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from runner.train.workflow import main
+from runner.train.workflow import hard_exit, main, needs_hard_exit
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if needs_hard_exit():
+        hard_exit(code)  # a distributed worker: see workflow.hard_exit
+    sys.exit(code)

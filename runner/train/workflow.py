@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -499,8 +500,53 @@ def main(argv: list[str] | None = None) -> int:
     say(ctx, f"exit: {outcome.reason} at step {outcome.step} after {time.time() - t0:.1f}s "
              f"(code {outcome.exit_code}): {outcome.message}")
     signals.uninstall()
-    _shutdown_distributed(clean=outcome.reason in ("finished", "stopped", "preempted"))
+    _fault_hang_at_exit()
+    distributed = _shutdown_distributed(clean=outcome.reason in ("finished", "stopped", "preempted"))
+    if distributed:
+        # Keep the trainer (and its DDP Reducer) alive past this frame: freeing it here
+        # would destroy the gloo process group while holding the GIL, and the group's
+        # worker thread may still need the GIL to free a finished work's tensor. That
+        # deadlock hung ~1 in 20 two-process CPU runs at exit; __main__ leaves with os._exit.
+        _KEEPALIVE.append(ctx)
     return outcome.exit_code
+
+
+_KEEPALIVE: list[_Context] = []
+
+
+def needs_hard_exit() -> bool:
+    """True once a distributed run has ended: the entry point must not free its objects."""
+    return bool(_KEEPALIVE)
+
+
+def hard_exit(code: int) -> None:
+    """Run the ``atexit`` hooks (SwanLab's finish, logging), flush, and leave at once.
+
+    Skips the interpreter's teardown, where torch's gloo/DDP destructors can deadlock.
+    """
+    import atexit
+
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _fault_hang_at_exit() -> None:
+    """``TUNEDECK_FAULT=hang@exit``: stay after the exit record, deaf to SIGTERM, like a
+    worker deadlocked in native teardown code (only SIGKILL ends it)."""
+    try:
+        hang = faults_from_env().hang_at_exit
+    except ValueError:
+        return
+    if hang:
+        print("[tunedeck] fault injection: hanging after the exit record", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(3600)
 
 
 def _step(ctx: _Context) -> int:
@@ -510,13 +556,16 @@ def _step(ctx: _Context) -> int:
     return ctx.step
 
 
-def _shutdown_distributed(clean: bool) -> None:
-    if not clean:
-        return  # a barrier with a dead peer would hang; the launcher tears the group down
+def _shutdown_distributed(clean: bool) -> bool:
+    """Destroy the process group after a clean end; True when this was a distributed run."""
     try:
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        if not (dist.is_available() and dist.is_initialized()):
+            return False
     except Exception:  # noqa: BLE001 - best effort at exit
-        pass
+        return False
+    if clean:  # after a crash a peer may be gone; the launcher tears the group down
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+    return True
