@@ -220,3 +220,21 @@ def test_stop_still_stops_the_trainer_when_the_supervisor_was_killed(tmp_path, m
     assert Path(res["checkpoint"]).is_dir()
     assert status_json(run_id, env)["status"] == "stopped"
     assert _alive_pids(manifest(out_dir)) == []
+
+
+def test_a_trainer_stuck_after_its_exit_record_is_ended_and_the_run_reads_finished(tmp_path, make_demo_config):
+    # torch's gloo/DDP destructors can deadlock a worker at interpreter exit after it wrote
+    # trainer_exit.json; hang@exit reproduces that (and ignores SIGTERM, so only SIGKILL works).
+    cfg = make_demo_config(tmp_path, max_steps=3, save_steps=3, logging_steps=1)
+    out_dir = tmp_path / "out"
+    env = control_env(tmp_path / "home", TUNEDECK_FAULT="hang@exit", TUNEDECK_EXIT_GRACE="2")
+    out = tunedeck(["launch", str(cfg), "--follow"], env, timeout=RUN_TIMEOUT)
+    assert out.returncode == 0, (out.stdout, out.stderr, end_of_tail(out_dir))
+    m = manifest(out_dir)
+    assert m["status"] == "finished", m
+    assert "had not exited 2s later" in m["message"] and "killed with SIGKILL" in m["message"], m["message"]
+    log = (out_dir / "stdout.log").read_text()
+    assert "hanging after the exit record" in log
+    assert "did not exit after writing trainer_exit.json: SIGKILL" in log
+    assert _alive_pids(m) == []
+    assert (out_dir / "checkpoint-3").is_dir()

@@ -51,6 +51,12 @@ TREE_POLL = 0.5            # seconds between process-tree scans
 DEFAULT_STOP_TIMEOUT = 300.0  # long enough for a big model to reach a step boundary and save
 KILL_WAIT = 10.0           # after SIGKILL, how long to wait for the kernel to reap
 FINAL_WRITE_PATIENCE = 120.0  # seconds to keep trying to record the end on a full disk
+# Once the trainer has written trainer_exit.json it has nothing left to do but exit; a
+# process still there this long after is stuck in its teardown (torch's gloo/DDP
+# destructors can deadlock) and would keep the run "running" forever.
+EXIT_GRACE_ENV = "TUNEDECK_EXIT_GRACE"
+DEFAULT_EXIT_GRACE = 120.0
+EXIT_KILL_AFTER = 10.0     # SIGTERM to SIGKILL for a trainer stuck after its exit record
 BACKOFF_ENV = "TUNEDECK_RESTART_BACKOFF"   # first restart delay in seconds (doubles, max 300)
 DEFAULT_BACKOFF = 10.0
 
@@ -83,6 +89,9 @@ class Supervisor:
         self.stop_timeout = DEFAULT_STOP_TIMEOUT
         self.kill_at: float | None = None
         self.killed = False
+        self.exit_grace = _env_seconds(EXIT_GRACE_ENV, DEFAULT_EXIT_GRACE)
+        self.exit_seen_at: float | None = None
+        self.exit_hung = False
         self.write_failing = False
         m = read_manifest(run_dir)
         if m is None:
@@ -177,6 +186,8 @@ class Supervisor:
         self.stopping = False
         self.kill_at = None
         self.killed = False
+        self.exit_seen_at = None
+        self.exit_hung = False
         _say(f"attempt {attempt.number}: {' '.join(self.m.argv)}")
         log = open(log_path, "ab")  # noqa: SIM115 - the child's stdout; closed below
         try:
@@ -220,7 +231,9 @@ class Supervisor:
                 self.preempt_pending = False
                 _say("SIGUSR1 (preemption warning): passing it to the trainer")
                 P.signal_all(known.values(), [pid], signal.SIGUSR1)
-            if self.stopping and not self.killed and self.kill_at is not None and now >= self.kill_at:
+            self._exit_watchdog(now, known, pid)
+            if (self.stopping or self.exit_hung) and not self.killed and self.kill_at is not None \
+                    and now >= self.kill_at:
                 self._kill(known, pid)
             # Once the launcher is gone, its children (the trainer when accelerate was
             # killed alone, torchrun workers) may still be finishing: wait for them too.
@@ -232,10 +245,16 @@ class Supervisor:
         info = classify_exit(run_dir, rc, log_offset=offset, stop_requested=self.stopping)
         if self.stopping:
             note = info.message or "stopped on request"
-            if self.killed:
+            if self.killed and not self.exit_hung:
                 note = f"did not stop within {self.stop_timeout:.0f}s; killed with SIGKILL ({note})"
             info = ExitInfo(RunStatus.STOPPED, info.exit_code, note, info.checkpoint,
                             info.config_error, info.signal, info.trainer_exit)
+        if self.exit_hung:
+            info = ExitInfo(info.status, info.exit_code,
+                            (info.message or "") + f" [the trainer wrote {TRAINER_EXIT} but had not exited "
+                            f"{self.exit_grace:.0f}s later; its processes were "
+                            + ("killed with SIGKILL]" if self.killed else "ended with SIGTERM]"),
+                            info.checkpoint, info.config_error, info.signal, info.trainer_exit)
         if left:
             self.m.survivors = [ProcRef(pid=p.pid, create_time=p.create_time) for p in left]
             info = ExitInfo(info.status, info.exit_code,
@@ -243,6 +262,23 @@ class Supervisor:
                             + ", ".join(str(p.pid) for p in left) + "]",
                             info.checkpoint, info.config_error, info.signal, info.trainer_exit)
         return info
+
+    def _exit_watchdog(self, now: float, known: dict[int, P.ProcId], pgid: int) -> None:
+        """End a trainer that wrote its exit record but does not exit (see EXIT_GRACE_ENV)."""
+        if self.exit_hung or self.killed:
+            return
+        if self.exit_seen_at is None:
+            if (self.run_dir / TRAINER_EXIT).exists():
+                self.exit_seen_at = now
+            return
+        if now - self.exit_seen_at < self.exit_grace:
+            return
+        self.exit_hung = True
+        _say(f"the trainer wrote {TRAINER_EXIT} {self.exit_grace:.0f}s ago and has not exited "
+             f"(stuck in its teardown): SIGTERM, then SIGKILL after {EXIT_KILL_AFTER:.0f}s")
+        P.signal_all(known.values(), [pgid], signal.SIGTERM)
+        deadline = now + EXIT_KILL_AFTER
+        self.kill_at = min(self.kill_at, deadline) if self.kill_at is not None else deadline
 
     def _track_tree(self, pid: int, ct: float, known: dict[int, P.ProcId]) -> None:
         changed = False
@@ -283,7 +319,9 @@ class Supervisor:
         self.killed = True
         extra = P.find_by_env(RUN_ID_ENV, self.m.id, exclude=[os.getpid()])
         targets = list(known.values()) + extra
-        _say(f"the trainer did not stop within {self.stop_timeout:.0f}s: SIGKILL to "
+        why = (f"did not exit after writing {TRAINER_EXIT}" if self.exit_hung and not self.stopping
+               else f"did not stop within {self.stop_timeout:.0f}s")
+        _say(f"the trainer {why}: SIGKILL to "
              + ", ".join(str(p.pid) for p in P.survivors(targets, [pgid])))
         P.signal_all(targets, [pgid], signal.SIGKILL)
         for p in extra:
@@ -424,6 +462,14 @@ class Supervisor:
         self.m.survivors = []
         self.write()
         _say(f"restart {self.m.restarts}: resuming from {ck.name if ck else 'scratch (no complete checkpoint)'}")
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if value >= 0 and value == value and value != float("inf") else default
 
 
 def _secrets_from_env() -> dict[str, Any]:

@@ -10,6 +10,8 @@ Faults let tests and the triage code exercise real failure paths without a GPU:
 - ``stop@N``      send this process SIGTERM at the end of step N (a stop request that lands
                   exactly on a step boundary, for deterministic stop/resume tests)
 - ``preempt@N``   same with SIGUSR1
+- ``hang@exit``   never leave after writing ``trainer_exit.json`` (a worker stuck in its
+                  teardown, as torch's gloo/DDP destructors can leave one)
 
 Several faults can be combined with commas: ``slow@0.2,nan@7``. Steps are 1-based
 optimizer steps (``global_step`` after the step completes).
@@ -32,6 +34,7 @@ class Faults:
     exit_step: int | None = None
     stop_step: int | None = None
     preempt_step: int | None = None
+    hang_at_exit: bool = False
 
     @property
     def any(self) -> bool:
@@ -63,12 +66,14 @@ def parse_faults(spec: str | None) -> Faults:
                 fields["stop_step"] = int(arg)
             elif kind == "preempt":
                 fields["preempt_step"] = int(arg)
+            elif kind == "hang" and arg == "exit":
+                fields["hang_at_exit"] = True
             else:
                 raise ValueError
         except ValueError:
             raise ValueError(
                 f"{FAULT_ENV}: cannot understand {part!r} (expected oom@N, nan@N, enospc@save, "
-                "slow@SECONDS, exit@N, stop@N or preempt@N)"
+                "slow@SECONDS, exit@N, stop@N, preempt@N or hang@exit)"
             ) from None
     return Faults(**fields)  # type: ignore[arg-type]
 
