@@ -3,8 +3,10 @@ what it wrote (``trainer_log.jsonl``, ``trainer_exit.json``, checkpoints)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,14 +53,25 @@ def run_trainer(cfg: Path, *overrides: str, fault: str | None = None, launcher: 
     extra = dict(env or {})
     if fault:
         extra["TUNEDECK_FAULT"] = fault
-    return subprocess.run(
-        trainer_argv(cfg, overrides, launcher=launcher, nproc=nproc),
-        env=trainer_env(extra, nproc=nproc),
-        cwd=cfg.parent,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
+    argv = trainer_argv(cfg, overrides, launcher=launcher, nproc=nproc)
+    # Its own session, so a run that overstays is killed with all its workers, and the
+    # failure shows where each process was (faulthandler's dump on SIGABRT) and the log.
+    proc = subprocess.Popen(argv, env={**trainer_env(extra, nproc=nproc), "PYTHONFAULTHANDLER": "1"},
+                            cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=15)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        tail = "\n".join((err or "").splitlines()[-80:])
+        raise AssertionError(f"{' '.join(argv)} did not end within {RUN_TIMEOUT}s; its stderr ends:\n{tail}") from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def read_log(out_dir: Path) -> list[dict[str, Any]]:

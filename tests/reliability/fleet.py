@@ -539,6 +539,33 @@ def drive_gloo_stop(ctx: Ctx) -> TrialLog:
     return log
 
 
+def drive_gloo_finish(ctx: Ctx) -> TrialLog:
+    """2-process runs left to finish: every worker must leave on its own.
+
+    torch's gloo/DDP destructors could deadlock a worker at interpreter exit (about one
+    run in twenty on this box under load); the supervisor's exit watchdog would then
+    end it after a grace period and say so in the message, which this counts as a failure.
+    """
+    log = TrialLog()
+    env = ctx.env()
+    for i in range(ctx.n(1, 20)):
+        out, run_id = ctx.base / f"t{i}" / "out", ""
+        try:
+            with log.trial(f"2-process run left to finish #{i + 1}"):
+                d = ctx.base / f"t{i}"
+                d.mkdir(parents=True, exist_ok=True)
+                out = d / "out"
+                run_id = launch(ctx.make_config(d, max_steps=6, save_steps=3), env, "--num-processes", "2")
+                status = wait_ended(out)
+                m = manifest(out)
+                assert status == "finished", f"ended {status}: {m.get('message')}\n{stdout_tail(out)}"
+                assert "had not exited" not in str(m.get("message")), m.get("message")
+                assert_no_survivors(out, [run_id])
+        finally:
+            kill_run_processes(out, [run_id])
+    return log
+
+
 def drive_supervisor_kill(ctx: Ctx) -> TrialLog:
     log = TrialLog()
     env = ctx.env(TUNEDECK_FAULT="slow@0.3")
@@ -659,6 +686,7 @@ DRIVERS: dict[str, Callable[[Ctx], TrialLog]] = {
     "ckpt_kill_state": lambda c: drive_checkpoint_kill(c, "trainer_state written", auto_restart=True),
     "ckpt_kill_random": lambda c: drive_checkpoint_kill(c, "random offset", auto_restart=False),
     "gloo_stop": drive_gloo_stop,
+    "gloo_finish": drive_gloo_finish,
     "supervisor_kill": drive_supervisor_kill,
     "disk_full": drive_disk_full,
 }

@@ -124,6 +124,10 @@ DESCRIPTIONS: dict[str, str] = {
     "2-process (gloo) run: stop leaves no process":
         "`tunedeck stop` on a 2-rank CPU run: stopped with a checkpoint; psutil finds no process "
         "of the run (by recorded pid+start time, by TUNEDECK_RUN_ID, by command line).",
+    "2-process (gloo) runs finish and every worker exits":
+        "2-rank CPU runs left to finish: status finished, no process of the run left, and the "
+        "supervisor's exit watchdog never had to end a worker stuck in torch's teardown "
+        "(a gloo/DDP destructor deadlock hung about 1 in 20 such runs before the fix).",
     "Supervisor SIGKILLed: lost, and stop still stops the trainer":
         "The supervisor of a 2-rank run is SIGKILLed: status and runs say lost while training "
         "goes on; `tunedeck stop` stops the trainer itself and nothing survives.",

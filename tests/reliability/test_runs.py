@@ -242,6 +242,12 @@ def test_stop_of_a_two_process_run_leaves_nothing_alive(fleet, scenario) -> None
     _report(sc, fleet.result("gloo_stop"))
 
 
+@pytest.mark.fleet("gloo_finish")
+def test_two_process_runs_left_to_finish_exit_on_their_own(fleet, scenario) -> None:  # type: ignore[no-untyped-def]
+    sc = scenario("2-process (gloo) runs finish and every worker exits")
+    _report(sc, fleet.result("gloo_finish"))
+
+
 @pytest.mark.fleet("supervisor_kill")
 def test_supervisor_killed_shows_lost_and_stop_still_stops_the_trainer(fleet, scenario) -> None:  # type: ignore[no-untyped-def]
     sc = scenario("Supervisor SIGKILLed: lost, and stop still stops the trainer")
