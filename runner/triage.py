@@ -330,16 +330,42 @@ def _sample_file(*, offload: bool) -> str:
     return name
 
 
-def _missing(package: str, pip_name: str) -> str:
-    """A sentence when ``package`` is not installed here (the run would fail at start-up)."""
+def _installed(package: str) -> bool:
     import importlib.util
 
     try:
-        found = importlib.util.find_spec(package) is not None
+        return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):
-        found = False
-    return "" if found else (f" Note: {pip_name} is not installed on this machine "
-                             f"(pip install {pip_name}); without it the run fails at start-up.")
+        return False
+
+
+def _missing(package: str, pip_name: str) -> str:
+    """A sentence when ``package`` is not installed here (the run would fail at start-up)."""
+    return "" if _installed(package) else (
+        f" Note: {pip_name} is not installed on this machine "
+        f"(pip install {pip_name}); without it the run fails at start-up.")
+
+
+# What a patched key needs installed to start at all: (key, test on the new value, module, pip name).
+_REQUIREMENTS: tuple[tuple[str, Any, str, str], ...] = (
+    ("enable_liger_kernel", lambda v: v is True, "liger_kernel", "liger-kernel"),
+    ("flash_attn", lambda v: str(v).lower() in ("fa2", "fa3"), "flash_attn", "flash-attn"),
+    ("quantization_bit", lambda v: v not in (None, 0, "", False), "bitsandbytes", "bitsandbytes"),
+    ("deepspeed", lambda v: bool(v), "deepspeed", "deepspeed"),
+    ("use_galore", lambda v: v is True, "galore_torch", "galore-torch"),
+    ("use_apollo", lambda v: v is True, "apollo_torch", "apollo-torch"),
+    ("use_badam", lambda v: v is True, "badam", "badam"),
+)
+
+
+def missing_requirements(patch: Mapping[str, Any]) -> list[str]:
+    """The pip packages a patch needs that are not installed here (a run with the patch
+    would fail at start-up); ``--auto-triage`` passes over such a patch."""
+    out = []
+    for key, wants, module, pip_name in _REQUIREMENTS:
+        if key in patch and wants(patch[key]) and not _installed(module) and pip_name not in out:
+            out.append(pip_name)
+    return out
 
 
 def _oom(ctx: _Ctx) -> list[Suggestion]:
@@ -1202,6 +1228,7 @@ def diagnoses_to_data(diagnoses: list[Diagnosis], values: Mapping[str, Any] | No
         dd = asdict(d)
         for sd, s in zip(dd["suggestions"], d.suggestions, strict=True):
             sd["number"] = nums[id(s)]
+            sd["missing_packages"] = missing_requirements(s.patch)
             if values is not None:
                 sd["diff"] = s.diff_lines(values)
         out.append(dd)
@@ -1217,6 +1244,7 @@ __all__ = [
     "diagnose",
     "diagnoses_to_data",
     "gather",
+    "missing_requirements",
     "numbered",
     "read_history",
     "triage_run",

@@ -417,3 +417,30 @@ def test_a_run_silent_since_start_up_is_stalled(tmp_path: Path) -> None:
     os.utime(log, (two_hours_ago, two_hours_ago))
     st = first(triage_run(run), "stalled")
     assert "no new log line for 7" in st.evidence[0] and "30 min" in st.evidence[0]
+
+
+def test_auto_triage_passes_over_a_patch_whose_package_is_not_installed(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runner.triage as triage
+    from runner.control.supervisor import _first_triage_patch
+
+    run = make_run(tmp_path)
+    # Batch already 1: the guide's next OOM step is the Liger kernel.
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("per_device_train_batch_size: 4", "per_device_train_batch_size: 1"))
+    oom = first(triage_run(run), "oom")
+    assert oom.suggestions[0].patch == {"enable_liger_kernel": True}
+
+    installed = {"liger_kernel": False, "bitsandbytes": False}
+    monkeypatch.setattr(triage, "_installed", lambda m: installed.get(m, True))
+    assert triage.missing_requirements(oom.suggestions[0].patch) == ["liger-kernel"]
+    patch = _first_triage_patch(run)
+    # Neither Liger nor QLoRA can start here: the shorter cutoff_len is the first that can.
+    assert patch is not None and set(patch) == {"cutoff_len"} and patch["cutoff_len"] < 2048
+    out = capsys.readouterr().out
+    assert "passing over 'Enable the Liger kernel': needs liger-kernel" in out
+    assert "applying 'Shorter cutoff_len" in out
+
+    installed["liger_kernel"] = True
+    assert _first_triage_patch(run) == {"enable_liger_kernel": True}
+    assert triage.missing_requirements({"cutoff_len": 512, "enable_liger_kernel": False}) == []

@@ -486,15 +486,23 @@ def _secrets_from_env() -> dict[str, Any]:
 
 
 def _first_triage_patch(run_dir: Path) -> dict[str, Any] | None:
-    """The patch of triage's first suggestion for this run, or None."""
+    """The patch of triage's first suggestion for this run that can start on this machine
+    (one that needs an uninstalled package is passed over, and the log says so), or None."""
     try:
-        from runner.triage import triage_run
+        from runner.triage import missing_requirements, triage_run
 
         for diag in triage_run(run_dir):
             for sug in getattr(diag, "suggestions", None) or ():
                 patch = getattr(sug, "patch", None)
-                if patch:
-                    return dict(patch)
+                if not patch:
+                    continue
+                missing = missing_requirements(patch)
+                if missing:
+                    _say(f"auto-triage: passing over {sug.title!r}: needs {', '.join(missing)}, "
+                         "not installed here")
+                    continue
+                _say(f"auto-triage: applying {sug.title!r} ({sug.guide_ref})")
+                return dict(patch)
     except Exception as exc:  # triage is advice; its failure must not take the run down
         _say(f"auto-triage failed: {type(exc).__name__}: {exc}")
     return None
