@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int = FILE_MODE) 
     in the middle leaves the old file in place.
     """
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(p.name, os.getpid()), suffix=".tmp", dir=str(p.parent))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -55,6 +57,54 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int = FILE_MODE) 
             os.unlink(tmp)
         raise
     _fsync_dir(p.parent)
+    sweep_stale_temps(p)
+
+
+# A temp file is named after its writer: ".NAME.<host>-<pid>.<random>.tmp". A writer killed
+# mid-write (SIGKILL, power) leaves it behind; the next write of NAME removes those whose
+# writer on this host is gone. Another host's temps (a shared filesystem) are left alone.
+_HOST = hashlib.blake2s(socket.gethostname().encode("utf-8", "replace"), digest_size=3).hexdigest()
+
+
+def _temp_prefix(name: str, pid: int) -> str:
+    return f".{name}.{_HOST}-{pid}."
+
+
+def sweep_stale_temps(path: str | Path) -> list[Path]:
+    """Remove the temp files of earlier writes of ``path`` whose writing process is dead.
+
+    Returns what was removed. Never raises: tidying up must not fail a save.
+    """
+    p = Path(path)
+    head = f".{p.name}.{_HOST}-"
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(p.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(head) and name.endswith(".tmp")):
+            continue
+        pid_text = name[len(head):].split(".", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid we wrote: leave it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: alive, someone else's
+    return True
 
 
 def atomic_write_text(path: str | Path, text: str, *, mode: int = FILE_MODE) -> None:

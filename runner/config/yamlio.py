@@ -13,7 +13,6 @@ import hashlib
 import io
 import os
 import re
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from ruamel.yaml.scalarstring import (
 from ruamel.yaml.tokens import CommentToken
 
 from runner.errors import ConfigError, StaleFileError
-from runner.fsutil import atomic_write_text
+from runner.fsutil import atomic_write_bytes, atomic_write_text
 
 # Hard limits that keep a hostile or broken file from costing unbounded time/memory.
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -426,9 +425,7 @@ class ConfigDoc:
             mode = target.stat().st_mode & 0o777 & ~0o022
             if backup:
                 bak = target.with_name(target.name + ".bak")
-                tmp = bak.with_name(bak.name + ".tmp")
-                shutil.copyfile(target, tmp)
-                os.replace(tmp, bak)
+                atomic_write_bytes(bak, target.read_bytes(), mode=mode)
         atomic_write_text(target, text, mode=mode)
         self.path = target
         self.source = str(target)

@@ -140,8 +140,10 @@ def test_sigkill_during_config_save_never_truncates_and_keeps_the_backup(
                 last = version
         leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
         sc.note(f"{n} kills mid-save (~{(per_save or 0) * 1000:.0f} ms per save), last version {last}; "
-                f"{len(leftovers)} temp files left behind by kills")
+                f"{len(leftovers)} temp file(s) left (the next save removes a killed writer's)")
         assert last > 0, "no save ever completed: the kills came too early to test anything"
+        # Each save sweeps the temp files of killed writers: only the last kill's may remain.
+        assert len(leftovers) <= 2, leftovers
     finally:
         with contextlib.suppress(OSError):
             zygote.stdin.close()
