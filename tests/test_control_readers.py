@@ -160,6 +160,33 @@ def _write_manifest(run: Path, **fields) -> None:
     os.chmod(run / "tunedeck_run.json", 0o644)
 
 
+@pytest.mark.parametrize("damage", ["empty weights", "truncated trainer_state", "missing shard"])
+def test_status_and_checkpoints_agree_on_a_damaged_checkpoint(tmp_path: Path, damage: str) -> None:
+    # One completeness rule everywhere: status must not offer a checkpoint that
+    # `checkpoints` (and resume) call incomplete.
+    lf = make_llamafactory_run(tmp_path / "saves" / "run")
+    ck = lf / "checkpoint-300"
+    if damage == "empty weights":
+        (ck / "adapter_model.safetensors").write_bytes(b"")
+    elif damage == "truncated trainer_state":
+        state = ck / "trainer_state.json"
+        state.write_text(state.read_text()[:40])
+    else:
+        (ck / "adapter_model.safetensors").unlink()
+        (ck / "model.safetensors.index.json").write_text(json.dumps(
+            {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+        (ck / "model-00001-of-00002.safetensors").write_bytes(b"\0" * 64)
+    env = control_env(tmp_path / "home")
+    status = tunedeck(["status", str(lf), "--json"], env)
+    cks = tunedeck(["checkpoints", str(lf), "--json"], env)
+    assert status.returncode == 0 and cks.returncode == 0, (status.stderr, cks.stderr)
+    st = json.loads(status.stdout)
+    listed = {c["step"]: c["complete"] for c in json.loads(cks.stdout)}
+    assert listed == {100: True, 200: True, 300: False}
+    assert {c["step"]: c["complete"] for c in st["checkpoints"]} == listed
+    assert st["latest_checkpoint"] == str(lf / "checkpoint-200")
+
+
 def test_a_reused_pid_is_not_taken_for_the_supervisor_and_is_never_signalled(
     tmp_path: Path,
 ) -> None:

@@ -23,7 +23,6 @@ from runner.protocol import (
     ACTIVE_STATUSES,
     CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
-    INCOMPLETE_MARKER,
     MANIFEST,
     TRAINER_LOG,
     TRAINER_STATE,
@@ -35,14 +34,6 @@ STARTING_GRACE_S = 60.0
 # A run without a manifest whose log moved within this window is shown as running.
 FOREIGN_ACTIVE_WINDOW_S = 600.0
 _TAIL_LINES = 64
-_WEIGHT_FILES = (
-    "adapter_model.safetensors",
-    "adapter_model.bin",
-    "model.safetensors",
-    "pytorch_model.bin",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-)
 
 
 @dataclass(frozen=True)
@@ -217,11 +208,8 @@ def _trainer_state_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[st
 
 
 def checkpoint_refs(run_dir: Path) -> tuple[CheckpointRef, ...]:
-    """``checkpoint-N`` directories, oldest first, with a cheap completeness check.
-
-    Complete = weights (adapter or full, or a DeepSpeed ``global_step*``) and
-    ``trainer_state.json`` present and no incompleteness marker.
-    """
+    """``checkpoint-N`` directories, oldest first, each with the monitor's completeness
+    rule (:func:`runner.monitor.checkpoints.checkpoint_complete`)."""
     found: list[CheckpointRef] = []
     try:
         it = os.scandir(run_dir)
@@ -240,17 +228,9 @@ def checkpoint_refs(run_dir: Path) -> tuple[CheckpointRef, ...]:
 
 
 def _complete(ck: Path) -> bool:
-    try:
-        names = set(os.listdir(ck))
-    except OSError:
-        return False
-    if INCOMPLETE_MARKER in names or TRAINER_STATE not in names:
-        return False
-    if any(n in names for n in _WEIGHT_FILES):
-        return True
-    return any(n.startswith("model-") and n.endswith(".safetensors") for n in names) or any(
-        n.startswith("global_step") for n in names
-    )
+    from runner.monitor.checkpoints import checkpoint_complete
+
+    return checkpoint_complete(ck)
 
 
 def _kind(run_dir: Path) -> str:

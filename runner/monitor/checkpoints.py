@@ -16,10 +16,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runner.monitor.host import DiskInfo, disk_info
 from runner.monitor.logs import MetricHistory, history_from_trainer_state
 from runner.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
+
+if TYPE_CHECKING:
+    from runner.monitor.host import DiskInfo
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -254,6 +257,13 @@ def scan_checkpoints(
     return _with_metrics(infos, history) if history is not None else infos
 
 
+def checkpoint_complete(path: str | os.PathLike[str]) -> bool:
+    """The one completeness rule (status, stop, resume, the TUI): weights present and
+    non-empty, every shard of an index, trainer_state.json whole, no incomplete marker."""
+    p = Path(path)
+    return _inspect(p, checkpoint_step(p.name) or 0, with_size=False).complete
+
+
 def latest_complete(run_dir: str | os.PathLike[str]) -> CheckpointInfo | None:
     """The newest complete checkpoint (for ``resume_from_checkpoint: latest``), or None.
 
@@ -335,6 +345,8 @@ def disk_headroom(
     the new one is written, so room for one more is always needed.) A full disk
     kills a long run at its next save.
     """
+    from runner.monitor.host import disk_info  # psutil: only when asked
+
     disk = disk_info(run_dir)
     if checkpoints is None:
         checkpoints = scan_checkpoints(run_dir, history=MetricHistory())
