@@ -95,10 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `tunedeck runs | head`: the reader went away; that is not an error.
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            return 0
+        sys.stdout = None  # type: ignore[assignment]  # no flush of the dead pipe at exit
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
