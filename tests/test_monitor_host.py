@@ -59,3 +59,34 @@ def test_disk_info_for_a_path_that_does_not_exist_yet(tmp_path: Path) -> None:
     assert d is not None and 0 < d.free_bytes <= d.total_bytes
     assert Path(d.mount).is_dir() and os.path.ismount(d.mount)
     assert str(tmp_path).startswith(d.mount)
+
+
+def test_an_orphaned_worker_recorded_in_procs_still_belongs_to_its_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import psutil
+
+    from runner.control.manifest import ProcRef, read_manifest
+
+    # A launcher that starts a worker and dies: the worker is reparented away from its tree,
+    # as a torchrun rank is when accelerate is killed alone.
+    launcher = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys; p = subprocess.Popen(['sleep', '120']); print(p.pid, flush=True)"],
+        stdout=subprocess.PIPE, text=True)
+    assert launcher.stdout is not None
+    worker = int(launcher.stdout.readline())
+    launcher.wait(timeout=30)
+    try:
+        with process_tree() as t:
+            run = tmp_path / "run1"
+            write_manifest(run, t)
+            m = read_manifest(run)
+            assert m is not None
+            m.procs = [ProcRef(pid=worker, create_time=psutil.Process(worker).create_time(), role="worker")]
+            m.write(run)
+            (found,) = run_processes([run])
+            assert found.pids == {t.parent, t.child, worker}
+    finally:
+        os.kill(worker, 9)

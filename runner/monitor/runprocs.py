@@ -1,5 +1,5 @@
-"""Which processes belong to which run: a run's manifest names its supervisor and
-trainer (pid + start time); their process trees are the run's processes.
+"""Which processes belong to which run: a run's manifest names its supervisor, trainer
+and every process it saw (pid + start time); their process trees are the run's processes.
 
 Used to say "run X uses 31.2 GiB on GPU 1" and to check that a stopped run
 left nothing on a GPU.
@@ -43,6 +43,9 @@ def run_processes(run_dirs: Iterable[str | os.PathLike[str]]) -> list[RunProcess
             continue
         refs = [r for r in (m.supervisor, m.trainer) if r is not None]
         refs += [a.trainer for a in m.attempts if a.trainer is not None and a.trainer not in refs]
+        # torchrun workers are the launcher's children, but one orphaned by a killed launcher
+        # is reparented away from its tree: the supervisor records each of them too.
+        refs += [r for r in (m.procs or []) if r not in refs]
         spans.append((len(roots), len(roots) + len(refs)))
         roots.extend((r.pid, r.create_time) for r in refs)
         manifests.append((Path(d), m))
