@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, LaunchError, RunBusy, TunedeckError
 from runner.protocol import (
@@ -37,6 +37,9 @@ from runner.protocol import (
     TRAINER_STATE,
     RunStatus,
 )
+
+if TYPE_CHECKING:
+    from runner.control.manifest import RunManifest
 
 ACCELERATE_CONFIG = "accelerate_config.json"
 DEEPSPEED_CONFIG = "deepspeed_config.json"
@@ -533,11 +536,14 @@ def write_plan_files(plan: LaunchPlan, values: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------
 # Starting the supervisor
 # ----------------------------------------------------------------------------
-def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: Path) -> int:
+def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: Path,
+                     manifest: RunManifest) -> int:
     """Spawn the detached supervisor for ``run_dir``; it inherits the locked ``lock_fd``.
 
     New session (survives the terminal, SSH hang-up, tmux detaching), stdin from
     /dev/null, stdout/stderr appended to the run's stdout.log: a file, never a pipe.
+    When it cannot start, ``manifest`` (ours to close: we hold the lock) is recorded
+    failed rather than left "starting".
     """
     from runner.control.lock import LOCK_FD_ENV
 
@@ -561,7 +567,11 @@ def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: P
             close_fds=True,
         )
     except OSError as exc:
-        raise LaunchError(f"cannot start the supervisor: {exc}") from None
+        manifest.status = RunStatus.FAILED
+        manifest.message = f"cannot start the supervisor: {exc}"
+        manifest.finished_at = time.time()
+        manifest.write(run_dir)
+        raise LaunchError(manifest.message) from None
     finally:
         log.close()
     return proc.pid
@@ -749,15 +759,7 @@ def launch(
         m.write(run_dir)
         registry.register(run_id, name, run_dir)
 
-        try:
-            pid = start_supervisor(run_dir, lock.fd, supervisor_env(plan, secrets, run_id), cwd_p)
-        except LaunchError as exc:
-            # We still hold the lock, so the manifest is ours to close: failed, not "starting".
-            m.status = RunStatus.FAILED
-            m.message = exc.message
-            m.finished_at = time.time()
-            m.write(run_dir)
-            raise
+        pid = start_supervisor(run_dir, lock.fd, supervisor_env(plan, secrets, run_id), cwd_p, m)
     finally:
         lock.release()  # the supervisor holds its own inherited copy now
     wait_supervisor_up(run_dir, pid)

@@ -26,7 +26,6 @@ from runner.protocol import (
     STOP_REQUEST,
     TRAINER_EXIT,
     TRAINER_STATE,
-    RunStatus,
 )
 
 
@@ -192,14 +191,7 @@ def resume(
         for stale in (TRAINER_EXIT, STOP_REQUEST):
             (run / stale).unlink(missing_ok=True)
         cwd = Path(m.cwd) if m.cwd and Path(m.cwd).is_dir() else run
-        try:
-            pid = start_supervisor(run, lock.fd, supervisor_env(plan, secrets, m.id), cwd)
-        except TunedeckError as exc:
-            m.status = RunStatus.FAILED
-            m.message = exc.message
-            m.finished_at = time.time()
-            m.write(run)
-            raise
+        pid = start_supervisor(run, lock.fd, supervisor_env(plan, secrets, m.id), cwd, m)
     finally:
         lock.release()
     wait_supervisor_up(run, pid)
