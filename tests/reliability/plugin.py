@@ -3,9 +3,9 @@
 pytest only parses options that are registered before the command line is read:
 from ``tests/reliability/conftest.py`` that works when the suite is named on the
 command line (``pytest tests/reliability --soak``). For ``pytest --soak`` from the
-repository root the options must be registered earlier, with
-``-p tests.reliability.plugin`` or ``pytest_plugins = ["tests.reliability.plugin"]``
-in ``tests/conftest.py``. Registering twice is harmless.
+repository root they must be registered earlier: ``pyproject.toml``'s pytest
+``addopts`` loads this module with ``-p tests.reliability.plugin``. Registering twice
+is harmless.
 """
 
 from __future__ import annotations
