@@ -286,3 +286,22 @@ async def test_launch_a_copy_shows_the_exact_command_for_the_gpus_ticked(runs_ro
         await pilot.press("e")
         await wait_for(pilot, lambda: app.screen.id == "editor", what="editor")
         assert app.screen.path == runs_root / "qwen2-7b-dpo" / "config.yaml"
+
+
+async def test_log_tail_keeps_the_newest_line_at_the_bottom_through_resizes(tmp_path: Path) -> None:
+    # One finished run, selected at start-up (the run panel's body is built after the
+    # first frame): its newest stdout line must be on screen from the start and after resizes.
+    root = tmp_path / "runs"
+    write_run(root, RunSpec("only-run", "finished", 300, 300, checkpoints=(100, 200, 300)), now=time.time())
+    lines = [f"line {i:03d} of the trainer's output" for i in range(200)]
+    lines[190] = "\r 40%|####      | 4/10\r 50%|#####     | 5/10\r{'loss': 0.5}"  # tqdm, then a log dict
+    lines[195] = "a long line " + "x" * 300 + " END-OF-LONG-LINE"
+    (root / "only-run" / "stdout.log").write_text("\n".join(lines) + "\n")
+    app = TunedeckApp(root=root)
+    async with app.run_test(size=(160, 48)) as pilot:
+        for size in ((160, 48), (120, 30), (140, 40), (160, 48)):
+            await pilot.resize_terminal(*size)
+            text = await wait_text(pilot, app, "line 199 of the trainer's output", "line 198 of")
+            assert "a long line xxx" in text
+            assert "END-OF-LONG-LINE" not in text  # one row per line: a long one is cut, not wrapped
+            assert "{'loss': 0.5}" in text and "40%|" not in text  # what a terminal shows after \r

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.tui_helpers import FROZEN_NOW, build_runs, wait_for
+from tests.tui_helpers import FROZEN_NOW, build_runs, wait_for, wait_text
 from tui.app import TunedeckApp
 from tui.widgets.runs_table import RunsTable
 
@@ -136,6 +136,8 @@ def test_checkpoints_snapshot(snap_compare: Any, size: tuple[int, int]) -> None:
     async def open_ckpts(pilot: Any, app: TunedeckApp) -> None:
         await pilot.press("c")
         await wait_for(pilot, lambda: app.screen.id == "checkpoints" and len(app.screen.checkpoints) == 3)
+        # The table sizes its columns to the rows on a later refresh: wait until it has painted them.
+        await wait_text(pilot, app, "250 (newest)", "adapter", "KiB")
 
     assert snap_compare(_app(), terminal_size=size, run_before=_prepare("tiny-demo", open_ckpts))
 

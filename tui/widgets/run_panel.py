@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.widget import MountError
+from textual.widget import MountError, Widget
 from textual.widgets import Sparkline, Static
 
 from tui import format as fmt
@@ -21,6 +21,36 @@ from tui.data import METRICS, RunDetail
 
 def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else 0.0
+
+
+class LogTail(Widget):
+    """The newest lines of stdout.log that fit, newest at the bottom.
+
+    How many fit is decided when it renders, from its own size, so a layout change
+    (the triage banner appearing, a resize) never leaves the newest line cut off.
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+        super().__init__(id=id)
+        self._lines: tuple[str, ...] = ()
+        self._empty = ""
+
+    def set_lines(self, lines: Sequence[str], empty: str = "") -> None:
+        lines = tuple(lines)
+        if lines != self._lines or empty != self._empty:
+            self._lines, self._empty = lines, empty
+            self.refresh()
+
+    def render(self) -> Text:
+        height = max(1, self.size.height)
+        t = Text(no_wrap=True, overflow="ellipsis")
+        for i, line in enumerate(self._lines[-height:]):
+            if i:
+                t.append("\n")
+            t.append(line.replace("\r", "").expandtabs(4))
+        if not self._lines:
+            t.append(self._empty)
+        return t
 
 
 class MetricPanel(Vertical):
@@ -103,7 +133,7 @@ class RunPanel(Vertical):
         panel = MetricPanel(id="metric-panel")
         panel.metric = self.metric
         left = Vertical(panel, Static(id="run-checkpoints"), id="run-left")
-        body = Horizontal(left, Static(id="run-log", markup=False), id="run-body")
+        body = Horizontal(left, LogTail(id="run-log"), id="run-body")
         try:
             await self.mount(body)
         except MountError:
@@ -113,7 +143,7 @@ class RunPanel(Vertical):
 
     def on_resize(self) -> None:
         if self._body_ready:
-            self.show(self.detail, force=True)  # the log tail shows as many lines as fit
+            self.show(self.detail, force=True)  # the sparkline and checkpoints follow the new size
 
     def set_metric(self, metric: str) -> None:
         self.metric = metric
@@ -138,7 +168,7 @@ class RunPanel(Vertical):
                 return
             self.query_one(MetricPanel).show(None)
             self.query_one("#run-checkpoints", Static).update("")
-            self.query_one("#run-log", Static).update("")
+            self.query_one(LogTail).set_lines(())
             return
         run = detail.run
         status = str(getattr(run.status, "value", run.status))
@@ -151,7 +181,7 @@ class RunPanel(Vertical):
         if status in ("running", "starting") and run.eta_seconds is not None:
             h.append(f"  ETA {fmt.duration(run.eta_seconds)}")
         pids = list(getattr(run, "pids", ()) or ())
-        if pids:
+        if pids and status in ("starting", "running", "stopping", "lost"):  # not the pids of a run long gone
             h.append(f"  pid {','.join(map(str, pids[:3]))}", style=fmt.style_for(var, "muted"))
         h.append(f"\n{run.run_dir}", style=fmt.style_for(var, "muted"))
         self._put(header, h, force)
@@ -164,7 +194,7 @@ class RunPanel(Vertical):
             return
         self.query_one(MetricPanel).show(detail, force=force)
         self._put(self.query_one("#run-checkpoints", Static), self._checkpoints(detail), force)
-        self._put(self.query_one("#run-log", Static), self._log(detail), force)
+        self.query_one(LogTail).set_lines(detail.log_tail, "(stdout.log is empty)")
 
     def _put(self, widget: Static, text: Text, force: bool) -> None:
         """Update only what changed: a repaint per sample adds up on an idle dashboard."""
@@ -189,20 +219,9 @@ class RunPanel(Vertical):
             t.append(f"\n +{len(detail.checkpoints) - 4} older (c)", style=fmt.style_for(var, "muted"))
         return t
 
-    def _log(self, detail: RunDetail) -> Text:
-        # The newest lines that fit; long lines end in an ellipsis instead of wrapping.
-        height = max(1, self.query_one("#run-log", Static).size.height or 20)
-        t = Text(no_wrap=True, overflow="ellipsis")
-        for i, line in enumerate(detail.log_tail[-height:]):
-            if i:
-                t.append("\n")
-            t.append(line.replace("\r", "").expandtabs(4))
-        if not detail.log_tail:
-            t.append("(stdout.log is empty)")
-        return t
 
 
-__all__ = ["MetricPanel", "RunPanel", "escape"]
+__all__ = ["LogTail", "MetricPanel", "RunPanel", "escape"]
 
 
 def _same(a: RunDetail, b: RunDetail) -> bool:
