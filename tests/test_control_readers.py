@@ -418,3 +418,51 @@ def test_supervisor_ignores_sighup(tmp_path: Path) -> None:
         if sup.poll() is None:
             os.killpg(sup.pid, signal.SIGKILL)
             sup.wait()
+
+
+def test_a_worker_seen_between_fork_and_exec_becomes_a_worker_once_it_execs(tmp_path: Path) -> None:
+    # torchrun forks each worker and then execs it: a tree scan in between sees the
+    # launcher's command line. The manifest must still end up naming it a worker.
+    from runner.control.manifest import RunManifest, read_manifest
+    from runner.control.procs import ProcId, create_time
+    from runner.control.supervisor import Supervisor
+
+    run = tmp_path / "run"
+    run.mkdir()
+    RunManifest(id="r1", name="r1", output_dir=str(run), config_path=str(run / "config.yaml"),
+                status=RunStatus.RUNNING).write(run)
+    gate = tmp_path / "exec-now"
+    launcher_code = (
+        "import os, sys, time\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        f"    while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
+        "    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', '-m', 'runner.train'])\n"
+        "print(pid, flush=True)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", launcher_code, "accelerate.commands.launch"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout is not None
+        child = int(launcher.stdout.readline())
+        sup = Supervisor(run, lock=None)
+        ct = create_time(launcher.pid)
+        assert ct is not None
+        known: dict[int, ProcId] = {}
+        sup._track_tree(launcher.pid, ct, known)
+        roles = {p.pid: p.role for p in read_manifest(run).procs}
+        assert roles == {launcher.pid: "launcher", child: "helper"}  # still the launcher's argv
+        gate.touch()
+        deadline = time.monotonic() + 30
+        while psutil.Process(child).cmdline()[-1:] != ["runner.train"]:
+            assert time.monotonic() < deadline, "the child never exec'd"
+            time.sleep(0.01)
+        sup._track_tree(launcher.pid, ct, known)
+        roles = {p.pid: p.role for p in read_manifest(run).procs}
+        assert roles == {launcher.pid: "launcher", child: "worker"}
+    finally:
+        for p in psutil.Process(launcher.pid).children(recursive=True):
+            p.kill()
+        launcher.kill()
+        launcher.wait(10)

@@ -92,6 +92,7 @@ class Supervisor:
         self.exit_grace = _env_seconds(EXIT_GRACE_ENV, DEFAULT_EXIT_GRACE)
         self.exit_seen_at: float | None = None
         self.exit_hung = False
+        self._roles: dict[int, str] = {}  # pid -> launcher / worker / helper (see _track_tree)
         self.write_failing = False
         m = read_manifest(run_dir)
         if m is None:
@@ -281,21 +282,22 @@ class Supervisor:
         self.kill_at = min(self.kill_at, deadline) if self.kill_at is not None else deadline
 
     def _track_tree(self, pid: int, ct: float, known: dict[int, P.ProcId]) -> None:
-        changed = False
         for p in P.descendants(pid, ct):
-            if p.pid not in known:
-                known[p.pid] = p
-                changed = True
+            known.setdefault(p.pid, p)
         # torchrun workers are not in our group and may outlive a killed parent:
-        # also find them by the run id every process inherits.
-        if changed:
-            roles = []
-            for p in known.values():
-                cmd = " ".join(P.cmdline(p.pid))
-                role = "launcher" if p.pid == pid else (
+        # also find them by the run id every process inherits. Roles are read again on
+        # every scan: a worker caught between fork and exec still shows the launcher's
+        # command line, and would stay a "helper" if its role were fixed at first sight.
+        refs = []
+        for p in known.values():
+            cmd = " ".join(P.cmdline(p.pid))
+            if cmd:  # a process that has exited keeps the role it had
+                self._roles[p.pid] = "launcher" if p.pid == pid else (
                     "worker" if "runner.train" in cmd and "accelerate" not in cmd else "helper")
-                roles.append(ProcRef(pid=p.pid, create_time=p.create_time, pgid=P.pgid_of(p.pid), role=role))
-            self.m.procs = roles
+            refs.append(ProcRef(pid=p.pid, create_time=p.create_time, pgid=P.pgid_of(p.pid),
+                                role=self._roles.get(p.pid, "helper")))
+        if [(r.pid, r.role, r.pgid) for r in refs] != [(r.pid, r.role, r.pgid) for r in self.m.procs or []]:
+            self.m.procs = refs
             self.write()
 
     def _record_stop_request(self, req: dict[str, Any]) -> None:
