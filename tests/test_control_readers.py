@@ -466,3 +466,34 @@ def test_a_worker_seen_between_fork_and_exec_becomes_a_worker_once_it_execs(tmp_
             p.kill()
         launcher.kill()
         launcher.wait(10)
+
+
+def test_a_run_about_to_restart_never_shows_an_ended_status(tmp_path: Path, monkeypatch) -> None:
+    # Readers (status, the TUI, launch --follow) take a terminal status for the end of the run.
+    from runner.control.classify import ExitInfo
+    from runner.control.manifest import Attempt, RunManifest
+    from runner.control.supervisor import Supervisor
+
+    run = tmp_path / "run"
+    run.mkdir()
+    RunManifest(id="r1", name="r1", output_dir=str(run), config_path=str(run / "config.yaml"),
+                status=RunStatus.STARTING, max_restarts=1,
+                attempts=[Attempt(number=1, started_at=time.time())]).write(run)
+    sup = Supervisor(run, lock=None)
+    ends = iter([ExitInfo(RunStatus.KILLED, -9, "the trainer was killed by SIGKILL", signal="SIGKILL"),
+                 ExitInfo(RunStatus.FINISHED, 0, "finished 12 steps")])
+    written: list[str] = []
+    real_write = sup.write
+    monkeypatch.setattr(sup, "write", lambda: (written.append(str(sup.m.status.value)), real_write())[1])
+    monkeypatch.setattr(sup, "_run_attempt", lambda attempt: next(ends))
+    monkeypatch.setattr(sup, "_backoff", lambda: True)
+
+    def prepare(attempt, info, patch):  # type: ignore[no-untyped-def]
+        sup.m.restarts += 1
+        sup.m.attempts.append(Attempt(number=attempt.number + 1, started_at=time.time()))
+
+    monkeypatch.setattr(sup, "_prepare_restart", prepare)
+    sup.run()
+    assert "killed" not in written, written          # the restart was decided before the write
+    assert written[-1] == "finished"
+    assert [a.end_reason for a in sup.m.attempts] == ["killed", "finished"]

@@ -156,16 +156,12 @@ class Supervisor:
                 self._end_attempt(attempt, info)
                 break
             info = self._run_attempt(attempt)
-            self._end_attempt(attempt, info)
+            # Decided before the end is written: a run about to restart never shows an
+            # ended status (a reader or `--follow` would take "killed" for the end).
             patch = self._restart_patch(info)
+            self._end_attempt(attempt, info, restarting=patch is not None)
             if patch is None:
                 break
-            # Not over yet: say so before the back-off, so nobody mistakes it for the end.
-            self.m.status = RunStatus.STARTING
-            self.m.message = (f"attempt {attempt.number} ended {info.status.value}"
-                              + (f" ({self.m.message})" if self.m.message else "")
-                              + f"; restart {self.m.restarts + 1} of {self.m.max_restarts} pending")
-            self.write()
             if not self._backoff():
                 self.m.status = RunStatus.STOPPED
                 self.m.message = "stopped on request while waiting to restart"
@@ -346,7 +342,7 @@ class Supervisor:
         return left
 
     # -- end of an attempt and of the run --------------------------------------------------
-    def _end_attempt(self, attempt: Attempt, info: ExitInfo) -> None:
+    def _end_attempt(self, attempt: Attempt, info: ExitInfo, *, restarting: bool = False) -> None:
         from runner.control.secrets import redact_text
 
         secrets = _secrets_from_env()
@@ -364,6 +360,12 @@ class Supervisor:
                 newest = newest_complete_checkpoint(self.run_dir)
                 ck = str(newest) if newest else None
         self.m.checkpoint = ck
+        if restarting:
+            # Not over yet: say so before the back-off, so nobody mistakes it for the end.
+            self.m.status = RunStatus.STARTING
+            self.m.message = (f"attempt {attempt.number} ended {info.status.value}"
+                              + (f" ({msg})" if msg else "")
+                              + f"; restart {self.m.restarts + 1} of {self.m.max_restarts} pending")
         self.write()
         _say(f"attempt {attempt.number} ended: {info.status.value}"
              + (f" (exit code {info.exit_code})" if info.exit_code is not None else "")
