@@ -20,6 +20,7 @@ from typing import Any
 
 from textual import on, work
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 import themes
@@ -214,7 +215,8 @@ class TunedeckApp(App[int]):
         self.gpu_view = message.view
         dash = self.dashboard
         if dash is not None and dash.is_mounted:
-            dash.apply_gpus(message.view)
+            with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
+                dash.apply_gpus(message.view)
         self.set_timer(GPU_INTERVAL, self._poll_gpus, name="gpu-poll")
 
     def _poll_runs(self) -> None:
@@ -234,7 +236,8 @@ class TunedeckApp(App[int]):
         self.runs_view = message.view
         dash = self.dashboard
         if dash is not None and dash.is_mounted:
-            dash.apply_runs(message.view)
+            with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
+                dash.apply_runs(message.view)
             if self._pending_select is not None and dash.select_run_dir(self._pending_select):
                 self._pending_select = None
         self.set_timer(RUNS_INTERVAL, self._poll_runs, name="runs-poll")
@@ -280,7 +283,8 @@ class TunedeckApp(App[int]):
     def _detail_sampled(self, message: RunDetailSampled) -> None:
         dash = self.dashboard
         if dash is not None and dash.is_mounted:
-            dash.apply_detail(message.detail)
+            with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
+                dash.apply_detail(message.detail)
         if message.reschedule:
             self.set_timer(DETAIL_INTERVAL, self._poll_detail, name="detail-poll")
 
@@ -300,14 +304,16 @@ class TunedeckApp(App[int]):
         self.gpu_view = gpus
         dash = self.dashboard
         if dash is not None and dash.is_mounted:
-            dash.apply_gpus(gpus)
+            with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
+                dash.apply_gpus(gpus)
         if self.selected_run_dir is not None:
             run_dir = self.selected_run_dir
             run = next((r for r in runs.runs if Path(r.run_dir) == run_dir), None)
             detail = await asyncio.to_thread(self._detail_sampler.sample, run_dir, run, gpus.snapshot,
                                              metric=self.shown_metric)
             if dash is not None and dash.is_mounted:
-                dash.apply_detail(detail)
+                with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
+                    dash.apply_detail(detail)
 
     def refresh_now(self) -> None:
         """Sample runs right away (after a launch/stop/resume)."""
@@ -322,7 +328,8 @@ class TunedeckApp(App[int]):
         self.runs_view = view
         dash = self.dashboard
         if dash is not None and dash.is_mounted:
-            dash.apply_runs(view)
+            with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
+                dash.apply_runs(view)
             if self._pending_select is not None and dash.select_run_dir(self._pending_select):
                 self._pending_select = None
 
