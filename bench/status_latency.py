@@ -31,7 +31,7 @@ TARGET = 5.0
 
 def make_run(root: Path, lines: int) -> tuple[str, dict[str, str]]:
     sys.path.insert(0, str(REPO))
-    from runner.control.procs import create_time
+    from tunedeck.runner.control.procs import create_time
 
     home = root / "home"
     run = root / "runs" / "bench-run"
@@ -83,7 +83,7 @@ def main() -> int:
     script = Path(sys.executable).with_name("tunedeck")
     with tempfile.TemporaryDirectory(prefix="tunedeck-bench-") as tmp:
         run_id, env = make_run(Path(tmp), args.lines)
-        status = ([str(script)] if script.exists() else [sys.executable, "-m", "runner.cli"]) + [
+        status = ([str(script)] if script.exists() else [sys.executable, "-m", "tunedeck.runner.cli"]) + [
             "status", run_id, "--json"]
         base = [sys.executable, "-c", "pass"]
         check = json.loads(subprocess.run(status, env=env, capture_output=True, text=True).stdout)

@@ -1,4 +1,4 @@
-"""Training throughput: ``python -m runner.train`` against a plain transformers+peft script,
+"""Training throughput: ``python -m tunedeck.runner.train`` against a plain transformers+peft script,
 and packing against no packing on a dataset of mixed lengths.
 
     /work/venv/bin/python bench/train_throughput.py                 # 3 rounds, 150 steps
@@ -186,8 +186,8 @@ def main() -> int:
     env.pop("TUNEDECK_FAULT", None)
     try:
         model = work / "tiny-llama"
-        sh([PY, "-m", "runner.train.tiny", str(model)], env, work)
-        sh([PY, "-c", f"from runner.data.demo import write_demo_data; write_demo_data({str(work / 'data')!r})"],
+        sh([PY, "-m", "tunedeck.runner.train.tiny", str(model)], env, work)
+        sh([PY, "-c", f"from tunedeck.runner.data.demo import write_demo_data; write_demo_data({str(work / 'data')!r})"],
            env, work)
         mixed_length_data(work / "mixed")
 
@@ -196,7 +196,7 @@ def main() -> int:
         prep = yaml_file(work / "prep.yaml", runner_values(
             model, work / "prep-out", 1, a.batch, a.optim, dataset="demo_alpaca", dataset_dir=str(work / "data"),
             cutoff_len=128, tokenized_path=str(tok_path)))
-        sh([PY, "-m", "runner.train", str(prep)], env, work)
+        sh([PY, "-m", "tunedeck.runner.train", str(prep)], env, work)
 
         cfg_runner = yaml_file(work / "runner.yaml", runner_values(
             model, work / "runner-out", a.steps, a.batch, a.optim, dataset="demo_alpaca", dataset_dir=str(work / "data"),
@@ -210,7 +210,7 @@ def main() -> int:
         rec = work / "plain-record.json"
         # name -> (argv, reader of its per-step records)
         variants: dict[str, tuple[list[str], Callable[[], list[dict]]]] = {
-            "runner": ([PY, "-m", "runner.train", str(cfg_runner)], lambda: runner_record(work / "runner-out")),
+            "runner": ([PY, "-m", "tunedeck.runner.train", str(cfg_runner)], lambda: runner_record(work / "runner-out")),
             "plain": ([PY, str(REPO / "bench" / "plain_sft.py"), "--model", str(model), "--data", str(tok_path),
                        "--out", str(work / "plain-out"), "--record", str(rec), "--steps", str(a.steps),
                        "--batch", str(a.batch), "--lr", "3e-3", "--seed", "42", "--optim", a.optim],
@@ -218,9 +218,9 @@ def main() -> int:
         }
         pairs = [("runner", "plain")]
         if not a.skip_packing:
-            variants["unpacked"] = ([PY, "-m", "runner.train", str(cfg_unpacked)],
+            variants["unpacked"] = ([PY, "-m", "tunedeck.runner.train", str(cfg_unpacked)],
                                     lambda: runner_record(work / "unpacked-out"))
-            variants["packed"] = ([PY, "-m", "runner.train", str(cfg_packed)],
+            variants["packed"] = ([PY, "-m", "tunedeck.runner.train", str(cfg_packed)],
                                   lambda: runner_record(work / "packed-out"))
             pairs.append(("packed", "unpacked"))
             # Warm the tokenized cache of the mixed data once, unmeasured.

@@ -62,7 +62,7 @@ Minimal().run(headless=True, size=(160, 48))
 
 TUNEDECK_APP = r"""
 import sys
-from tui.app import TunedeckApp
+from tunedeck.tui.app import TunedeckApp
 
 class FirstFrame(TunedeckApp):
     def on_mount(self):
@@ -75,7 +75,7 @@ FirstFrame(root=sys.argv[1], poll=False).run(headless=True, size=(160, 48))
 ATTACH_APP = r"""
 import asyncio, sys, time
 from pathlib import Path
-from tui.app import TunedeckApp
+from tunedeck.tui.app import TunedeckApp
 
 async def main(root, seconds, watch):
     # watch: "" = select nothing in particular; a run directory name = select that run
@@ -186,9 +186,9 @@ async def _key_latency(root: Path, presses: int) -> list[float]:
     acted on it and painted a frame after that (its compositor produced the update)."""
     from textual import events
 
-    from tui.app import TunedeckApp
-    from tui.widgets.run_panel import MetricPanel
-    from tui.widgets.runs_table import RunsTable
+    from tunedeck.tui.app import TunedeckApp
+    from tunedeck.tui.widgets.run_panel import MetricPanel
+    from tunedeck.tui.widgets.runs_table import RunsTable
 
     app = TunedeckApp(root=root)
     frames: list[float] = []
@@ -272,7 +272,7 @@ def _train_once(cfg: Path, run_dir: Path, env: dict[str, str], attach_root: Path
                                    env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(4.0)  # the dashboard is up and sampling before training starts
     try:
-        subprocess.run([sys.executable, "-m", "runner.cli", "launch", str(cfg), "--follow"], env=env,
+        subprocess.run([sys.executable, "-m", "tunedeck.runner.cli", "launch", str(cfg), "--follow"], env=env,
                        cwd=REPO, check=True, capture_output=True, timeout=900)
     finally:
         if watcher is not None:
@@ -296,7 +296,7 @@ def _train_pair(cfg_alone: Path, cfg_watched: Path, run_alone: Path, run_watched
                                preexec_fn=_pinned(cores[1]))
     time.sleep(4.0)
     try:
-        procs = [subprocess.Popen([sys.executable, "-m", "runner.cli", "launch", str(cfg), "--follow"], env=env,
+        procs = [subprocess.Popen([sys.executable, "-m", "tunedeck.runner.cli", "launch", str(cfg), "--follow"], env=env,
                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   preexec_fn=_pinned(core))
                  for cfg, core in ((cfg_alone, cores[0]), (cfg_watched, cores[1]))]
@@ -309,8 +309,8 @@ def _train_pair(cfg_alone: Path, cfg_watched: Path, run_alone: Path, run_watched
 
 
 def bench_train_side_by_side(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
-    from runner.data.demo import write_demo_data
-    from runner.train.tiny import build_tiny_model
+    from tunedeck.runner.data.demo import write_demo_data
+    from tunedeck.runner.train.tiny import build_tiny_model
 
     model = build_tiny_model(tmp / "tiny-llama", seed=0, hidden=64, layers=2)
     data = tmp / "demo-data"
@@ -336,8 +336,8 @@ def bench_train_side_by_side(rounds: int, steps: int, tmp: Path) -> dict[str, fl
 
 
 def bench_train(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
-    from runner.data.demo import write_demo_data
-    from runner.train.tiny import build_tiny_model
+    from tunedeck.runner.data.demo import write_demo_data
+    from tunedeck.runner.train.tiny import build_tiny_model
 
     model = build_tiny_model(tmp / "tiny-llama", seed=0, hidden=64, layers=2)
     data = tmp / "demo-data"
@@ -367,8 +367,8 @@ def bench_train(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
 
 def _stop_leftovers(root: Path) -> None:
     """Runs are detached: an interrupted bench must not leave one training."""
-    from runner.control.runs import read_run
-    from runner.control.stop import stop_run
+    from tunedeck.runner.control.runs import read_run
+    from tunedeck.runner.control.stop import stop_run
 
     for d in sorted(root.glob("*")) if root.is_dir() else []:
         try:

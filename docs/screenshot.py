@@ -30,7 +30,7 @@ def main() -> int:
 
     import psutil
 
-    from runner.control.manifest import ProcRef
+    from tunedeck.runner.control.manifest import ProcRef
     from tests.tui_helpers import SNAPSHOT_RUNS, RunSpec, build_runs, write_run
 
     tmp = Path(tempfile.mkdtemp(prefix="tunedeck-shot-"))
@@ -61,8 +61,8 @@ def main() -> int:
 
 
 async def _shoot(root: Path, width: int, height: int, theme: str | None, tmp: Path) -> Path:
-    from tui.app import TunedeckApp
-    from tui.widgets.runs_table import RunsTable
+    from tunedeck.tui.app import TunedeckApp
+    from tunedeck.tui.widgets.runs_table import RunsTable
 
     app = TunedeckApp(root=root, theme=theme, poll=False)
     async with app.run_test(size=(width, height)) as pilot:

@@ -1,8 +1,8 @@
 """tunedeck's headless core: config schema, validation, run control, monitoring.
 
 Nothing under ``runner`` imports Textual, and nothing on the control path
-(``runner.config``, ``runner.control``, ``runner.monitor``, ``runner.cli``)
-imports torch. ``runner.train`` and ``runner.data`` are the only places that do,
+(``tunedeck.runner.config``, ``tunedeck.runner.control``, ``tunedeck.runner.monitor``, ``tunedeck.runner.cli``)
+imports torch. ``tunedeck.runner.train`` and ``tunedeck.runner.data`` are the only places that do,
 and they run inside the ``accelerate launch`` subprocess.
 """
 

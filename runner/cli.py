@@ -12,10 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from runner import __version__
-from runner.errors import TunedeckError
+from tunedeck.runner import __version__
+from tunedeck.runner.errors import TunedeckError
 
-# name -> (module under runner.commands, one-line help). Order is the help order.
+# name -> (module under tunedeck.runner.commands, one-line help). Order is the help order.
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "check configs: every error, warning and advice with file:line"),
     "estimate": ("estimate", "estimate GPU memory for a config, per component, with a verdict"),
@@ -60,7 +60,7 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
         kwargs = {} if help_text is argparse.SUPPRESS else {"help": help_text, "description": help_text}
         p = sub.add_parser(name, **kwargs)
         if name == selected:
-            mod = importlib.import_module(f"runner.commands.{module}")
+            mod = importlib.import_module(f"tunedeck.runner.commands.{module}")
             mod.add_arguments(p)
     return parser
 
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    mod = importlib.import_module(f"runner.commands.{COMMANDS[args.command][0]}")
+    mod = importlib.import_module(f"tunedeck.runner.commands.{COMMANDS[args.command][0]}")
     try:
         return int(mod.run(args) or 0)
     except TunedeckError as exc:

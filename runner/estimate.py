@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.config.yamlio import split_list
-from runner.errors import ConfigError
-from runner.fsutil import read_json
-from runner.model_shape import (
+from tunedeck.runner.config.yamlio import split_list
+from tunedeck.runner.errors import ConfigError
+from tunedeck.runner.fsutil import read_json
+from tunedeck.runner.model_shape import (
     BLOCK_LINEARS,
     MLP_LINEARS,
     ModelShape,
@@ -197,7 +197,7 @@ def _int(v: Any, default: int) -> int:
 
 def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
     """The config with schema defaults filled in (the schema's if it is there)."""
-    from runner.config.schema import apply_defaults
+    from tunedeck.runner.config.schema import apply_defaults
 
     try:
         out = dict(apply_defaults(dict(values)))
@@ -763,7 +763,7 @@ def _gradient_checkpointing(v: Mapping[str, Any]) -> bool:
 
 
 # -----------------------------------------------------------------------------------
-# The guide's optimisation levels (runner.config.presets owns them)
+# The guide's optimisation levels (tunedeck.runner.config.presets owns them)
 # -----------------------------------------------------------------------------------
 
 
@@ -775,9 +775,9 @@ class _Level:
 
 
 def optimization_levels() -> list[_Level]:
-    """The guide's 9.3 levels from ``runner.config.presets.OPTIMIZATION_LEVELS``."""
+    """The guide's 9.3 levels from ``tunedeck.runner.config.presets.OPTIMIZATION_LEVELS``."""
     try:
-        from runner.config import presets  # type: ignore[attr-defined]
+        from tunedeck.runner.config import presets  # type: ignore[attr-defined]
     except ImportError:
         return []
     raw = getattr(presets, "OPTIMIZATION_LEVELS", None)
@@ -833,7 +833,7 @@ def _apply_level(values: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[st
 def detect_gpu_memory() -> tuple[int, list[float]] | None:
     """(count, total bytes per GPU) from NVML, or ``None`` without a driver/module."""
     try:
-        from runner.monitor.nvml import get_nvml  # type: ignore[import-not-found]
+        from tunedeck.runner.monitor.nvml import get_nvml  # type: ignore[import-not-found]
     except ImportError:
         return None
     try:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ConfigError
-from runner.fsutil import read_json
+from tunedeck.runner.errors import ConfigError
+from tunedeck.runner.fsutil import read_json
 
 # The linear modules of one LLaMA decoder block, in the order peft sees them.
 ATTN_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -46,7 +46,7 @@ ACTIVE_STATUSES = frozenset({RunStatus.STARTING, RunStatus.RUNNING, RunStatus.ST
 
 
 class TrainerExit(enum.IntEnum):
-    """Exit codes of ``python -m runner.train``.
+    """Exit codes of ``python -m tunedeck.runner.train``.
 
     ``accelerate launch`` and torchrun turn any non-zero child code into 1, so the
     trainer also writes :data:`TRAINER_EXIT` with the reason; the supervisor reads

@@ -4,7 +4,7 @@ The rules follow the guide: its troubleshooting table (section 10.6: OOM, slow
 training, loss not converging), its memory levels (9.3) and priorities (10.5),
 its checkpoint advice (10.3). Each suggestion carries a patch (key -> new value,
 ``None`` removes the key) and the memory estimate before and after it, from
-:mod:`runner.estimate`. Steps a config already has are skipped.
+:mod:`tunedeck.runner.estimate`. Steps a config already has are skipped.
 
 :func:`diagnose` is pure (a :class:`TriageInput` in, diagnoses out);
 :func:`triage_run` gathers the input from a run directory; :func:`apply_suggestion`
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.config.yamlio import ConfigDoc
-from runner.errors import ConfigError, RunNotFound, TunedeckError
-from runner.estimate import (
+from tunedeck.runner.config.yamlio import ConfigDoc
+from tunedeck.runner.errors import ConfigError, RunNotFound, TunedeckError
+from tunedeck.runner.estimate import (
     GiB,
     MemoryEstimate,
     deepspeed_plan,
@@ -35,8 +35,8 @@ from runner.estimate import (
     format_bytes,
     with_defaults,
 )
-from runner.fsutil import atomic_write_text, read_json
-from runner.protocol import (
+from tunedeck.runner.fsutil import atomic_write_text, read_json
+from tunedeck.runner.protocol import (
     CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
     INCOMPLETE_MARKER,
@@ -310,7 +310,7 @@ def _sample_file(*, offload: bool) -> str:
     """Our sample DeepSpeed ZeRO-3 config (absolute path), or the conventional name."""
     name = "ds_z3_offload_config.json" if offload else "ds_z3_config.json"
     try:
-        from runner.config.presets import launch_file
+        from tunedeck.runner.config.presets import launch_file
 
         shipped = Path(launch_file(name))
         if shipped.is_file():
@@ -459,7 +459,7 @@ def _oom(ctx: _Ctx) -> list[Suggestion]:
 
 
 def _cutoff_suggestion(ctx: _Ctx, cutoff: int) -> Suggestion:
-    from runner.triage_data import dataset_lengths
+    from tunedeck.runner.triage_data import dataset_lengths
 
     new = max(256, cutoff // 2)
     stats = None
@@ -542,7 +542,7 @@ def _warmup_suggestion(ctx: _Ctx) -> Suggestion | None:
 
 
 def _not_converging(ctx: _Ctx) -> list[Suggestion]:
-    from runner.triage_data import render_sample
+    from tunedeck.runner.triage_data import render_sample
 
     out = []
     lr = ctx.num("learning_rate", 5e-5)
@@ -1082,7 +1082,7 @@ def config_path_of(run_dir: Path) -> Path | None:
 
 def gather(run_dir: str | Path) -> TriageInput:
     """Build a :class:`TriageInput` from the files of ``run_dir``."""
-    from runner.control.manifest import read_manifest
+    from tunedeck.runner.control.manifest import read_manifest
 
     rd = Path(run_dir)
     if not rd.is_dir():
@@ -1155,7 +1155,7 @@ def gather(run_dir: str | Path) -> TriageInput:
 def _gpu_facts(indices: list[int]) -> tuple[float | None, float | None, str | None]:
     """(smallest memory, mean utilisation, name) of the run's GPUs, from NVML."""
     try:
-        from runner.monitor.nvml import get_nvml
+        from tunedeck.runner.monitor.nvml import get_nvml
     except ImportError:
         return None, None, None
     try:

@@ -1,8 +1,8 @@
 """Data facts for triage: example lengths (for a shorter ``cutoff_len``) and a sample.
 
 Datasets are resolved through ``dataset_dir/dataset_info.json`` and rendered
-through the chat template with :mod:`runner.data.dataset_info`,
-:mod:`runner.data.converters` and :mod:`runner.data.templates` (pure Python);
+through the chat template with :mod:`tunedeck.runner.data.dataset_info`,
+:mod:`tunedeck.runner.data.converters` and :mod:`tunedeck.runner.data.templates` (pure Python);
 if those ever start importing torch, this falls back to the raw records. Token
 counts come from the model's ``tokenizer.json`` through the ``tokenizers``
 library when the model is local, else characters / 4; the result says which.
@@ -22,15 +22,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from runner.config.yamlio import split_list
-from runner.errors import TunedeckError
-from runner.fsutil import read_json
+from tunedeck.runner.config.yamlio import split_list
+from tunedeck.runner.errors import TunedeckError
+from tunedeck.runner.fsutil import read_json
 
 MAX_RECORDS = 20_000            # per dataset: enough for a percentile, cheap to read
 MAX_JSON_BYTES = 256 * 1024**2  # do not parse a multi-GB .json array for advice
 
 _HEAVY = ("torch", "transformers", "datasets", "peft", "accelerate", "trl")
-_DATA_MODULES = ("runner.data.dataset_info", "runner.data.converters", "runner.data.templates")
+_DATA_MODULES = ("tunedeck.runner.data.dataset_info", "tunedeck.runner.data.converters", "tunedeck.runner.data.templates")
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,9 @@ def _imports_heavy(module: str) -> bool:
                 mods = [node.module]
             if any(m.split(".")[0] in _HEAVY for m in mods):
                 return True
-            if any(m.startswith("runner.") and m != module and m not in _DATA_MODULES
-                   and m.startswith("runner.data") for m in mods):
-                return True   # another runner.data module: not vetted here
+            if any(m.startswith("tunedeck.runner.") and m != module and m not in _DATA_MODULES
+                   and m.startswith("tunedeck.runner.data") for m in mods):
+                return True   # another tunedeck.runner.data module: not vetted here
     return False
 
 
@@ -141,7 +141,7 @@ def _load_records(path: Path, limit: int) -> tuple[list[Any], bool]:
 class _Source:
     name: str
     path: Path
-    attr: Any            # runner.data.dataset_info.DatasetAttr, or None in the fallback
+    attr: Any            # tunedeck.runner.data.dataset_info.DatasetAttr, or None in the fallback
 
 
 def _sources(values: Mapping[str, Any], config_dir: Path | None, mods: Any

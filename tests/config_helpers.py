@@ -53,7 +53,7 @@ def line_of(path: Path, key: str) -> int:
 
 def run_cli(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *args],
+        [sys.executable, "-m", "tunedeck.runner.cli", *args],
         capture_output=True, text=True, cwd=cwd or REPO, timeout=60,
         env=None if env is None else dict(env),
     )

@@ -3,8 +3,8 @@ a helper that writes a small CPU training config pointing at them, and an enviro
 that keeps every test offline, single-threaded and out of the user's home.
 
 - ``tiny_model_dir``: a LLaMA-architecture model + tokenizer from
-  :func:`runner.train.tiny.build_tiny_model` (hidden 64, 2 layers; ~140k parameters).
-- ``demo_data_dir``: :func:`runner.data.demo.write_demo_data` output with ``dataset_info.json``.
+  :func:`tunedeck.runner.train.tiny.build_tiny_model` (hidden 64, 2 layers; ~140k parameters).
+- ``demo_data_dir``: :func:`tunedeck.runner.data.demo.write_demo_data` output with ``dataset_info.json``.
 - ``make_demo_config(tmp_path, **overrides) -> Path``: ``tmp_path/demo.yaml`` for a 12-step
   LoRA SFT run on CPU (output in ``tmp_path/out``); overrides replace or add keys, and a
   value of ``None`` removes the key.
@@ -50,14 +50,14 @@ def _per_test_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from runner.train.tiny import build_tiny_model
+    from tunedeck.runner.train.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-llama", seed=0, hidden=64, layers=2)
 
 
 @pytest.fixture(scope="session")
 def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from runner.data.demo import write_demo_data
+    from tunedeck.runner.data.demo import write_demo_data
 
     out = tmp_path_factory.mktemp("data") / "demo"
     write_demo_data(out, seed=0, n=400)

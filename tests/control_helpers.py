@@ -39,7 +39,7 @@ def tunedeck(
     args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *args],
+        [sys.executable, "-m", "tunedeck.runner.cli", *args],
         env=env,
         cwd=str(cwd) if cwd else None,
         capture_output=True,
@@ -90,7 +90,7 @@ def log_steps(run_dir: Path) -> list[int]:
 
 
 def worker_pid(run_dir: Path) -> int | None:
-    """The pid of the ``python -m runner.train`` process (not accelerate's launcher)."""
+    """The pid of the ``python -m tunedeck.runner.train`` process (not accelerate's launcher)."""
     for p in manifest(run_dir).get("procs") or []:
         if p.get("role") == "worker":
             return int(p["pid"])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from runner.control.manifest import ProcRef, RunManifest
-from runner.protocol import RunStatus
+from tunedeck.runner.control.manifest import ProcRef, RunManifest
+from tunedeck.runner.protocol import RunStatus
 
 # A shell (think: supervisor) with a background sleep (think: trainer): it prints the
 # child's pid, then waits. No interpreter start-up, so it is ready at once.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.config.yamlio import ConfigDoc
-from runner.errors import ConfigError, StaleFileError
+from tunedeck.runner.config.yamlio import ConfigDoc
+from tunedeck.runner.errors import ConfigError, StaleFileError
 
 ORIGINAL = """\
 # Production chat fine-tune

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from config_helpers import BASE, REPO, run_cli, write_config
 
-from runner.config.hf_training_keys import HF_TRAINING_KEYS, fields_from_source
-from runner.config.presets import HARDWARE_PRESETS, OPTIMIZATION_LEVELS
-from runner.config.schema import (
+from tunedeck.runner.config.hf_training_keys import HF_TRAINING_KEYS, fields_from_source
+from tunedeck.runner.config.presets import HARDWARE_PRESETS, OPTIMIZATION_LEVELS
+from tunedeck.runner.config.schema import (
     GROUPS,
     PARAMS,
     UNSET,
@@ -24,9 +24,9 @@ from runner.config.schema import (
     schema_markdown,
     secret_keys,
 )
-from runner.config.validate import check_value, validate_path
-from runner.config.yamlio import ConfigDoc
-from runner.errors import ConfigError
+from tunedeck.runner.config.validate import check_value, validate_path
+from tunedeck.runner.config.yamlio import ConfigDoc
+from tunedeck.runner.errors import ConfigError
 
 GUIDE = REPO.parent / "shared" / "guide.md"
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from config_helpers import BASE, DROP, SAMPLES, line_of, run_cli, write_config, yaml_text
 
-from runner.config.validate import Finding, check_value, validate_doc, validate_path
-from runner.config.yamlio import ConfigDoc
+from tunedeck.runner.config.validate import Finding, check_value, validate_doc, validate_path
+from tunedeck.runner.config.yamlio import ConfigDoc
 
 
 def _findings(tmp_path: Path, values: dict[str, Any], *, files: bool = False, cuda: bool = True,

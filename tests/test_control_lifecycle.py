@@ -61,7 +61,7 @@ def test_run_survives_its_terminal_then_a_killed_trainer_is_resumed_to_the_end(
         [
             sys.executable,
             "-m",
-            "runner.cli",
+            "tunedeck.runner.cli",
             "launch",
             str(cfg),
             "--follow",
@@ -119,7 +119,7 @@ def test_second_launch_is_refused_stop_checkpoints_and_resume_finishes(tmp_path,
     cfg = make_demo_config(tmp_path, max_steps=16, save_steps=50, logging_steps=1)
     out_dir = tmp_path / "out"
     env = control_env(tmp_path / "home", TUNEDECK_FAULT="slow@0.4")
-    cmd = [sys.executable, "-m", "runner.cli", "launch", str(cfg), "--name", "busy"]
+    cmd = [sys.executable, "-m", "tunedeck.runner.cli", "launch", str(cfg), "--name", "busy"]
     a = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     b = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ra, rb = a.communicate(timeout=120), b.communicate(timeout=120)
@@ -192,7 +192,7 @@ def test_simulated_oom_is_classified_and_auto_triage_retries_with_the_batch_size
     assert "per_device_train_batch_size: 1" in frozen
     assert "per_device_train_batch_size: 4" in (out_dir / "config.attempt-1.yaml").read_text()
 
-    from runner.triage import triage_run
+    from tunedeck.runner.triage import triage_run
 
     # The batch size is already 1 now: triage moves on to the guide's next step.
     diags = triage_run(out_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.control.launch import (
+from tunedeck.runner.control.launch import (
     ACCELERATE_CONFIG,
     build_launch_plan,
     decide_start,
@@ -20,8 +20,8 @@ from runner.control.launch import (
     supervisor_env,
     write_plan_files,
 )
-from runner.control.secrets import SECRETS_ENV, redact_env
-from runner.errors import ConfigError, RunBusy
+from tunedeck.runner.control.secrets import SECRETS_ENV, redact_env
+from tunedeck.runner.errors import ConfigError, RunBusy
 from tests.control_helpers import control_env, tunedeck
 
 
@@ -36,7 +36,7 @@ def test_single_cpu_run_is_one_explicit_process(tmp_path: Path) -> None:
     assert _flag(argv, "--config_file") == str(tmp_path / ACCELERATE_CONFIG)
     assert "--cpu" in argv and "--multi_gpu" not in argv
     assert _flag(argv, "--num_processes") == "1" and _flag(argv, "--mixed_precision") == "no"
-    assert argv[-3:] == ["-m", "runner.train", str(tmp_path / "config.yaml")]
+    assert argv[-3:] == ["-m", "tunedeck.runner.train", str(tmp_path / "config.yaml")]
     assert plan.env["ACCELERATE_USE_CPU"] == "1" and plan.env["TUNEDECK_EXPECT_WORLD_SIZE"] == "1"
     if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
         assert plan.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
@@ -179,7 +179,7 @@ def test_print_command_is_the_exact_shell_line_and_launches_nothing(
     assert "wandb-secret-123" not in out.stdout + out.stderr
     i = words.index(sys.executable)
     assert words[i : i + 3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    assert words[-3:] == ["-m", "runner.train", str(tmp_path / "out" / "config.yaml")]
+    assert words[-3:] == ["-m", "tunedeck.runner.train", str(tmp_path / "out" / "config.yaml")]
     assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "runs").exists()
 
 
@@ -194,7 +194,7 @@ def test_an_invalid_config_launches_nothing(tmp_path: Path, make_demo_config) ->
 
 
 def test_secrets_stay_out_of_the_frozen_config_and_reach_the_trainer_by_env(tmp_path: Path) -> None:
-    from runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.config.yamlio import ConfigDoc
 
     src = tmp_path / "cfg.yaml"
     src.write_text("# my run\nswanlab_api_key: sk-live-999  # keep\nlearning_rate: 1.0e-4\n")

@@ -14,12 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runner.control.classify import classify_exit, last_exception_line
-from runner.control.registry import register
-from runner.control.resume import end_of_training_warning, pick_checkpoint
-from runner.control.runs import read_run, resolve_run
-from runner.errors import RunNotFound, TunedeckError
-from runner.protocol import RunStatus
+from tunedeck.runner.control.classify import classify_exit, last_exception_line
+from tunedeck.runner.control.registry import register
+from tunedeck.runner.control.resume import end_of_training_warning, pick_checkpoint
+from tunedeck.runner.control.runs import read_run, resolve_run
+from tunedeck.runner.errors import RunNotFound, TunedeckError
+from tunedeck.runner.protocol import RunStatus
 from tests.control_helpers import control_env, tunedeck
 
 LF_KEYS_LINE = (
@@ -286,7 +286,7 @@ def test_exit_classification_reads_trainer_exit_then_signals_then_the_log(tmp_pa
         r,
         'Traceback (most recent call last):\n  File "x.py", line 1\n'
         "ValueError: dataset demo not found in dataset_info.json\n"
-        "subprocess.CalledProcessError: Command '['python', '-m', 'runner.train']' returned non-zero exit status 1.\n",
+        "subprocess.CalledProcessError: Command '['python', '-m', 'tunedeck.runner.train']' returned non-zero exit status 1.\n",
     )
     info = classify_exit(r, 1)
     assert info.status is RunStatus.FAILED and info.message.startswith("ValueError: dataset demo")
@@ -368,7 +368,7 @@ def test_watch_once_shows_gpus_runs_and_a_loss_sparkline(tmp_path: Path) -> None
 
 
 def test_launch_refuses_a_second_launch_while_the_lock_is_held(tmp_path: Path) -> None:
-    from runner.control.lock import acquire
+    from tunedeck.runner.control.lock import acquire
 
     run = tmp_path / "run"
     run.mkdir()
@@ -390,7 +390,7 @@ def test_supervisor_ignores_sighup(tmp_path: Path) -> None:
     )
     env = control_env(tmp_path / "home")
     sup = subprocess.Popen(
-        [sys.executable, "-m", "runner.control.supervisor", str(run)],
+        [sys.executable, "-m", "tunedeck.runner.control.supervisor", str(run)],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -423,9 +423,9 @@ def test_supervisor_ignores_sighup(tmp_path: Path) -> None:
 def test_a_worker_seen_between_fork_and_exec_becomes_a_worker_once_it_execs(tmp_path: Path) -> None:
     # torchrun forks each worker and then execs it: a tree scan in between sees the
     # launcher's command line. The manifest must still end up naming it a worker.
-    from runner.control.manifest import RunManifest, read_manifest
-    from runner.control.procs import ProcId, create_time
-    from runner.control.supervisor import Supervisor
+    from tunedeck.runner.control.manifest import RunManifest, read_manifest
+    from tunedeck.runner.control.procs import ProcId, create_time
+    from tunedeck.runner.control.supervisor import Supervisor
 
     run = tmp_path / "run"
     run.mkdir()
@@ -437,7 +437,7 @@ def test_a_worker_seen_between_fork_and_exec_becomes_a_worker_once_it_execs(tmp_
         "pid = os.fork()\n"
         "if pid == 0:\n"
         f"    while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
-        "    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', '-m', 'runner.train'])\n"
+        "    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', '-m', 'tunedeck.runner.train'])\n"
         "print(pid, flush=True)\n"
         "os.waitpid(pid, 0)\n"
     )
@@ -455,7 +455,7 @@ def test_a_worker_seen_between_fork_and_exec_becomes_a_worker_once_it_execs(tmp_
         assert roles == {launcher.pid: "launcher", child: "helper"}  # still the launcher's argv
         gate.touch()
         deadline = time.monotonic() + 30
-        while psutil.Process(child).cmdline()[-1:] != ["runner.train"]:
+        while psutil.Process(child).cmdline()[-1:] != ["tunedeck.runner.train"]:
             assert time.monotonic() < deadline, "the child never exec'd"
             time.sleep(0.01)
         sup._track_tree(launcher.pid, ct, known)
@@ -470,9 +470,9 @@ def test_a_worker_seen_between_fork_and_exec_becomes_a_worker_once_it_execs(tmp_
 
 def test_a_run_about_to_restart_never_shows_an_ended_status(tmp_path: Path, monkeypatch) -> None:
     # Readers (status, the TUI, launch --follow) take a terminal status for the end of the run.
-    from runner.control.classify import ExitInfo
-    from runner.control.manifest import Attempt, RunManifest
-    from runner.control.supervisor import Supervisor
+    from tunedeck.runner.control.classify import ExitInfo
+    from tunedeck.runner.control.manifest import Attempt, RunManifest
+    from tunedeck.runner.control.supervisor import Supervisor
 
     run = tmp_path / "run"
     run.mkdir()

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from data_helpers import make_tokenizer
 
-from runner.data.dataset_info import load_dataset_info
-from runner.data.demo import DEMO_NAMES
-from runner.data.loader import build_datasets
+from tunedeck.runner.data.dataset_info import load_dataset_info
+from tunedeck.runner.data.demo import DEMO_NAMES
+from tunedeck.runner.data.loader import build_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _make(out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "runner.cli", "make-demo-data", str(out), *args],
+        [sys.executable, "-m", "tunedeck.runner.cli", "make-demo-data", str(out), *args],
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )
 
@@ -54,7 +54,7 @@ def test_make_demo_data_rejects_a_bad_count(tmp_path: Path) -> None:
      ("dpo", "demo_dpo"), ("rm", "demo_dpo"), ("kto", "demo_kto")],
 )
 def test_every_demo_dataset_loads_for_its_stage_and_fits_a_short_cutoff(tmp_path: Path, stage: str, name: str) -> None:
-    from runner.data.demo import write_demo_data
+    from tunedeck.runner.data.demo import write_demo_data
 
     write_demo_data(tmp_path / "data", seed=0, n=80)
     tok = make_tokenizer()

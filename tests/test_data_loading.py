@@ -10,10 +10,10 @@ import pytest
 from data_helpers import alpaca_rows, make_tokenizer, write_json, write_jsonl
 from datasets import IterableDataset
 
-from runner.data.dataset_info import load_dataset_info, resolve_datasets
-from runner.data.loader import build_datasets
-from runner.data.templates import get_template
-from runner.errors import ConfigError, TunedeckError
+from tunedeck.runner.data.dataset_info import load_dataset_info, resolve_datasets
+from tunedeck.runner.data.loader import build_datasets
+from tunedeck.runner.data.templates import get_template
+from tunedeck.runner.errors import ConfigError, TunedeckError
 
 
 def _build(tmp: Path, info: dict, stage: str = "sft", seed: int = 0, **values):

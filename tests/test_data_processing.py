@@ -6,9 +6,9 @@ import pytest
 import torch
 from data_helpers import make_tokenizer
 
-from runner.data.args import DataArgs
-from runner.data.collators import PTCollator, SFTCollator, prepare_4d_attention_mask
-from runner.data.processors import (
+from tunedeck.runner.data.args import DataArgs
+from tunedeck.runner.data.collators import PTCollator, SFTCollator, prepare_4d_attention_mask
+from tunedeck.runner.data.processors import (
     IGNORE_INDEX,
     KTOProcessor,
     PackedSupervisedProcessor,
@@ -18,8 +18,8 @@ from runner.data.processors import (
     greedy_knapsack,
     infer_seqlen,
 )
-from runner.data.templates import get_template
-from runner.errors import ConfigError
+from tunedeck.runner.data.templates import get_template
+from tunedeck.runner.errors import ConfigError
 
 
 def _args(stage: str = "sft", **kw) -> DataArgs:
@@ -285,7 +285,7 @@ def test_kto_rows_carry_the_label_and_drop_untagged_examples() -> None:
 
 
 def test_efficient_eos_labels_the_closing_eos_of_each_answer() -> None:
-    from runner.data.templates import S, Template
+    from tunedeck.runner.data.templates import S, Template
 
     tok = make_tokenizer()
     t = Template(name="eff", format_user=S("Q: {{content}}\nA:"), format_assistant=S("{{content}}"),
@@ -300,7 +300,7 @@ def test_efficient_eos_labels_the_closing_eos_of_each_answer() -> None:
 
 
 def test_a_chat_template_that_rewrites_history_cannot_be_split_per_turn() -> None:
-    from runner.errors import TunedeckError
+    from tunedeck.runner.errors import TunedeckError
 
     jinja = ("{% for m in messages %}{% if loop.last %}{{ m['content'] }}{% else %}X{% endif %}"
              "{% endfor %}")

@@ -1,6 +1,6 @@
 """Chat templates: exact token ids and labels for every implemented template.
 
-Expected ids are computed independently of runner.data: each expected slot string (written
+Expected ids are computed independently of tunedeck.runner.data: each expected slot string (written
 out here from LLaMA-Factory's template definitions) is tokenized on its own and the ids are
 concatenated; special slots are the tokenizer's bos/eos ids.
 """
@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 from data_helpers import CHATML_JINJA, make_tokenizer
 
-from runner.data.args import DataArgs
-from runner.data.processors import IGNORE_INDEX, SupervisedProcessor
-from runner.data.templates import (
+from tunedeck.runner.data.args import DataArgs
+from tunedeck.runner.data.processors import IGNORE_INDEX, SupervisedProcessor
+from tunedeck.runner.data.templates import (
     TEMPLATE_NAMES,
     TEMPLATE_NAMES_KNOWN,
     TEMPLATES,
     get_template,
     template_status,
 )
-from runner.errors import ConfigError
+from tunedeck.runner.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 B, E = object(), object()  # bos / eos markers for the expectations below
@@ -236,8 +236,8 @@ def test_stop_words_become_the_eos_for_replace_eos_templates() -> None:
 def test_templates_dataset_info_and_demo_import_without_torch_or_datasets() -> None:
     probe = (
         "import sys, json\n"
-        "import runner.data.templates, runner.data.dataset_info, runner.data.demo, runner.data.args\n"
-        "import runner.data.converters, runner.data.processors\n"
+        "import tunedeck.runner.data.templates, tunedeck.runner.data.dataset_info, tunedeck.runner.data.demo, tunedeck.runner.data.args\n"
+        "import tunedeck.runner.data.converters, tunedeck.runner.data.processors\n"
         "heavy = ('torch', 'transformers', 'datasets', 'tokenizers', 'trl')\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy})))\n"
     )

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import ConfigError
-from runner.estimate import GiB, estimate, format_bytes, lora_targets, lora_trainable
-from runner.model_shape import assumed_shape, resolve_shape, shape_from_config
+from tunedeck.runner.errors import ConfigError
+from tunedeck.runner.estimate import GiB, estimate, format_bytes, lora_targets, lora_trainable
+from tunedeck.runner.model_shape import assumed_shape, resolve_shape, shape_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -256,7 +256,7 @@ def test_format_bytes() -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner.cli", "estimate", *args],
+    return subprocess.run([sys.executable, "-m", "tunedeck.runner.cli", "estimate", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=60,
                           env={**os.environ, "COLUMNS": "160", **(env or {})})
 
@@ -278,7 +278,7 @@ def test_estimate_command_prints_components_and_verdict(tmp_path: Path) -> None:
 
 
 def test_verdict_names_the_first_guide_level_that_fits() -> None:
-    from runner.config.presets import OPTIMIZATION_LEVELS
+    from tunedeck.runner.config.presets import OPTIMIZATION_LEVELS
 
     e = estimate({"finetuning_type": "full", "bf16": True, "cutoff_len": 2048,
                   "per_device_train_batch_size": 4}, params="7B", gpu_mem_gib=24,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner import fsutil
+from tunedeck.runner import fsutil
 
 
 def _dead_pid() -> int:

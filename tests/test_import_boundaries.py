@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import runner
-from runner.cli import COMMANDS
+import tunedeck.runner
+from tunedeck.runner.cli import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "trl", "swanlab", "textual")
 # Modules that run inside the training subprocess may import the training stack.
-TRAIN_SIDE = ("runner.train", "runner.data")
+TRAIN_SIDE = ("tunedeck.runner.train", "tunedeck.runner.data")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -41,7 +41,7 @@ def _loaded_after(code: str) -> list[str]:
 
 def _control_modules() -> list[str]:
     names = []
-    for info in pkgutil.walk_packages(runner.__path__, "runner."):
+    for info in pkgutil.walk_packages(tunedeck.runner.__path__, "tunedeck.runner."):
         if info.name.startswith(TRAIN_SIDE):
             continue
         names.append(info.name)
@@ -50,7 +50,7 @@ def _control_modules() -> list[str]:
 
 def test_every_control_path_module_imports_without_torch_or_textual() -> None:
     mods = _control_modules()
-    assert "runner.cli" in mods and "runner.config.yamlio" in mods
+    assert "tunedeck.runner.cli" in mods and "tunedeck.runner.config.yamlio" in mods
     code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in mods)
     assert _loaded_after(code) == []
 
@@ -58,7 +58,7 @@ def test_every_control_path_module_imports_without_torch_or_textual() -> None:
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "tui"])
 def test_subcommand_help_does_not_import_torch_or_textual(command: str) -> None:
     code = (
-        "from runner.cli import main\n"
+        "from tunedeck.runner.cli import main\n"
         "import contextlib, io\n"
         "buf = io.StringIO()\n"
         "with contextlib.redirect_stdout(buf):\n"
@@ -73,7 +73,7 @@ def test_subcommand_help_does_not_import_torch_or_textual(command: str) -> None:
 
 def test_top_level_help_lists_every_command_without_heavy_imports() -> None:
     code = (
-        "from runner.cli import main\n"
+        "from tunedeck.runner.cli import main\n"
         "import contextlib, io\n"
         "buf = io.StringIO()\n"
         "with contextlib.redirect_stdout(buf):\n"
@@ -93,10 +93,16 @@ def _imports_of(path: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(a.name.split(".")[0] for a in node.names)
+            found.update(_top(a.name) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
+            found.add(_top(node.module))
     return found
+
+
+def _top(module: str) -> str:
+    """The first name of a module path, looking through the ``tunedeck.`` namespace."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "tunedeck" and len(parts) > 1 else parts[0]
 
 
 def test_nothing_under_runner_imports_textual_or_tui_except_the_tui_entry() -> None:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from runner.monitor.checkpoints import (
+from tunedeck.runner.monitor.checkpoints import (
     CheckpointWatcher,
     disk_headroom,
     latest_complete,
     scan_checkpoints,
 )
-from runner.monitor.logs import MetricHistory
-from runner.protocol import INCOMPLETE_MARKER
+from tunedeck.runner.monitor.logs import MetricHistory
+from tunedeck.runner.protocol import INCOMPLETE_MARKER
 
 
 def _state(step: int, losses: dict[int, float] | None = None) -> str:

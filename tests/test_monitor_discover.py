@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.monitor import discover
-from runner.monitor.discover import discover_runs, run_kind
+from tunedeck.runner.monitor import discover
+from tunedeck.runner.monitor.discover import discover_runs, run_kind
 
 
 def touch(p: Path, text: str = "{}") -> None:

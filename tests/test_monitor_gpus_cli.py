@@ -12,7 +12,7 @@ from pathlib import Path
 import pynvml
 from monitor_helpers import process_tree, write_manifest
 
-from runner.monitor.nvml import NO_DRIVER_MESSAGE
+from tunedeck.runner.monitor.nvml import NO_DRIVER_MESSAGE
 
 FAKE_VARS = ("TUNEDECK_FAKE_NVML", "TUNEDECK_FAKE_NVML_PIDS", "TUNEDECK_FAKE_NVML_SEED")
 
@@ -21,7 +21,7 @@ def tunedeck(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[s
     full = {k: v for k, v in os.environ.items() if k not in FAKE_VARS}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "runner.cli", "gpus", *args],
+        [sys.executable, "-m", "tunedeck.runner.cli", "gpus", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.monitor import logs
-from runner.monitor.logs import (
+from tunedeck.runner.monitor import logs
+from tunedeck.runner.monitor.logs import (
     MetricHistory,
     RunHistory,
     TextTail,

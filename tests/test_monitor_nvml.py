@@ -12,15 +12,15 @@ import logging
 import pynvml
 import pytest
 
-from runner.monitor import fake_nvml
-from runner.monitor.fake_nvml import (
+from tunedeck.runner.monitor import fake_nvml
+from tunedeck.runner.monitor.fake_nvml import (
     ERROR_CLASSES,
     FAKE_PID_BASE,
     GiB,
     make_fake_nvml,
     parse_pids,
 )
-from runner.monitor.nvml import (
+from tunedeck.runner.monitor.nvml import (
     NO_DRIVER_MESSAGE,
     GpuInfo,
     GpuProcess,

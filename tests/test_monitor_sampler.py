@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from runner.monitor.fake_nvml import make_fake_nvml
-from runner.monitor.nvml import GpuSnapshot, Nvml
-from runner.monitor.sampler import PollingSampler, gpu_sampler
+from tunedeck.runner.monitor.fake_nvml import make_fake_nvml
+from tunedeck.runner.monitor.nvml import GpuSnapshot, Nvml
+from tunedeck.runner.monitor.sampler import PollingSampler, gpu_sampler
 
 
 def wait_until(cond: object, timeout: float = 10.0) -> None:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _tunedeck(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tunedeck.runner.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from runner.protocol import INCOMPLETE_MARKER
-from runner.train.args import build_plan
-from runner.train.outcome import ConfigProblem
+from tunedeck.runner.protocol import INCOMPLETE_MARKER
+from tunedeck.runner.train.args import build_plan
+from tunedeck.runner.train.outcome import ConfigProblem
 
 
 def _ta_fields() -> set[str]:
@@ -28,7 +28,7 @@ def _plan(model_dir: Path, tmp_path: Path, **values):
 
 
 def _load(model_dir: Path, tmp_path: Path, **values):
-    from runner.train.model import load_model, load_tokenizer
+    from tunedeck.runner.train.model import load_model, load_tokenizer
 
     plan = _plan(model_dir, tmp_path, **values)
     tok = load_tokenizer(plan.model)
@@ -137,7 +137,7 @@ def test_plan_refuses_what_this_machine_cannot_run_with_the_fix(
 # -- trainer_log.jsonl: ETA after a resume ------------------------------------------------
 
 def test_eta_after_a_resume_uses_only_this_processes_steps_and_time(tmp_path: Path, monkeypatch) -> None:
-    import runner.train.callbacks as cb
+    import tunedeck.runner.train.callbacks as cb
 
     now = [1000.0]
     monkeypatch.setattr(cb.time, "time", lambda: now[0])
@@ -158,7 +158,7 @@ def test_eta_after_a_resume_uses_only_this_processes_steps_and_time(tmp_path: Pa
 
 
 def test_log_is_appended_never_truncated(tmp_path: Path) -> None:
-    import runner.train.callbacks as cb
+    import tunedeck.runner.train.callbacks as cb
 
     (tmp_path / "trainer_log.jsonl").write_text('{"current_steps": 1, "loss": 2.0}\n')
     log = cb.TrainerLogCallback(tmp_path)
@@ -184,7 +184,7 @@ def _fake_checkpoint(out: Path, step: int, complete: bool) -> None:
 
 
 def test_resume_latest_skips_a_checkpoint_interrupted_while_saving(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from runner.train.workflow import _Context, resolve_resume
+    from tunedeck.runner.train.workflow import _Context, resolve_resume
 
     out = tmp_path / "out"
     _fake_checkpoint(out, 10, complete=True)
@@ -199,7 +199,7 @@ def test_resume_latest_skips_a_checkpoint_interrupted_while_saving(tiny_model_di
 
 
 def test_a_finished_model_without_checkpoints_asks_for_overwrite(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from runner.train.workflow import _Context, resolve_resume
+    from tunedeck.runner.train.workflow import _Context, resolve_resume
 
     out = tmp_path / "out"
     out.mkdir()
@@ -213,7 +213,7 @@ def test_a_finished_model_without_checkpoints_asks_for_overwrite(tiny_model_dir:
 def test_tiny_model_is_deterministic_from_its_seed_and_reloads_offline(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from runner.train.tiny import build_tiny_model, read_build_info
+    from tunedeck.runner.train.tiny import build_tiny_model, read_build_info
 
     a = build_tiny_model(tmp_path / "a", seed=7, hidden=32, layers=1)
     b = build_tiny_model(tmp_path / "b", seed=7, hidden=32, layers=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from runner.train.workflow import with_secrets
+from tunedeck.runner.train.workflow import with_secrets
 
 
 def test_secrets_from_environment_replace_placeholders_in_the_frozen_config() -> None:

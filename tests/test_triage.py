@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from runner.triage import (
+from tunedeck.runner.triage import (
     Diagnosis,
     TriageInput,
     apply_suggestion,
@@ -319,7 +319,7 @@ def test_triage_command_lists_applies_and_prints_the_resume_command(tmp_path: Pa
     env = {**os.environ, "COLUMNS": "200", "TUNEDECK_HOME": str(tmp_path / "home")}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "runner.cli", "triage", *args],
+        return subprocess.run([sys.executable, "-m", "tunedeck.runner.cli", "triage", *args],
                               capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
 
     out = cli(str(run))
@@ -402,8 +402,8 @@ def test_a_plain_transformers_run_uses_trainer_state_log_history(tmp_path: Path)
 
 
 def test_a_run_silent_since_start_up_is_stalled(tmp_path: Path) -> None:
-    from runner.control.manifest import RunManifest
-    from runner.protocol import RunStatus
+    from tunedeck.runner.control.manifest import RunManifest
+    from tunedeck.runner.protocol import RunStatus
 
     run = tmp_path / "run"
     run.mkdir()
@@ -421,8 +421,8 @@ def test_a_run_silent_since_start_up_is_stalled(tmp_path: Path) -> None:
 
 def test_auto_triage_passes_over_a_patch_whose_package_is_not_installed(
         tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    import runner.triage as triage
-    from runner.control.supervisor import _first_triage_patch
+    import tunedeck.runner.triage as triage
+    from tunedeck.runner.control.supervisor import _first_triage_patch
 
     run = make_run(tmp_path)
     # Batch already 1: the guide's next OOM step is the Liger kernel.

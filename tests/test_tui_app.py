@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-import themes
+from tunedeck import themes
 from tests.tui_helpers import build_runs, wait_for
-from tui.app import TunedeckApp
+from tunedeck.tui.app import TunedeckApp
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def test_the_tui_exits_when_its_terminal_hangs_up_and_honours_no_color(tmp_path:
     pid, fd = pty.fork()
     if pid == 0:  # the child: tunedeck on its own terminal
         os.chdir(REPO)
-        os.execve(sys.executable, [sys.executable, "-m", "runner.cli", "--root", str(root)], env)
+        os.execve(sys.executable, [sys.executable, "-m", "tunedeck.runner.cli", "--root", str(root)], env)
     try:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         os.kill(pid, signal.SIGWINCH)

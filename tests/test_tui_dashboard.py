@@ -16,18 +16,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runner.control.manifest import ProcRef
+from tunedeck.runner.control.manifest import ProcRef
 from tests.tui_helpers import RunSpec, build_runs, screen_text, wait_for, wait_text, write_run
-from tui import actions
-from tui.app import TunedeckApp
-from tui.widgets.runs_table import RunsTable
+from tunedeck.tui import actions
+from tunedeck.tui.app import TunedeckApp
+from tunedeck.tui.widgets.runs_table import RunsTable
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
-    from runner.monitor.nvml import reset_nvml
+    from tunedeck.runner.monitor.nvml import reset_nvml
 
     reset_nvml()
 
@@ -154,7 +154,7 @@ async def test_readonly_mode_registers_no_action_that_changes_a_run(runs_root: P
         help_text = _help_text(app)
         assert "Stop" not in help_text and "Read-only mode" in screen_text(app)
         # ... and the palette offers none of them.
-        from tui.commands import TunedeckCommands
+        from tunedeck.tui.commands import TunedeckCommands
 
         provider = TunedeckCommands(app.screen_stack[0])
         labels = [text for text, _h, _cb in provider._commands()]
@@ -272,7 +272,7 @@ async def test_launch_a_copy_shows_the_exact_command_for_the_gpus_ticked(runs_ro
         await pilot.press("L")
         await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=30, what="launch modal")
         copy_dir = runs_root / "qwen2-7b-dpo-copy2"
-        await wait_text(pilot, app, str(copy_dir), "runner.train", "GPU 0", "GPU 1")
+        await wait_text(pilot, app, str(copy_dir), "tunedeck.runner.train", "GPU 0", "GPU 1")
         command = app.screen.query_one("#launch-command")
         assert "CUDA_VISIBLE_DEVICES=0 " in str(command.content) and "--multi_gpu" not in str(command.content)
         await pilot.press("down", "space")  # tick GPU 1 as well: the command follows

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.tui_helpers import screen_text, wait_for
-from tui.app import TunedeckApp
-from tui.screens.editor import EditorScreen
+from tunedeck.tui.app import TunedeckApp
+from tunedeck.tui.screens.editor import EditorScreen
 
 CONFIG = """\
 # My 7B LoRA run: keep these comments!
@@ -36,7 +36,7 @@ output_dir: {out}
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
-    from runner.monitor.nvml import reset_nvml
+    from tunedeck.runner.monitor.nvml import reset_nvml
 
     reset_nvml()
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.tui_helpers import screen_text, wait_for, wait_text
-from tui.app import TunedeckApp
-from tui.screens.editor import EditorScreen
-from tui.widgets.runs_table import RunsTable
+from tunedeck.tui.app import TunedeckApp
+from tunedeck.tui.screens.editor import EditorScreen
+from tunedeck.tui.widgets.runs_table import RunsTable
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUNEDECK_FAKE_NVML", "none")  # this box has no GPU: the run uses the CPU
     monkeypatch.setenv("TUNEDECK_FAULT", "slow@0.25")
-    from runner.monitor.nvml import reset_nvml
+    from tunedeck.runner.monitor.nvml import reset_nvml
 
     reset_nvml()
 
@@ -65,7 +65,7 @@ async def test_launch_watch_stop_and_resume_a_real_run_from_the_tui(
         # Launch: the modal shows the exact command and says there is no GPU.
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=30, what="launch modal")
-        text = await wait_text(pilot, app, "accelerate", "runner.train", "uses the CPU")
+        text = await wait_text(pilot, app, "accelerate", "tunedeck.runner.train", "uses the CPU")
         assert str(run_dir) in text
         await pilot.press("y")
         await wait_for(pilot, lambda: app.screen.id == "dashboard" and app.selected_run_dir == run_dir,

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.tui_helpers import FROZEN_NOW, build_runs, wait_for, wait_text
-from tui.app import TunedeckApp
-from tui.widgets.runs_table import RunsTable
+from tunedeck.tui.app import TunedeckApp
+from tunedeck.tui.widgets.runs_table import RunsTable
 
 SNAP_DIR = Path("/tmp/tunedeck-snapshot")
 SIZES = [(80, 24), (160, 48)]
@@ -66,7 +66,7 @@ def _snapshot_world(monkeypatch: pytest.MonkeyPatch) -> None:
         return export_svg(self, *args, **kwargs)
 
     monkeypatch.setattr(Console, "export_svg", fixed_id_export)
-    from runner.monitor.nvml import reset_nvml
+    from tunedeck.runner.monitor.nvml import reset_nvml
 
     reset_nvml()
     yield  # type: ignore[misc]
@@ -113,7 +113,7 @@ def test_dashboard_snapshot(snap_compare: Any, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_editor_snapshot(snap_compare: Any, size: tuple[int, int]) -> None:
     async def open_editor(pilot: Any, app: TunedeckApp) -> None:
-        from tui.screens.editor import EditorScreen
+        from tunedeck.tui.screens.editor import EditorScreen
 
         app.open_editor(SNAP_DIR / "train.yaml")
         await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen.analysis is not None)

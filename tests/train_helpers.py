@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from runner.protocol import INCOMPLETE_MARKER, TRAINER_EXIT, TRAINER_LOG, TRAINER_STATE
+from tunedeck.runner.protocol import INCOMPLETE_MARKER, TRAINER_EXIT, TRAINER_LOG, TRAINER_STATE
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 240
@@ -34,7 +34,7 @@ def accelerate_argv(nproc: int = 1) -> list[str]:
 def trainer_argv(cfg: Path, overrides: Sequence[str] = (), *, launcher: str = "python",
                  nproc: int = 1) -> list[str]:
     head = [sys.executable] if launcher == "python" else accelerate_argv(nproc)
-    return [*head, "-m", "runner.train", str(cfg), *overrides]
+    return [*head, "-m", "tunedeck.runner.train", str(cfg), *overrides]
 
 
 def trainer_env(extra: Mapping[str, str] | None = None, *, nproc: int = 1) -> dict[str, str]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.control.manifest import Attempt, ProcRef, RunManifest
-from runner.fsutil import atomic_write_json
-from runner.protocol import STDOUT_LOG, TRAINER_EXIT, TRAINER_LOG
+from tunedeck.runner.control.manifest import Attempt, ProcRef, RunManifest
+from tunedeck.runner.fsutil import atomic_write_json
+from tunedeck.runner.protocol import STDOUT_LOG, TRAINER_EXIT, TRAINER_LOG
 
 FROZEN_NOW = 1_760_000_000.0  # the snapshot tests' clock (2025-10-09)
 
@@ -139,7 +139,7 @@ def write_run(root: Path, spec: RunSpec, *, now: float, supervisor: ProcRef | No
                 "--num_processes",
                 "1",
                 "-m",
-                "runner.train",
+                "tunedeck.runner.train",
                 str(run / "config.yaml"),
             ],
             gpus=list(spec.gpus),

@@ -2,7 +2,7 @@
 
 It never owns a run: runs belong to their supervisors, so quitting, losing the SSH
 link or detaching tmux changes nothing about training. Sampling happens in thread
-workers that post immutable snapshots (``tui.messages``); each poll schedules the
+workers that post immutable snapshots (``tunedeck.tui.messages``); each poll schedules the
 next one only after it finished, so a slow disk or driver never piles up work.
 """
 
@@ -23,10 +23,10 @@ from textual.app import App
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
-import themes
-from tui import actions, data
-from tui.messages import GpusSampled, RunDetailSampled, RunsSampled
-from tui.settings import Settings, load_settings, save_settings, user_themes_dir
+from tunedeck import themes
+from tunedeck.tui import actions, data
+from tunedeck.tui.messages import GpusSampled, RunDetailSampled, RunsSampled
+from tunedeck.tui.settings import Settings, load_settings, save_settings, user_themes_dir
 
 GPU_INTERVAL = 1.0       # NVML devices ~1 Hz (processes are cached ~2 s by the facade)
 RUNS_INTERVAL = 2.0      # run discovery + manifests
@@ -37,7 +37,7 @@ TERMINAL_GONE_GRACE = 3.0  # seconds a clean exit may take once the terminal is 
 
 def tunedeck_commands() -> type[Any]:
     """The palette provider, imported when the palette first opens (not at start-up)."""
-    from tui.commands import TunedeckCommands
+    from tunedeck.tui.commands import TunedeckCommands
 
     return TunedeckCommands
 
@@ -127,13 +127,13 @@ class TunedeckApp(App[int]):
 
     # -- start-up -----------------------------------------------------------------
     def get_default_screen(self) -> Screen[Any]:
-        from tui.screens.dashboard import DashboardScreen
+        from tunedeck.tui.screens.dashboard import DashboardScreen
 
         return DashboardScreen()
 
     @property
     def dashboard(self) -> Any | None:
-        from tui.screens.dashboard import DashboardScreen
+        from tunedeck.tui.screens.dashboard import DashboardScreen
 
         try:
             base = self.screen_stack[0]
@@ -335,7 +335,7 @@ class TunedeckApp(App[int]):
 
     # -- navigation ------------------------------------------------------------
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
+        from tunedeck.tui.screens.help import HelpScreen
 
         if isinstance(self.screen, HelpScreen):
             return
@@ -346,23 +346,23 @@ class TunedeckApp(App[int]):
             self.pop_screen()
 
     def open_logs(self, run_dir: Path) -> None:
-        from tui.screens.logs import LogsScreen
+        from tunedeck.tui.screens.logs import LogsScreen
 
         self.push_screen(LogsScreen(run_dir))
 
     def open_checkpoints(self, run_dir: Path) -> None:
-        from tui.screens.checkpoints import CheckpointsScreen
+        from tunedeck.tui.screens.checkpoints import CheckpointsScreen
 
         self.push_screen(CheckpointsScreen(run_dir))
 
     def open_triage(self, run_dir: Path) -> None:
-        from tui.screens.triage import TriageScreen
+        from tunedeck.tui.screens.triage import TriageScreen
 
         self.push_screen(TriageScreen(run_dir))
 
     def open_editor(self, path: Path | None = None, *, text: str | None = None,
                     title: str | None = None) -> None:
-        from tui.screens.editor import EditorScreen
+        from tunedeck.tui.screens.editor import EditorScreen
 
         try:
             screen = EditorScreen(path=path, text=text, title=title)
@@ -372,7 +372,7 @@ class TunedeckApp(App[int]):
         self.push_screen(screen)
 
     def edit_run_config(self, run: Any) -> None:
-        from runner.control.manifest import read_manifest
+        from tunedeck.runner.control.manifest import read_manifest
 
         m = read_manifest(run.run_dir)
         path = Path(m.config_path) if m and m.config_path and Path(m.config_path).is_file() else None
@@ -385,7 +385,7 @@ class TunedeckApp(App[int]):
         self.open_editor(path)
 
     def prompt_open_config(self) -> None:
-        from tui.screens.modals import PathPrompt
+        from tunedeck.tui.screens.modals import PathPrompt
 
         def opened(value: str | None) -> None:
             if value:
@@ -397,7 +397,7 @@ class TunedeckApp(App[int]):
         self.push_screen(PathPrompt("Open a YAML config", placeholder=str(self.root / "config.yaml")), opened)
 
     def new_config(self) -> None:
-        from tui.screens.modals import ChoiceModal
+        from tunedeck.tui.screens.modals import ChoiceModal
 
         choices: list[tuple[str, str]] = []
         for p in data.sample_config_paths():
@@ -425,8 +425,8 @@ class TunedeckApp(App[int]):
 
     # -- run control flows (asked for by screens) --------------------------------
     def confirm_stop(self, run: Any) -> None:
-        from tui.screens.dashboard import describe_stop
-        from tui.screens.modals import ConfirmationModal
+        from tunedeck.tui.screens.dashboard import describe_stop
+        from tunedeck.tui.screens.modals import ConfirmationModal
 
         if self.readonly:
             return
@@ -456,7 +456,7 @@ class TunedeckApp(App[int]):
     def choose_resume(self, run: Any, *, checkpoint: Path | None = None,
                       overrides: dict[str, Any] | None = None) -> None:
         """Pick a checkpoint (unless given), confirm, resume."""
-        from tui.screens.modals import ChoiceModal
+        from tunedeck.tui.screens.modals import ChoiceModal
 
         if self.readonly:
             return
@@ -489,7 +489,7 @@ class TunedeckApp(App[int]):
         self.call_from_thread(then, cks)
 
     def _confirm_resume(self, run: Any, checkpoint: str, overrides: dict[str, Any] | None) -> None:
-        from tui.screens.modals import ConfirmationModal
+        from tunedeck.tui.screens.modals import ConfirmationModal
 
         status = str(getattr(run.status, "value", run.status))
         lines = [
@@ -548,7 +548,7 @@ class TunedeckApp(App[int]):
     @work(thread=True, group="control", exit_on_error=False)
     def _prepare_launch(self, config_path: Path, overrides: dict[str, Any], title: str,
                         trust_remote_code: bool) -> None:
-        from tui.screens.modals import GpuChoice
+        from tunedeck.tui.screens.modals import GpuChoice
 
         snap = self.gpu_view.snapshot if self.gpu_view else data.gpu_snapshot()
         gpus: list[GpuChoice] = []
@@ -569,7 +569,7 @@ class TunedeckApp(App[int]):
 
     def _show_launch_modal(self, config_path: Path, overrides: dict[str, Any], title: str,
                            plan: data.PlannedLaunch, gpus: list[Any], trust_remote_code: bool) -> None:
-        from tui.screens.modals import ConfirmationModal, LaunchModal
+        from tunedeck.tui.screens.modals import ConfirmationModal, LaunchModal
 
         note = " ".join(plan.notes) or None
         trust = trust_remote_code or plan.trust_remote_code
@@ -618,7 +618,7 @@ def preset_yaml(name: str) -> str:
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
-    from runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.config.yamlio import ConfigDoc
 
     preset = next(p for p in data.hardware_presets() if p.name == name)
     sample = next((p for p in data.sample_config_paths() if p.name == (preset.sample_config or "")), None)
@@ -636,6 +636,6 @@ def preset_yaml(name: str) -> str:
 
 
 def _failed_snapshot(message: str) -> Any:
-    from runner.monitor.nvml import GpuSnapshot
+    from tunedeck.runner.monitor.nvml import GpuSnapshot
 
     return GpuSnapshot(available=False, message=message, driver_version=None, gpus=(), taken_at=time.time())

@@ -9,7 +9,7 @@ from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from tui import actions
+from tunedeck.tui import actions
 
 
 class TunedeckCommands(Provider):

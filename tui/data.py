@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.protocol import STDOUT_LOG, RunStatus
+from tunedeck.runner.protocol import STDOUT_LOG, RunStatus
 
-# runner.config (ruamel.yaml), estimate, triage and control are imported inside the
+# tunedeck.runner.config (ruamel.yaml), estimate, triage and control are imported inside the
 # functions that need them: the dashboard's first frame should not wait for them.
 
 # --------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ class MetricSeries:
 @dataclass(frozen=True)
 class RunsView:
     root: Path
-    runs: tuple[Any, ...]          # runner.control.runs.RunSnapshot
+    runs: tuple[Any, ...]          # tunedeck.runner.control.runs.RunSnapshot
     error: str | None = None
     taken_at: float = field(default_factory=time.time)
 
@@ -69,14 +69,14 @@ class RunDetail:
     run: Any | None                # RunSnapshot
     series: Mapping[str, MetricSeries]
     log_tail: tuple[str, ...]
-    checkpoints: tuple[Any, ...]   # runner.monitor.checkpoints.CheckpointInfo, newest first
+    checkpoints: tuple[Any, ...]   # tunedeck.runner.monitor.checkpoints.CheckpointInfo, newest first
     alerts: tuple[Alert, ...]
     taken_at: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
 class GpuView:
-    snapshot: Any                  # runner.monitor.nvml.GpuSnapshot
+    snapshot: Any                  # tunedeck.runner.monitor.nvml.GpuSnapshot
     history: Mapping[int, tuple[tuple[float, ...], tuple[float, ...]]]  # idx -> (vram %, util %)
     users: Mapping[int, tuple[tuple[str, int], ...]]                    # idx -> ((run name, bytes),)
 
@@ -84,8 +84,8 @@ class GpuView:
 @dataclass(frozen=True)
 class EditorAnalysis:
     generation: int                 # which edit this answers (stale answers are dropped)
-    findings: tuple[Any, ...]       # runner.config.validate.Finding
-    estimate: Any | None            # runner.estimate.MemoryEstimate
+    findings: tuple[Any, ...]       # tunedeck.runner.config.validate.Finding
+    estimate: Any | None            # tunedeck.runner.estimate.MemoryEstimate
     estimate_error: str | None
     memory_label: str               # where the GPU memory figure comes from
     yaml_text: str
@@ -96,7 +96,7 @@ class EditorAnalysis:
 @dataclass(frozen=True)
 class TriageView:
     run_dir: Path
-    diagnoses: tuple[Any, ...]     # runner.triage.Diagnosis
+    diagnoses: tuple[Any, ...]     # tunedeck.runner.triage.Diagnosis
     values: Mapping[str, Any]      # the frozen config the patches apply to
     error: str | None = None
 
@@ -107,7 +107,7 @@ class TriageView:
 
 
 def gpu_snapshot() -> Any:
-    from runner.monitor.nvml import get_nvml
+    from tunedeck.runner.monitor.nvml import get_nvml
 
     return get_nvml().snapshot()
 
@@ -191,7 +191,7 @@ def _ppid(pid: int) -> int | None:
 
 def list_runs(root: Path) -> RunsView:
     """Every run under ``root`` (one-off; the dashboard uses :class:`RunsSampler`)."""
-    from runner.control import runs as runs_mod
+    from tunedeck.runner.control import runs as runs_mod
 
     try:
         runs = runs_mod.list_runs(root)
@@ -225,9 +225,9 @@ class RunsSampler:
         self._cache: dict[Path, tuple[tuple[Any, ...], Any]] = {}
 
     def sample(self) -> RunsView:
-        from runner.control import runs as runs_mod
-        from runner.control.registry import entries
-        from runner.monitor.discover import discover_runs
+        from tunedeck.runner.control import runs as runs_mod
+        from tunedeck.runner.control.registry import entries
+        from tunedeck.runner.monitor.discover import discover_runs
 
         try:
             root = self.root.resolve()
@@ -259,7 +259,7 @@ def _is_active(run: Any) -> bool:
 
 
 def read_run(run_dir: Path) -> Any | None:
-    from runner.control import runs as runs_mod
+    from tunedeck.runner.control import runs as runs_mod
 
     try:
         return runs_mod.read_run(run_dir)
@@ -294,7 +294,7 @@ class RunDetailSampler:
                     self._series.pop(key, None)
 
     def history(self, run_dir: Path) -> Any:
-        from runner.monitor.logs import RunHistory
+        from tunedeck.runner.monitor.logs import RunHistory
 
         h = self._histories.get(run_dir)
         if h is None:
@@ -302,7 +302,7 @@ class RunDetailSampler:
         return h
 
     def _metric(self, run_dir: Path, hist: Any, name: str, shown: bool) -> MetricSeries:
-        from runner.monitor.logs import downsample
+        from tunedeck.runner.monitor.logs import downsample
 
         vals = hist.values(name)
         n = len(vals)
@@ -326,7 +326,7 @@ class RunDetailSampler:
 
     def sample(self, run_dir: Path, run: Any | None, gpus: Any | None = None,
                tail_lines: int = 60, metric: str = "loss") -> RunDetail:
-        from runner.monitor import logs
+        from tunedeck.runner.monitor import logs
 
         follower = self.history(run_dir)
         with contextlib.suppress(Exception):
@@ -345,7 +345,7 @@ class RunDetailSampler:
         return RunDetail(run_dir, run, series, tail, cks, alerts)
 
     def _checkpoints(self, run_dir: Path, hist: Any) -> tuple[Any, ...]:
-        from runner.monitor import checkpoints as ck
+        from tunedeck.runner.monitor import checkpoints as ck
 
         watcher = self._ckpt.get(run_dir)
         if watcher is None:
@@ -388,7 +388,7 @@ def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries
                 out.append(Alert("stalled", f"No new log line for {idle / 60:.0f} min "
                                             f"(median step {med:.1f} s): the run may be stalled."))
         with contextlib.suppress(Exception):
-            from runner.monitor.checkpoints import disk_headroom
+            from tunedeck.runner.monitor.checkpoints import disk_headroom
 
             head = disk_headroom(run_dir, sorted(checkpoints, key=lambda c: c.step))
             if head.low and head.message:
@@ -409,8 +409,8 @@ def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries
 
 def scan_checkpoints(run_dir: Path) -> tuple[Any, ...]:
     """Every checkpoint of a run, newest first, with loss/eval loss at its step."""
-    from runner.monitor import checkpoints as ck
-    from runner.monitor.logs import load_history
+    from tunedeck.runner.monitor import checkpoints as ck
+    from tunedeck.runner.monitor.logs import load_history
 
     return _newest_first(ck.scan_checkpoints(run_dir, load_history(run_dir)))
 
@@ -473,13 +473,13 @@ ERROR_RE = re.compile(
 
 
 def schema() -> Any:
-    from runner.config import schema as s
+    from tunedeck.runner.config import schema as s
 
     return s
 
 
 def check_value(name: str, value: Any) -> str | None:
-    from runner.config import validate
+    from tunedeck.runner.config import validate
 
     try:
         return validate.check_value(name, value)
@@ -500,8 +500,8 @@ def analyse(generation: int, text: str, path: Path | None, *, num_gpus: int | No
     """Validate, estimate and diff an editor buffer (the YAML it would save)."""
     import difflib
 
-    from runner import estimate as est
-    from runner.config import validate, yamlio
+    from tunedeck.runner import estimate as est
+    from tunedeck.runner.config import validate, yamlio
 
     source = str(path) if path else "<new config>"
     try:
@@ -556,7 +556,7 @@ def _redact_yaml_lines(lines: Sequence[str]) -> list[str]:
 
 def sample_config_paths() -> list[Path]:
     try:
-        import sample_configs
+        from tunedeck import sample_configs
     except ImportError:
         return []
     base = Path(sample_configs.__file__).resolve().parent
@@ -564,7 +564,7 @@ def sample_config_paths() -> list[Path]:
 
 
 def hardware_presets() -> list[Any]:
-    from runner.config import presets
+    from tunedeck.runner.config import presets
 
     return list(presets.HARDWARE_PRESETS.values())
 
@@ -599,9 +599,9 @@ def _plain(text: str) -> bool:
 
 
 def launch_plan(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] | None) -> PlannedLaunch:
-    from runner.config import yamlio
-    from runner.control import launch as launch_mod
-    from runner.control.secrets import redact_env
+    from tunedeck.runner.config import yamlio
+    from tunedeck.runner.control import launch as launch_mod
+    from tunedeck.runner.control.secrets import redact_env
 
     doc = yamlio.ConfigDoc.load(config_path, _override_strings(overrides))
     values = doc.values()
@@ -616,7 +616,7 @@ def launch_plan(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[
 
 def launch(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] | None) -> Any:
     """Start a detached supervised run; returns runner's LaunchResult (run_dir, name, ...)."""
-    from runner.control import launch as launch_mod
+    from tunedeck.runner.control import launch as launch_mod
 
     opts = launch_mod.LaunchOptions(gpus=list(gpus) if gpus else None)
     return launch_mod.launch(config_path, _override_strings(overrides), opts)
@@ -624,20 +624,20 @@ def launch(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] 
 
 def stop(run_dir: Path) -> Any:
     """Ask the supervisor to stop (returns at once; the dashboard shows the rest)."""
-    from runner.control import stop as stop_mod
+    from tunedeck.runner.control import stop as stop_mod
 
     return stop_mod.stop_run(run_dir, wait=False)
 
 
 def resume(run_dir: Path, from_: str | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
-    from runner.control import resume as resume_mod
+    from tunedeck.runner.control import resume as resume_mod
 
     return resume_mod.resume(run_dir, from_=from_ or "latest", overrides=_override_strings(overrides or {}))
 
 
 def triage(run_dir: Path) -> TriageView:
-    from runner import triage as triage_mod
-    from runner.config import yamlio
+    from tunedeck.runner import triage as triage_mod
+    from tunedeck.runner.config import yamlio
 
     values: dict[str, Any] = {}
     with contextlib.suppress(Exception):
@@ -650,7 +650,7 @@ def triage(run_dir: Path) -> TriageView:
 
 
 def apply_suggestion(run_dir: Path, suggestion: Any) -> Path:
-    from runner import triage as triage_mod
+    from tunedeck.runner import triage as triage_mod
 
     return Path(triage_mod.apply_suggestion(run_dir, suggestion))
 

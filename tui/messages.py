@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from tui.data import EditorAnalysis, GpuView, RunDetail, RunsView, TriageView
+    from tunedeck.tui.data import EditorAnalysis, GpuView, RunDetail, RunsView, TriageView
 
 
 class _Sample(Message, bubble=False):

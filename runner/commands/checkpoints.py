@@ -31,10 +31,10 @@ def _loss(v: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from runner.commands.runs import format_table
-    from runner.control.runs import resolve_run
-    from runner.monitor.checkpoints import scan_checkpoints
-    from runner.monitor.logs import load_history
+    from tunedeck.runner.commands.runs import format_table
+    from tunedeck.runner.control.runs import resolve_run
+    from tunedeck.runner.monitor.checkpoints import scan_checkpoints
+    from tunedeck.runner.monitor.logs import load_history
 
     run_dir = resolve_run(args.run, args.root)
     cks = scan_checkpoints(run_dir, load_history(run_dir))

@@ -8,7 +8,7 @@ the dashboard, or with ``--headless`` one line per logging step and a summary.
 Cache folder: ``--dir``, else ``$TUNEDECK_HOME/demo``, else ``~/.cache/tunedeck/demo``::
 
     demo_cpu.yaml        the config that was launched (absolute paths)
-    demo/tiny-llama/     the model (python -m runner.train.tiny)
+    demo/tiny-llama/     the model (python -m tunedeck.runner.train.tiny)
     demo/data/           the datasets + dataset_info.json
     runs/demo/           the run directory (replaced by each demo run)
 """
@@ -51,7 +51,7 @@ def demo_home(explicit: str | None) -> Path:
 
 
 def _model_ready(model_dir: Path) -> bool:
-    from runner.train.tiny import TinySpec, is_tiny_model_dir, read_build_info
+    from tunedeck.runner.train.tiny import TinySpec, is_tiny_model_dir, read_build_info
 
     if not is_tiny_model_dir(model_dir):
         return False
@@ -65,11 +65,11 @@ def build_model(model_dir: Path) -> None:
     """Build the tiny model in a child process: this process never imports torch."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.run(
-        [sys.executable, "-m", "runner.train.tiny", str(model_dir), "--seed", str(MODEL_SEED)],
+        [sys.executable, "-m", "tunedeck.runner.train.tiny", str(model_dir), "--seed", str(MODEL_SEED)],
         env=env, capture_output=True, text=True,
     )
     if proc.returncode != 0:
-        from runner.errors import TunedeckError
+        from tunedeck.runner.errors import TunedeckError
 
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise TunedeckError(f"building the tiny model failed: {' | '.join(tail)}",
@@ -78,9 +78,9 @@ def build_model(model_dir: Path) -> None:
 
 def prepare(home: Path, *, rebuild: bool = False, log: Any = print) -> Path:
     """Build the model and data if missing and write ``home/demo_cpu.yaml``; returns it."""
-    from runner.config.yamlio import ConfigDoc
-    from runner.data.demo import write_demo_data
-    from runner.fsutil import atomic_write_text, ensure_dir
+    from tunedeck.runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.data.demo import write_demo_data
+    from tunedeck.runner.fsutil import atomic_write_text, ensure_dir
 
     ensure_dir(home)
     model_dir = home / "demo" / "tiny-llama"
@@ -92,7 +92,7 @@ def prepare(home: Path, *, rebuild: bool = False, log: Any = print) -> Path:
     if rebuild or not (data_dir / "dataset_info.json").is_file():
         write_demo_data(data_dir, seed=DATA_SEED)
         log(f"wrote the demo datasets: {data_dir}")
-    source = resources.files("sample_configs") / DEMO_CONFIG
+    source = resources.files("tunedeck.sample_configs") / DEMO_CONFIG
     src_text = source.read_text(encoding="utf-8")
     cfg = home / DEMO_CONFIG
     tmp = home / f".{DEMO_CONFIG}.src"
@@ -109,7 +109,7 @@ def prepare(home: Path, *, rebuild: bool = False, log: Any = print) -> Path:
 def _overrides(cfg: Path, max_steps: int | None) -> dict[str, Any]:
     if max_steps is None:
         return {}
-    from runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.config.yamlio import ConfigDoc
 
     values = ConfigDoc.load(cfg).values()
     out: dict[str, Any] = {"max_steps": max_steps}
@@ -124,7 +124,7 @@ def _overrides(cfg: Path, max_steps: int | None) -> dict[str, Any]:
 
 def summarize(run_dir: Path, seconds: float) -> tuple[list[str], dict[str, Any]]:
     """Summary lines and numbers: first/last loss, ratio, checkpoints, time, outcome."""
-    from runner.protocol import CHECKPOINT_PREFIX, TRAINER_EXIT, TRAINER_LOG
+    from tunedeck.runner.protocol import CHECKPOINT_PREFIX, TRAINER_EXIT, TRAINER_LOG
 
     losses: list[float] = []
     last: dict[str, Any] = {}
@@ -142,7 +142,7 @@ def summarize(run_dir: Path, seconds: float) -> tuple[list[str], dict[str, Any]]
         pass
     ckpts = sorted((p.name for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()),
                    key=lambda n: int(n.rsplit("-", 1)[-1]) if n.rsplit("-", 1)[-1].isdigit() else -1)
-    from runner.fsutil import read_json
+    from tunedeck.runner.fsutil import read_json
 
     exit_info = read_json(run_dir / TRAINER_EXIT) or {}
     numbers: dict[str, Any] = {
@@ -171,9 +171,9 @@ def summarize(run_dir: Path, seconds: float) -> tuple[list[str], dict[str, Any]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.control.follow import follow, outcome_exit_code
-    from runner.control.launch import LaunchOptions, launch
-    from runner.errors import ConfigError
+    from tunedeck.runner.control.follow import follow, outcome_exit_code
+    from tunedeck.runner.control.launch import LaunchOptions, launch
+    from tunedeck.runner.errors import ConfigError
 
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError("--max-steps must be at least 1", file="command line")
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         headless = True
     if not headless:
         try:
-            from runner.commands import tui as tui_command
+            from tunedeck.runner.commands import tui as tui_command
 
             ns = argparse.Namespace(root=str(result.run_dir.parent), readonly=False, theme=None, config=None)
             return int(tui_command.run(ns) or 0)

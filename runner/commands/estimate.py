@@ -23,9 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.config.yamlio import ConfigDoc
-    from runner.errors import ConfigError
-    from runner.estimate import estimate
+    from tunedeck.runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.errors import ConfigError
+    from tunedeck.runner.estimate import estimate
 
     if args.num_gpus is not None and args.num_gpus < 1:
         raise ConfigError("--num-gpus must be at least 1", file="command line")
@@ -48,7 +48,7 @@ def render(est, title: str) -> None:  # type: ignore[no-untyped-def]
     from rich.console import Console
     from rich.table import Table
 
-    from runner.estimate import format_bytes
+    from tunedeck.runner.estimate import format_bytes
 
     con = Console(highlight=False)
     shape = est.shape

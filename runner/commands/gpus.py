@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.monitor.nvml import NO_DRIVER_MESSAGE, GpuSnapshot, get_nvml, snapshot_to_dict
-from runner.monitor.sampler import MIN_INTERVAL
+from tunedeck.runner.monitor.nvml import NO_DRIVER_MESSAGE, GpuSnapshot, get_nvml, snapshot_to_dict
+from tunedeck.runner.monitor.sampler import MIN_INTERVAL
 
 if TYPE_CHECKING:
-    from runner.monitor.runprocs import RunProcesses
+    from tunedeck.runner.monitor.runprocs import RunProcesses
 
 GiB = float(1 << 30)
 RUN_REFRESH_S = 10.0  # re-discover runs under --root this often in --watch
@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
             runs = []
             if snap.available and any(g.processes for g in snap.gpus):
                 # Only now: reading manifests pulls in pydantic (~0.3 s to import).
-                from runner.monitor.discover import discover_runs
-                from runner.monitor.runprocs import run_processes
+                from tunedeck.runner.monitor.discover import discover_runs
+                from tunedeck.runner.monitor.runprocs import run_processes
 
                 # Directories change rarely: re-discover every RUN_REFRESH_S; process
                 # trees change all the time: re-read them every refresh.

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> object:
-    from runner.control.launch import LaunchOptions, parse_gpus
+    from tunedeck.runner.control.launch import LaunchOptions, parse_gpus
 
     return LaunchOptions(
         gpus=parse_gpus(args.gpus),
@@ -91,10 +91,10 @@ def options_from_args(args: argparse.Namespace) -> object:
 def _print_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runner.config.yamlio import ConfigDoc
-    from runner.control.launch import _validate, build_launch_plan, resolve_output_dir
-    from runner.control.secrets import redact_env
-    from runner.protocol import FROZEN_CONFIG
+    from tunedeck.runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.control.launch import _validate, build_launch_plan, resolve_output_dir
+    from tunedeck.runner.control.secrets import redact_env
+    from tunedeck.runner.protocol import FROZEN_CONFIG
 
     opts = options_from_args(args)
     doc = ConfigDoc.load(args.config, args.overrides)
@@ -124,8 +124,8 @@ def _print_command(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.print_command:
         return _print_command(args)
-    from runner.control.follow import follow, outcome_exit_code
-    from runner.control.launch import launch
+    from tunedeck.runner.control.follow import follow, outcome_exit_code
+    from tunedeck.runner.control.launch import launch
 
     opts = options_from_args(args)
     res = launch(args.config, args.overrides, opts,  # type: ignore[arg-type]

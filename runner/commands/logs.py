@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pick_log(run_dir: Path, name: str | None) -> Path:
-    from runner.errors import TunedeckError
+    from tunedeck.runner.errors import TunedeckError
 
     if name:
         p = run_dir / name
@@ -36,8 +36,8 @@ def pick_log(run_dir: Path, name: str | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.control.runs import raw_manifest, resolve_run, run_ended
-    from runner.monitor.logs import TextTail, tail_lines
+    from tunedeck.runner.control.runs import raw_manifest, resolve_run, run_ended
+    from tunedeck.runner.monitor.logs import TextTail, tail_lines
 
     run_dir = resolve_run(args.run, args.root)
     path = pick_log(run_dir, args.file)

@@ -16,8 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.data.demo import write_demo_data
-    from runner.errors import ConfigError
+    from tunedeck.runner.data.demo import write_demo_data
+    from tunedeck.runner.errors import ConfigError
 
     if args.n < 1:
         raise ConfigError("--n must be at least 1", file="command line")

@@ -20,14 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.errors import ConfigError
+    from tunedeck.runner.errors import ConfigError
 
     if args.hidden < 16 or args.hidden % 4:
         raise ConfigError("--hidden must be a multiple of 4 and at least 16", file="command line")
     if args.layers < 1:
         raise ConfigError("--layers must be at least 1", file="command line")
     # The training stack is imported only now that the command really runs.
-    from runner.train.tiny import build_tiny_model, read_build_info
+    from tunedeck.runner.train.tiny import build_tiny_model, read_build_info
 
     try:
         out = build_tiny_model(args.dir, seed=args.seed, hidden=args.hidden, layers=args.layers)

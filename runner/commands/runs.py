@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from runner.control.runs import RunSnapshot
+from tunedeck.runner.control.runs import RunSnapshot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def _cell(v: object) -> str:
 
 
 def table_rows(snaps: list[RunSnapshot]) -> list[list[str]]:
-    from runner.control.follow import fmt_duration
+    from tunedeck.runner.control.follow import fmt_duration
 
     rows = [["ID", "NAME", "KIND", "STATUS", "STEP", "LOSS", "ETA", "CKPTS", "DIR"]]
     for s in snaps:
@@ -53,7 +53,7 @@ def format_table(rows: list[list[str]]) -> str:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from runner.control.runs import list_runs
+    from tunedeck.runner.control.runs import list_runs
 
     snaps = list_runs(args.root, max_depth=args.depth)
     if args.active:

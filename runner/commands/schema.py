@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from runner.config.schema import GROUPS, schema_as_json, schema_markdown
-from runner.errors import ConfigError
+from tunedeck.runner.config.schema import GROUPS, schema_as_json, schema_markdown
+from tunedeck.runner.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from runner.control.runs import RunSnapshot
+from tunedeck.runner.control.runs import RunSnapshot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def _num(v: float | None, spec: str) -> str:
 
 def render(s: RunSnapshot) -> str:
     """The human form of a RunSnapshot (several ``key: value`` lines)."""
-    from runner.control.follow import fmt_duration
+    from tunedeck.runner.control.follow import fmt_duration
 
     steps = "-"
     if s.current_steps is not None:
@@ -56,7 +56,7 @@ def render(s: RunSnapshot) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.control.runs import read_run, resolve_run
+    from tunedeck.runner.control.runs import read_run, resolve_run
 
     snap = read_run(resolve_run(args.run, args.root))
     if args.json:

@@ -8,7 +8,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from runner.control.stop import DEFAULT_TIMEOUT
+    from tunedeck.runner.control.stop import DEFAULT_TIMEOUT
 
     parser.description = (
         "Ask the run's supervisor to stop: SIGTERM to the trainer's process group, the trainer "
@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.control.runs import resolve_run
-    from runner.control.stop import stop_run
+    from tunedeck.runner.control.runs import resolve_run
+    from tunedeck.runner.control.stop import stop_run
 
     run_dir = resolve_run(args.run, args.root)
     if not args.no_wait:

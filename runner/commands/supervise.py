@@ -14,6 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.control.supervisor import main
+    from tunedeck.runner.control.supervisor import main
 
     return main([args.run_dir])

@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_run_dir(ref: str) -> tuple[Path, str]:
     """(run directory, how to name the run on a command line) for an id or a path."""
-    from runner.control.runs import resolve_run
-    from runner.protocol import FROZEN_CONFIG
+    from tunedeck.runner.control.runs import resolve_run
+    from tunedeck.runner.protocol import FROZEN_CONFIG
 
     try:
         p = Path(ref).expanduser()
@@ -33,8 +33,8 @@ def resolve_run_dir(ref: str) -> tuple[Path, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.errors import TunedeckError
-    from runner.triage import (
+    from tunedeck.runner.errors import TunedeckError
+    from tunedeck.runner.triage import (
         apply_suggestion,
         diagnose,
         diagnoses_to_data,
@@ -84,8 +84,8 @@ def _render(diags: list, values: dict[str, Any], ref: str) -> None:  # type: ign
     from rich.console import Console
     from rich.markup import escape
 
-    from runner.estimate import format_bytes
-    from runner.triage import numbered
+    from tunedeck.runner.estimate import format_bytes
+    from tunedeck.runner.triage import numbered
 
     con = Console(highlight=False)
     nums = {id(s): n for n, _, s in numbered(diags)}

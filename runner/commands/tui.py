@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runner.errors import ConfigError, TunedeckError
+    from tunedeck.runner.errors import ConfigError, TunedeckError
 
     class UsageError(TunedeckError):
         exit_code = 2  # "invalid config or usage" (see runner/cli.py)
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--root {root} is not a directory", hint="pass the folder that holds your runs")
     if args.config and not Path(args.config).expanduser().is_file():
         raise ConfigError("config file not found", file=args.config, hint="--config takes a YAML file")
-    from tui.app import TunedeckApp
+    from tunedeck.tui.app import TunedeckApp
 
     app = TunedeckApp(root=root, readonly=args.readonly, theme=args.theme,
                       config=Path(args.config).expanduser() if args.config else None)

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runner.config.validate import Finding, has_errors, summarize, validate_path
-from runner.errors import ConfigError
+from tunedeck.runner.config.validate import Finding, has_errors, summarize, validate_path
+from tunedeck.runner.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sparkline(values: list[float], width: int) -> str:
     """Unicode block sparkline of ``values`` squeezed into ``width`` columns."""
-    from runner.monitor.logs import downsample
+    from tunedeck.runner.monitor.logs import downsample
 
     pts = downsample(values, width)
     if not pts:
@@ -50,7 +50,7 @@ class Histories:
         self._runs: dict[str, Any] = {}
 
     def loss(self, run_dir: Path) -> list[float]:
-        from runner.monitor.logs import RunHistory
+        from tunedeck.runner.monitor.logs import RunHistory
 
         key = str(run_dir)
         rh = self._runs.get(key)
@@ -70,7 +70,7 @@ def build_frame(snaps: list[Any], gpu_snap: Any, histories: Histories, spark_wid
     from rich.table import Table
     from rich.text import Text
 
-    from runner.control.follow import fmt_duration
+    from tunedeck.runner.control.follow import fmt_duration
 
     parts: list[Any] = []
     owners: dict[int, str] = {}
@@ -129,13 +129,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from runner.control.runs import list_runs
-    from runner.errors import ConfigError
+    from tunedeck.runner.control.runs import list_runs
+    from tunedeck.runner.errors import ConfigError
 
     if args.interval < MIN_INTERVAL:
         raise ConfigError(f"--interval {args.interval} is below {MIN_INTERVAL}s; polling that fast "
                           "takes CPU from the training", file="command line")
-    from runner.monitor.nvml import get_nvml
+    from tunedeck.runner.monitor.nvml import get_nvml
 
     nvml = get_nvml()
     hist = Histories()

@@ -1,7 +1,7 @@
 """The guide's hardware presets (§10.1) and memory-optimisation levels (§9.3), as data.
 
 A preset's ``values`` and a level's ``patch`` are plain ``{key: value}`` mappings
-that can be applied with :meth:`runner.config.yamlio.ConfigDoc.apply` (a value of
+that can be applied with :meth:`tunedeck.runner.config.yamlio.ConfigDoc.apply` (a value of
 ``None`` removes the key). DeepSpeed files are referenced by the absolute path of
 the copies shipped in ``sample_configs/launch/``.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import sample_configs
+from tunedeck import sample_configs
 
 
 def launch_file(name: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from runner.errors import ConfigError
+from tunedeck.runner.errors import ConfigError
 
 ParamType = Literal["bool", "int", "float", "str", "enum", "list", "json", "path", "number"]
 # list   = comma-list string or YAML list (dataset, lora_target, ...); ``choices`` then

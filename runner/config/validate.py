@@ -22,9 +22,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from runner.config import datasets_check as dsc
-from runner.config.hf_training_keys import HF_TRAINING_KEYS
-from runner.config.schema import (
+from tunedeck.runner.config import datasets_check as dsc
+from tunedeck.runner.config.hf_training_keys import HF_TRAINING_KEYS
+from tunedeck.runner.config.schema import (
     PARAMS,
     UNSET,
     Param,
@@ -33,9 +33,9 @@ from runner.config.schema import (
     get_param,
     is_env_key,
 )
-from runner.config.yamlio import ConfigDoc, Location, split_list
-from runner.errors import ConfigError
-from runner.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
+from tunedeck.runner.config.yamlio import ConfigDoc, Location, split_list
+from tunedeck.runner.errors import ConfigError
+from tunedeck.runner.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
 
 Severity = Literal["error", "warning", "advice"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "advice")
@@ -275,7 +275,7 @@ def _runner_templates() -> frozenset[str]:
     try:
         import importlib.util
 
-        spec = importlib.util.find_spec("runner.data.templates")
+        spec = importlib.util.find_spec("tunedeck.runner.data.templates")
     except (ImportError, ValueError):
         return frozenset()
     if spec is None or not spec.origin or not Path(spec.origin).is_file():
@@ -299,7 +299,7 @@ def _runner_templates() -> frozenset[str]:
         try:
             import importlib
 
-            mod = importlib.import_module("runner.data.templates")
+            mod = importlib.import_module("tunedeck.runner.data.templates")
             found: set[str] = set()
             for attr in ("TEMPLATE_NAMES", "TEMPLATE_NAMES_KNOWN", "TEMPLATES"):
                 found |= {str(k) for k in (getattr(mod, attr, None) or ())}

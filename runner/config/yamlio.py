@@ -26,8 +26,8 @@ from ruamel.yaml.scalarstring import (
 )
 from ruamel.yaml.tokens import CommentToken
 
-from runner.errors import ConfigError, StaleFileError
-from runner.fsutil import atomic_write_bytes, atomic_write_text
+from tunedeck.runner.errors import ConfigError, StaleFileError
+from tunedeck.runner.fsutil import atomic_write_bytes, atomic_write_text
 
 # Hard limits that keep a hostile or broken file from costing unbounded time/memory.
 MAX_FILE_BYTES = 4 * 1024 * 1024

@@ -2,17 +2,17 @@
 
 Public API (everything else is an implementation detail):
 
-- :mod:`runner.control.launch`: ``build_launch_plan(values, *, config_path, gpus,
+- :mod:`tunedeck.runner.control.launch`: ``build_launch_plan(values, *, config_path, gpus,
   num_processes, num_machines, machine_rank, main_process_ip, main_process_port, cpu)
   -> LaunchPlan`` (argv, env, accelerate config); ``launch(config_path, overrides,
   LaunchOptions(...)) -> LaunchResult``; ``decide_start`` (the output_dir policy).
-- :mod:`runner.control.supervisor`: ``python -m runner.control.supervisor RUN_DIR``.
-- :mod:`runner.control.runs`: ``read_run(run_dir) -> RunSnapshot``, ``list_runs(root)``,
+- :mod:`tunedeck.runner.control.supervisor`: ``python -m tunedeck.runner.control.supervisor RUN_DIR``.
+- :mod:`tunedeck.runner.control.runs`: ``read_run(run_dir) -> RunSnapshot``, ``list_runs(root)``,
   ``resolve_run(ref, root)``, ``computed_status(raw_manifest)``, ``run_ended(raw_manifest)``.
-- :mod:`runner.control.stop`: ``stop_run(run_dir, timeout=, wait=) -> StopResult``.
-- :mod:`runner.control.resume`: ``resume(run_dir, from_=, overrides=) -> ResumeResult``.
-- :mod:`runner.control.follow`: ``follow(run_dir) -> RunStatus``, ``outcome_exit_code``.
-- :mod:`runner.control.manifest`: ``RunManifest``, ``read_manifest``, ``manifest_trusted``.
+- :mod:`tunedeck.runner.control.stop`: ``stop_run(run_dir, timeout=, wait=) -> StopResult``.
+- :mod:`tunedeck.runner.control.resume`: ``resume(run_dir, from_=, overrides=) -> ResumeResult``.
+- :mod:`tunedeck.runner.control.follow`: ``follow(run_dir) -> RunStatus``, ``outcome_exit_code``.
+- :mod:`tunedeck.runner.control.manifest`: ``RunManifest``, ``read_manifest``, ``manifest_trusted``.
 
 Never imports torch or Textual.
 """

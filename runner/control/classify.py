@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.fsutil import read_json
-from runner.protocol import STDOUT_LOG, TRAINER_EXIT, RunStatus, TrainerExit
+from tunedeck.runner.fsutil import read_json
+from tunedeck.runner.protocol import STDOUT_LOG, TRAINER_EXIT, RunStatus, TrainerExit
 
 TAIL_BYTES = 256 * 1024
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import ConfigError, LaunchError, RunBusy, TunedeckError
-from runner.protocol import (
+from tunedeck.runner.errors import ConfigError, LaunchError, RunBusy, TunedeckError
+from tunedeck.runner.protocol import (
     CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
     MANIFEST,
@@ -39,7 +39,7 @@ from runner.protocol import (
 )
 
 if TYPE_CHECKING:
-    from runner.control.manifest import RunManifest
+    from tunedeck.runner.control.manifest import RunManifest
 
 ACCELERATE_CONFIG = "accelerate_config.json"
 DEEPSPEED_CONFIG = "deepspeed_config.json"
@@ -75,7 +75,7 @@ class LaunchPlan:
         """The command as one shell-quoted line (for a user to run by hand)."""
         import shlex
 
-        from runner.control.secrets import redact_env
+        from tunedeck.runner.control.secrets import redact_env
 
         env = redact_env(self.env) if redact else self.env
         prefix = [f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())]
@@ -105,7 +105,7 @@ def mixed_precision_of(values: Mapping[str, Any]) -> str:
 def visible_gpu_count() -> int:
     """GPUs NVML can see (0 with no driver). Never raises."""
     try:
-        from runner.monitor.nvml import get_nvml
+        from tunedeck.runner.monitor.nvml import get_nvml
 
         snap = get_nvml().snapshot(with_processes=False)
         return len(snap.gpus) if snap.available else 0
@@ -122,7 +122,7 @@ def _load_mapping_file(path: Path, key: str) -> dict[str, Any]:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            from runner.config.yamlio import ConfigDoc
+            from tunedeck.runner.config.yamlio import ConfigDoc
 
             data = ConfigDoc.loads(text, source=str(path)).values()
     except (ValueError, TunedeckError) as exc:
@@ -287,7 +287,7 @@ def build_launch_plan(
         argv += ["--machine_rank", str(machine_rank), "--main_process_ip", str(main_process_ip)]
     if port is not None:
         argv += ["--main_process_port", str(port)]
-    argv += ["-m", "runner.train", str(config_path)]
+    argv += ["-m", "tunedeck.runner.train", str(config_path)]
 
     env: dict[str, str] = {
         EXPECT_WORLD_SIZE_ENV: str(world),
@@ -392,7 +392,7 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete ``checkpoint-N`` (the monitor's definition of complete), or None."""
-    from runner.monitor.checkpoints import latest_complete
+    from tunedeck.runner.monitor.checkpoints import latest_complete
 
     found = latest_complete(run_dir)
     return found.path if found is not None else None
@@ -485,9 +485,9 @@ def freeze_config(doc: Any, run_dir: Path, patch: Mapping[str, Any]) -> tuple[Pa
     reading the copy falls back to the environment (SWANLAB_API_KEY, HF_TOKEN...)
     instead of logging in with "***". Comments and key order survive (ruamel round-trip).
     """
-    from runner.config.yamlio import ConfigDoc
-    from runner.control.secrets import REDACTED, is_secret_key
-    from runner.fsutil import atomic_write_text
+    from tunedeck.runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.control.secrets import REDACTED, is_secret_key
+    from tunedeck.runner.fsutil import atomic_write_text
 
     frozen = ConfigDoc.loads(doc.dumps(), source=str(run_dir / FROZEN_CONFIG))
     for k, v in doc.overrides.items():
@@ -522,7 +522,7 @@ def keep_attempt_copy(run_dir: Path, attempt: int) -> Path | None:
 
 def write_plan_files(plan: LaunchPlan, values: Mapping[str, Any]) -> None:
     """The per-run accelerate config (and an inline DeepSpeed config) in the run dir."""
-    from runner.fsutil import atomic_write_json
+    from tunedeck.runner.fsutil import atomic_write_json
 
     atomic_write_json(plan.accelerate_config_path, plan.accelerate_config)
     if plan.deepspeed_config_path is not None and plan.deepspeed_config_path.name == DEEPSPEED_CONFIG \
@@ -545,7 +545,7 @@ def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: P
     When it cannot start, ``manifest`` (ours to close: we hold the lock) is recorded
     failed rather than left "starting".
     """
-    from runner.control.lock import LOCK_FD_ENV
+    from tunedeck.runner.control.lock import LOCK_FD_ENV
 
     child_env = dict(env)
     child_env[LOCK_FD_ENV] = str(lock_fd)
@@ -556,7 +556,7 @@ def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: P
     log = os.fdopen(log_fd, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.control.supervisor", str(run_dir)],
+            [sys.executable, "-m", "tunedeck.runner.control.supervisor", str(run_dir)],
             cwd=str(cwd),
             env=child_env,
             stdin=subprocess.DEVNULL,
@@ -579,8 +579,8 @@ def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: P
 
 def wait_supervisor_up(run_dir: Path, pid: int, timeout: float = SUPERVISOR_START_TIMEOUT) -> None:
     """Wait until the supervisor has recorded itself in the manifest; raise if it died."""
-    from runner.control.procs import create_time
-    from runner.fsutil import read_json
+    from tunedeck.runner.control.procs import create_time
+    from tunedeck.runner.fsutil import read_json
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -595,7 +595,7 @@ def wait_supervisor_up(run_dir: Path, pid: int, timeout: float = SUPERVISOR_STAR
             data = read_json(run_dir / MANIFEST) or {}
             if (data.get("supervisor") or {}).get("pid") == pid:
                 return  # it ran and finished already
-            from runner.monitor.logs import tail_lines
+            from tunedeck.runner.monitor.logs import tail_lines
 
             tail = "\n".join(tail_lines(run_dir / STDOUT_LOG, 12))
             raise LaunchError(f"the supervisor exited at once; the end of {run_dir / STDOUT_LOG}:\n{tail}")
@@ -606,7 +606,7 @@ def wait_supervisor_up(run_dir: Path, pid: int, timeout: float = SUPERVISOR_STAR
 
 def supervisor_env(plan: LaunchPlan, secrets: Mapping[str, Any], run_id: str) -> dict[str, str]:
     """The environment the supervisor (and through it the trainer) runs with."""
-    from runner.control.secrets import secrets_env
+    from tunedeck.runner.control.secrets import secrets_env
 
     env = dict(os.environ)
     env.update(plan.env)
@@ -621,7 +621,7 @@ def supervisor_env(plan: LaunchPlan, secrets: Mapping[str, Any], run_id: str) ->
 def _validate(doc: Any) -> list[str]:
     """Run the config validator: raise ConfigError on the first error (nothing is
     launched), return the warnings as printable lines."""
-    from runner.config.validate import validate_doc
+    from tunedeck.runner.config.validate import validate_doc
 
     findings = list(validate_doc(doc))
     errors = [f for f in findings if f.severity == "error"]
@@ -659,13 +659,13 @@ def launch(
     the lines a user should read on stderr (resume notices, validator warnings).
     Raises ConfigError (nothing launched), RunBusy or LaunchError.
     """
-    from runner.config.yamlio import ConfigDoc
-    from runner.control import registry
-    from runner.control.lock import acquire
-    from runner.control.manifest import Attempt, RunManifest, read_manifest
-    from runner.control.procs import ref_alive
-    from runner.control.secrets import redact_env, redact_values
-    from runner.fsutil import ensure_dir
+    from tunedeck.runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.control import registry
+    from tunedeck.runner.control.lock import acquire
+    from tunedeck.runner.control.manifest import Attempt, RunManifest, read_manifest
+    from tunedeck.runner.control.procs import ref_alive
+    from tunedeck.runner.control.secrets import redact_env, redact_values
+    from tunedeck.runner.fsutil import ensure_dir
 
     opts = options or LaunchOptions()
     say = warn or (lambda _t: None)

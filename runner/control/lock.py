@@ -14,8 +14,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from runner.errors import RunBusy
-from runner.protocol import LOCK_FILE
+from tunedeck.runner.errors import RunBusy
+from tunedeck.runner.protocol import LOCK_FILE
 
 LOCK_FD_ENV = "TUNEDECK_LOCK_FD"
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from runner.fsutil import atomic_write_text
-from runner.protocol import MANIFEST, RunStatus
+from tunedeck.runner.fsutil import atomic_write_text
+from tunedeck.runner.protocol import MANIFEST, RunStatus
 
 
 class ProcRef(BaseModel):
@@ -25,7 +25,7 @@ class ProcRef(BaseModel):
     pid: int
     create_time: float
     pgid: int | None = None
-    role: str | None = None  # "launcher" (accelerate launch), "worker" (python -m runner.train)
+    role: str | None = None  # "launcher" (accelerate launch), "worker" (python -m tunedeck.runner.train)
 
 
 class Attempt(BaseModel):

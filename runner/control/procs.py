@@ -245,7 +245,7 @@ def nvml_holders(pids: Iterable[int]) -> list[tuple[int, int, int | None]]:
     if not wanted:
         return []
     try:
-        from runner.monitor.nvml import get_nvml, pids_on_gpus
+        from tunedeck.runner.monitor.nvml import get_nvml, pids_on_gpus
 
         snap = get_nvml().snapshot()
         hits = pids_on_gpus(snap, wanted)

@@ -58,7 +58,7 @@ def new_run_id(now: float | None = None) -> str:
 
 def register(run_id: str, name: str, run_dir: str | Path) -> None:
     """Record ``run_id -> run_dir``; failure to write the index never fails a launch."""
-    from runner.fsutil import atomic_write_json, ensure_dir
+    from tunedeck.runner.fsutil import atomic_write_json, ensure_dir
 
     if not is_safe_id(run_id):
         return

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.errors import RunBusy, TunedeckError
-from runner.protocol import (
+from tunedeck.runner.errors import RunBusy, TunedeckError
+from tunedeck.runner.protocol import (
     CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
     STOP_REQUEST,
@@ -41,7 +41,7 @@ class ResumeResult:
 
 def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
     """``latest`` (default) / ``checkpoint-N`` / a path -> a checkpoint directory (complete)."""
-    from runner.control.launch import checkpoint_dirs, newest_complete_checkpoint
+    from tunedeck.runner.control.launch import checkpoint_dirs, newest_complete_checkpoint
 
     spec = (spec or "latest").strip()
     if spec == "latest":
@@ -60,7 +60,7 @@ def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
     if not ck.is_dir():
         raise TunedeckError(f"checkpoint {ck} does not exist",
                             hint="`tunedeck checkpoints RUN` lists the checkpoints")
-    from runner.monitor.checkpoints import scan_checkpoints
+    from tunedeck.runner.monitor.checkpoints import scan_checkpoints
 
     ck = ck.resolve()
     info = next((c for c in scan_checkpoints(ck.parent) if c.path.resolve() == ck), None)
@@ -111,8 +111,8 @@ def resume(
     warn: Callable[[str], None] | None = None,
 ) -> ResumeResult:
     """``tunedeck resume``: relaunch the run's frozen config from a checkpoint (detached)."""
-    from runner.config.yamlio import ConfigDoc, parse_overrides
-    from runner.control.launch import (
+    from tunedeck.runner.config.yamlio import ConfigDoc, parse_overrides
+    from tunedeck.runner.control.launch import (
         build_launch_plan,
         keep_attempt_copy,
         start_supervisor,
@@ -120,11 +120,11 @@ def resume(
         wait_supervisor_up,
         write_plan_files,
     )
-    from runner.control.lock import acquire
-    from runner.control.manifest import Attempt, read_manifest
-    from runner.control.procs import ref_alive
-    from runner.control.secrets import REDACTED, is_secret_key, redact_values
-    from runner.fsutil import atomic_write_text
+    from tunedeck.runner.control.lock import acquire
+    from tunedeck.runner.control.manifest import Attempt, read_manifest
+    from tunedeck.runner.control.procs import ref_alive
+    from tunedeck.runner.control.secrets import REDACTED, is_secret_key, redact_values
+    from tunedeck.runner.fsutil import atomic_write_text
 
     say = warn or (lambda _t: None)
     run = Path(run_dir)

@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from runner.config.schema import is_secret_key as schema_is_secret_key
-from runner.config.schema import redact as schema_redact
+from tunedeck.runner.config.schema import is_secret_key as schema_is_secret_key
+from tunedeck.runner.config.schema import redact as schema_redact
 
 REDACTED = "***"
 # JSON {config key: value} handed to the trainer for the secrets the frozen config lacks.

@@ -1,17 +1,17 @@
 """The detached supervisor: one per run, alive for the run's whole life.
 
-``python -m runner.control.supervisor RUN_DIR`` (or ``tunedeck supervise RUN_DIR``)
+``python -m tunedeck.runner.control.supervisor RUN_DIR`` (or ``tunedeck supervise RUN_DIR``)
 is started by ``tunedeck launch`` / ``resume`` in a new session. It:
 
 - holds the output_dir lock it inherited (so a second launch is refused);
-- spawns ``accelerate launch ... -m runner.train <run_dir>/config.yaml`` in its
+- spawns ``accelerate launch ... -m tunedeck.runner.train <run_dir>/config.yaml`` in its
   own process group, stdout/stderr appended to ``stdout.log`` (a file, not a pipe);
 - keeps ``tunedeck_run.json`` current with atomic writes: pids with start times,
   status ``starting -> running -> (stopping) -> <end>``, attempts;
 - on a stop request (the ``tunedeck_stop`` file, or SIGTERM/SIGINT to itself):
   SIGTERM to the trainer's group, wait up to the timeout, SIGKILL what is left,
   then verify with psutil (and NVML) that no process of the run survives;
-- classifies the end (:mod:`runner.control.classify`) and applies the restart
+- classifies the end (:mod:`tunedeck.runner.control.classify`) and applies the restart
   policy: ``max_restarts`` resumes from the newest complete checkpoint after a
   crash or kill (with a back-off), never after a config error or a user stop,
   after OOM/divergence only with ``auto_triage`` (applying triage's first patch).
@@ -32,19 +32,19 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from runner.control import procs as P
-from runner.control.classify import ExitInfo, classify_exit
-from runner.control.launch import (
+from tunedeck.runner.control import procs as P
+from tunedeck.runner.control.classify import ExitInfo, classify_exit
+from tunedeck.runner.control.launch import (
     RUN_ID_ENV,
     build_launch_plan,
     keep_attempt_copy,
     newest_complete_checkpoint,
     write_plan_files,
 )
-from runner.control.lock import LOCK_FD_ENV, RunLock, adopt
-from runner.control.manifest import Attempt, ProcRef, RunManifest, read_manifest
-from runner.fsutil import atomic_write_text, read_json
-from runner.protocol import FROZEN_CONFIG, STDOUT_LOG, STOP_REQUEST, TRAINER_EXIT, RunStatus
+from tunedeck.runner.control.lock import LOCK_FD_ENV, RunLock, adopt
+from tunedeck.runner.control.manifest import Attempt, ProcRef, RunManifest, read_manifest
+from tunedeck.runner.fsutil import atomic_write_text, read_json
+from tunedeck.runner.protocol import FROZEN_CONFIG, STDOUT_LOG, STOP_REQUEST, TRAINER_EXIT, RunStatus
 
 POLL = 0.2                 # seconds between checks of the trainer and the stop file
 TREE_POLL = 0.5            # seconds between process-tree scans
@@ -289,7 +289,7 @@ class Supervisor:
             cmd = " ".join(P.cmdline(p.pid))
             if cmd:  # a process that has exited keeps the role it had
                 self._roles[p.pid] = "launcher" if p.pid == pid else (
-                    "worker" if "runner.train" in cmd and "accelerate" not in cmd else "helper")
+                    "worker" if "tunedeck.runner.train" in cmd and "accelerate" not in cmd else "helper")
             refs.append(ProcRef(pid=p.pid, create_time=p.create_time, pgid=P.pgid_of(p.pid),
                                 role=self._roles.get(p.pid, "helper")))
         if [(r.pid, r.role, r.pgid) for r in refs] != [(r.pid, r.role, r.pgid) for r in self.m.procs or []]:
@@ -343,7 +343,7 @@ class Supervisor:
 
     # -- end of an attempt and of the run --------------------------------------------------
     def _end_attempt(self, attempt: Attempt, info: ExitInfo, *, restarting: bool = False) -> None:
-        from runner.control.secrets import redact_text
+        from tunedeck.runner.control.secrets import redact_text
 
         secrets = _secrets_from_env()
         msg = redact_text(info.message, secrets) if info.message else None
@@ -427,7 +427,7 @@ class Supervisor:
         return True
 
     def _prepare_restart(self, attempt: Attempt, info: ExitInfo, patch: dict[str, Any]) -> None:
-        from runner.config.yamlio import ConfigDoc
+        from tunedeck.runner.config.yamlio import ConfigDoc
 
         ck = newest_complete_checkpoint(self.run_dir)
         keep_attempt_copy(self.run_dir, attempt.number)
@@ -477,7 +477,7 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 def _secrets_from_env() -> dict[str, Any]:
-    from runner.control.secrets import SECRETS_ENV
+    from tunedeck.runner.control.secrets import SECRETS_ENV
 
     raw = os.environ.get(SECRETS_ENV)
     if not raw:
@@ -493,7 +493,7 @@ def _first_triage_patch(run_dir: Path) -> dict[str, Any] | None:
     """The patch of triage's first suggestion for this run that can start on this machine
     (one that needs an uninstalled package is passed over, and the log says so), or None."""
     try:
-        from runner.triage import missing_requirements, triage_run
+        from tunedeck.runner.triage import missing_requirements, triage_run
 
         for diag in triage_run(run_dir):
             for sug in getattr(diag, "suggestions", None) or ():
@@ -515,7 +515,7 @@ def _first_triage_patch(run_dir: Path) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m runner.control.supervisor RUN_DIR", file=sys.stderr)
+        print("usage: python -m tunedeck.runner.control.supervisor RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(args[0]).resolve()
     # Everything the run writes (the trainer inherits this): no group/world write, whatever
@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         lock = adopt(int(fd), run_dir)
     else:
         # Started by hand: take the lock ourselves (refused if a run is active).
-        from runner.control.lock import acquire
+        from tunedeck.runner.control.lock import acquire
 
         lock = acquire(run_dir)
     try:

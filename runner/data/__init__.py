@@ -2,11 +2,11 @@
 
 Import map (the control path reads the first three without torch):
 
-- :mod:`runner.data.dataset_info` -- ``dataset_info.json`` parsing (no heavy imports)
-- :mod:`runner.data.templates`    -- chat templates as text slots (no heavy imports)
-- :mod:`runner.data.demo`         -- the offline demo datasets (no heavy imports)
-- :mod:`runner.data.args`, :mod:`runner.data.converters`, :mod:`runner.data.processors`
+- :mod:`tunedeck.runner.data.dataset_info` -- ``dataset_info.json`` parsing (no heavy imports)
+- :mod:`tunedeck.runner.data.templates`    -- chat templates as text slots (no heavy imports)
+- :mod:`tunedeck.runner.data.demo`         -- the offline demo datasets (no heavy imports)
+- :mod:`tunedeck.runner.data.args`, :mod:`tunedeck.runner.data.converters`, :mod:`tunedeck.runner.data.processors`
   -- pure Python; tokenizers are duck-typed
-- :mod:`runner.data.collators`    -- torch
-- :mod:`runner.data.loader`       -- ``datasets``: :func:`build_datasets` is the entry point
+- :mod:`tunedeck.runner.data.collators`    -- torch
+- :mod:`tunedeck.runner.data.loader`       -- ``datasets``: :func:`build_datasets` is the entry point
 """

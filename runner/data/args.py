@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from runner.data.dataset_info import split_names
-from runner.errors import ConfigError
+from tunedeck.runner.data.dataset_info import split_names
+from tunedeck.runner.errors import ConfigError
 
 STAGES = ("sft", "pt", "rm", "dpo", "kto")
 MIX_STRATEGIES = {

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from runner.data.processors import IGNORE_INDEX
+from tunedeck.runner.data.processors import IGNORE_INDEX
 
 FA2_NAMES = ("flash_attention_2", "flash_attention_3", "fa2", "fa3")
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from runner.data.dataset_info import DatasetAttr
+from tunedeck.runner.data.dataset_info import DatasetAttr
 
 Row = dict[str, Any]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from runner.errors import ConfigError
+from tunedeck.runner.errors import ConfigError
 
 DATA_CONFIG = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt", "openai")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runner.fsutil import atomic_write_text, ensure_dir
+from tunedeck.runner.fsutil import atomic_write_text, ensure_dir
 
 WORDS = (
     "cat", "dog", "sun", "red", "box", "cup", "hat", "pen", "map", "car", "bus", "toy", "egg",

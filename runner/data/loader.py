@@ -10,7 +10,7 @@ Tokenized cache
     ``$TUNEDECK_CACHE_DIR``, else ``$XDG_CACHE_HOME/tunedeck`` (``~/.cache/tunedeck``).
     It lives outside run directories on purpose: runs over the same data share it. The key
     hashes the data files (path, size, mtime), the data-relevant config keys
-    (:data:`runner.data.args.CACHE_KEYS`), the stage and seed, the tokenizer (its files or
+    (:data:`tunedeck.runner.data.args.CACHE_KEYS`), the stage and seed, the tokenizer (its files or
     its serialized state) and this package's preprocessing code, so editing any of them
     rebuilds. ``overwrite_cache: true`` rebuilds and replaces the entry. When ``cache_dir``
     is given, ``datasets``' own download/arrow cache goes to ``<cache_dir>/hf_datasets``.
@@ -40,13 +40,13 @@ from typing import Any
 import datasets
 from datasets import Dataset, DatasetDict, Features, IterableDataset, Value
 
-from runner.data.args import MIX_STRATEGIES, DataArgs
-from runner.data.converters import get_converter
-from runner.data.dataset_info import DatasetAttr, resolve_datasets
-from runner.data.processors import get_processor
-from runner.data.templates import Template, get_template
-from runner.errors import ConfigError, TunedeckError
-from runner.fsutil import atomic_write_json, ensure_dir, read_json
+from tunedeck.runner.data.args import MIX_STRATEGIES, DataArgs
+from tunedeck.runner.data.converters import get_converter
+from tunedeck.runner.data.dataset_info import DatasetAttr, resolve_datasets
+from tunedeck.runner.data.processors import get_processor
+from tunedeck.runner.data.templates import Template, get_template
+from tunedeck.runner.errors import ConfigError, TunedeckError
+from tunedeck.runner.fsutil import atomic_write_json, ensure_dir, read_json
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +460,7 @@ def make_collator(
     pad_to_multiple_of: int | None = 8,
 ) -> Any:
     """The collator for ``stage``; None for rm/dpo/kto (trl brings its own)."""
-    from runner.data.collators import PTCollator, SFTCollator
+    from tunedeck.runner.data.collators import PTCollator, SFTCollator
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if stage == "sft":

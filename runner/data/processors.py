@@ -1,7 +1,7 @@
 """Canonical rows -> model inputs, per stage, as LLaMA-Factory's dataset processors do it.
 
 Every processor is a picklable callable for ``datasets.map(batched=True)`` taking a batch of
-canonical rows (see :mod:`runner.data.converters`). Besides the model columns each output row
+canonical rows (see :mod:`tunedeck.runner.data.converters`). Besides the model columns each output row
 carries ``_n_src`` (source examples it holds) and ``_n_trunc`` (how many of them were cut to
 fit ``cutoff_len``); the loader sums them into ``DataBundle.stats`` and drops them.
 Pure Python: tokenizers are duck-typed.
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
-from runner.data.args import DataArgs
-from runner.data.templates import Template
+from tunedeck.runner.data.args import DataArgs
+from tunedeck.runner.data.templates import Template
 
 IGNORE_INDEX = -100
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from runner.errors import ConfigError, TunedeckError
+from tunedeck.runner.errors import ConfigError, TunedeckError
 
 Role = Literal["user", "assistant", "system", "function", "observation"]
 ROLES: tuple[str, ...] = ("user", "assistant", "system", "function", "observation")

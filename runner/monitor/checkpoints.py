@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.monitor.logs import MetricHistory, history_from_trainer_state
-from runner.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
+from tunedeck.runner.monitor.logs import MetricHistory, history_from_trainer_state
+from tunedeck.runner.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
 
 if TYPE_CHECKING:
-    from runner.monitor.host import DiskInfo
+    from tunedeck.runner.monitor.host import DiskInfo
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -345,7 +345,7 @@ def disk_headroom(
     the new one is written, so room for one more is always needed.) A full disk
     kills a long run at its next save.
     """
-    from runner.monitor.host import disk_info  # psutil: only when asked
+    from tunedeck.runner.monitor.host import disk_info  # psutil: only when asked
 
     disk = disk_info(run_dir)
     if checkpoints is None:

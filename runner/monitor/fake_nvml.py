@@ -1,7 +1,7 @@
 """A fake ``pynvml`` for tests and demos on machines without a GPU.
 
 Selected by ``TUNEDECK_FAKE_NVML=<scenario>`` (for testing only; see
-:func:`runner.monitor.nvml.get_nvml`). The object returned by
+:func:`tunedeck.runner.monitor.nvml.get_nvml`). The object returned by
 :func:`make_fake_nvml` is module-shaped like ``pynvml``: the same function names,
 the same struct field names, and it raises ``pynvml``'s own exception classes, so
 the facade runs exactly the code paths it runs against a real driver.
@@ -432,7 +432,7 @@ def make_fake_nvml(
         names=names,
     )  # fmt: skip
     mod = types.ModuleType(f"fake_pynvml[{scenario}]")
-    mod.__doc__ = f"fake pynvml, scenario {scenario!r} (runner.monitor.fake_nvml)"
+    mod.__doc__ = f"fake pynvml, scenario {scenario!r} (tunedeck.runner.monitor.fake_nvml)"
     for name, obj in vars(pynvml).items():
         if name.startswith(("NVMLError", "NVML_ERROR_", "NVML_TEMPERATURE_")):
             setattr(mod, name, obj)

@@ -5,7 +5,7 @@ It initialises lazily under a lock, turns "no driver" into one message, returns
 drivers, a GPU that fell off the bus) and hands out immutable snapshots.
 
 The backend is the real ``pynvml`` module, or, when the environment variable
-``TUNEDECK_FAKE_NVML=<scenario>`` is set, the fake of :mod:`runner.monitor.fake_nvml`.
+``TUNEDECK_FAKE_NVML=<scenario>`` is set, the fake of :mod:`tunedeck.runner.monitor.fake_nvml`.
 That variable is for testing and demos only.
 """
 
@@ -145,7 +145,7 @@ def _load_backend() -> tuple[ModuleType | None, str | None]:
     """The pynvml-shaped module to use, or (None, why not)."""
     scenario = os.environ.get(FAKE_ENV, "").strip()
     if scenario:
-        from runner.monitor import fake_nvml
+        from tunedeck.runner.monitor import fake_nvml
 
         try:
             return fake_nvml.make_fake_nvml(scenario), None

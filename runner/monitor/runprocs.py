@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.control.manifest import read_manifest
-from runner.monitor.discover import discover_runs
-from runner.monitor.host import trees_pids
+from tunedeck.runner.control.manifest import read_manifest
+from tunedeck.runner.monitor.discover import discover_runs
+from tunedeck.runner.monitor.host import trees_pids
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from runner.monitor.nvml import GpuSnapshot, Nvml, get_nvml
+from tunedeck.runner.monitor.nvml import GpuSnapshot, Nvml, get_nvml
 
 log = logging.getLogger("tunedeck.monitor.sampler")
 

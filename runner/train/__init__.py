@@ -1,5 +1,5 @@
-"""The training process run under ``accelerate launch -m runner.train CONFIG.yaml``.
+"""The training process run under ``accelerate launch -m tunedeck.runner.train CONFIG.yaml``.
 
-Only this package and :mod:`runner.data` import torch/transformers. Entry point:
-:func:`runner.train.workflow.main`; the offline tiny model: :mod:`runner.train.tiny`.
+Only this package and :mod:`tunedeck.runner.data` import torch/transformers. Entry point:
+:func:`tunedeck.runner.train.workflow.main`; the offline tiny model: :mod:`tunedeck.runner.train.tiny`.
 """

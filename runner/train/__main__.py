@@ -1,10 +1,10 @@
-"""Entry point: ``accelerate launch ... -m runner.train CONFIG.yaml [key=value ...]``."""
+"""Entry point: ``accelerate launch ... -m tunedeck.runner.train CONFIG.yaml [key=value ...]``."""
 
 from __future__ import annotations
 
 import sys
 
-from runner.train.workflow import hard_exit, main, needs_hard_exit
+from tunedeck.runner.train.workflow import hard_exit, main, needs_hard_exit
 
 if __name__ == "__main__":
     code = main()

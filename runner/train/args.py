@@ -1,6 +1,6 @@
 """From a config's values to what the trainer needs: a :class:`RunPlan`.
 
-The schema (``runner.config.schema``) declares every key with a ``target``. Keys that
+The schema (``tunedeck.runner.config.schema``) declares every key with a ``target``. Keys that
 are fields of transformers' ``TrainingArguments`` (or of trl's config classes for the
 preference stages) go to those classes as they are, including TrainingArguments keys
 tunedeck does not declare (the validator reports them as "not checked"). Everything
@@ -17,10 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.train.outcome import ConfigProblem
+from tunedeck.runner.train.outcome import ConfigProblem
 
 # LLaMA-Factory's defaults for the keys the runner itself reads (hparams/*.py). Used
-# for anything ``runner.config.schema.apply_defaults`` did not fill.
+# for anything ``tunedeck.runner.config.schema.apply_defaults`` did not fill.
 RUNNER_DEFAULTS: dict[str, Any] = {
     # model
     "adapter_name_or_path": None,
@@ -104,7 +104,7 @@ RUNNER_DEFAULTS: dict[str, Any] = {
     "swanlab_mode": "cloud",
     "swanlab_api_key": None,
     "swanlab_logdir": None,
-    # data (read by the runner as well as by runner.data)
+    # data (read by the runner as well as by tunedeck.runner.data)
     "cutoff_len": 2048,
     "packing": None,
     "neat_packing": False,
@@ -130,7 +130,7 @@ def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
     """The schema's defaults (when the schema provides ``apply_defaults``), then ours."""
     out = dict(values)
     try:
-        from runner.config import schema
+        from tunedeck.runner.config import schema
 
         alias = getattr(schema, "alias_target", None)
         if callable(alias):

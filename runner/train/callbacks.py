@@ -18,10 +18,10 @@ from typing import IO, Any
 import torch
 from transformers import TrainerCallback
 
-from runner.protocol import TRAINER_LOG
-from runner.train.faults import Faults
-from runner.train.outcome import Diverged
-from runner.train.signals import StopSignals
+from tunedeck.runner.protocol import TRAINER_LOG
+from tunedeck.runner.train.faults import Faults
+from tunedeck.runner.train.outcome import Diverged
+from tunedeck.runner.train.signals import StopSignals
 
 _STOP_CODES = {None: 0, "stopped": 1, "preempted": 2}
 _STOP_REASONS = {v: k for k, v in _STOP_CODES.items()}

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from runner.train.args import FinetunePlan, ModelPlan, RunPlan
-from runner.train.outcome import ConfigProblem
+from tunedeck.runner.train.args import FinetunePlan, ModelPlan, RunPlan
+from tunedeck.runner.train.outcome import ConfigProblem
 
 log = logging.getLogger("tunedeck.train")
 

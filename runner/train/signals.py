@@ -1,7 +1,7 @@
 """SIGTERM / SIGUSR1 handling for the trainer process.
 
 A stop request must end in a *complete* checkpoint, so the handler only records the
-request; :class:`runner.train.callbacks.StopCallback` acts on it at the next optimizer
+request; :class:`tunedeck.runner.train.callbacks.StopCallback` acts on it at the next optimizer
 step boundary. Before the training loop has started there is no step to finish,
 so the handler raises :class:`StopRequested` at once (the process leaves quickly
 while it is still loading the model or tokenizing data).

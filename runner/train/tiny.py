@@ -16,7 +16,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runner.fsutil import atomic_write_json, ensure_dir
+from tunedeck.runner.fsutil import atomic_write_json, ensure_dir
 
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<s>"
@@ -217,11 +217,11 @@ def read_build_info(path: str | Path) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m runner.train.tiny DIR [--seed N] ...``: build in a separate process
+    """``python -m tunedeck.runner.train.tiny DIR [--seed N] ...``: build in a separate process
     (the demo uses this so the CLI process never imports torch)."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m runner.train.tiny")
+    p = argparse.ArgumentParser(prog="python -m tunedeck.runner.train.tiny")
     p.add_argument("dir")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", type=int, default=TinySpec.hidden)

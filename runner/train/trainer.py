@@ -1,8 +1,8 @@
 """Our additions to transformers' / trl's trainers, as a mixin.
 
-- every checkpoint carries :data:`runner.protocol.INCOMPLETE_MARKER` while it is being
+- every checkpoint carries :data:`tunedeck.runner.protocol.INCOMPLETE_MARKER` while it is being
   written, so a SIGKILL in the middle leaves a checkpoint readers can tell is incomplete;
-- a non-finite loss is recorded for :class:`runner.train.callbacks.StopCallback`;
+- a non-finite loss is recorded for :class:`tunedeck.runner.train.callbacks.StopCallback`;
 - the tokens counted for throughput are the real (non-padding) ones, also for
   ``neat_packing`` masks that hold sub-sequence indices instead of 0/1;
 - the in-step faults of ``TUNEDECK_FAULT`` (oom, nan, enospc).
@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from runner.protocol import CHECKPOINT_PREFIX, FAULT_ENV, INCOMPLETE_MARKER
-from runner.train.callbacks import RunFlags
-from runner.train.faults import Faults
-from runner.train.outcome import is_disk_full
+from tunedeck.runner.protocol import CHECKPOINT_PREFIX, FAULT_ENV, INCOMPLETE_MARKER
+from tunedeck.runner.train.callbacks import RunFlags
+from tunedeck.runner.train.faults import Faults
+from tunedeck.runner.train.outcome import is_disk_full
 
 
 class TunedeckTrainerMixin:

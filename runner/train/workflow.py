@@ -1,8 +1,8 @@
-"""``python -m runner.train CONFIG.yaml [key=value ...]``: one training process.
+"""``python -m tunedeck.runner.train CONFIG.yaml [key=value ...]``: one training process.
 
 Run by ``accelerate launch`` (one process per device). Rank 0 writes
 ``trainer_log.jsonl`` and, on the way out, ``trainer_exit.json``; the exit code is a
-:class:`runner.protocol.TrainerExit`.
+:class:`tunedeck.runner.protocol.TrainerExit`.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ConfigError
-from runner.protocol import (
+from tunedeck.runner.errors import ConfigError
+from tunedeck.runner.protocol import (
     CHECKPOINT_PREFIX,
     INCOMPLETE_MARKER,
     TRAINER_EXIT,
     TRAINER_LOG,
     TRAINER_STATE,
 )
-from runner.train.args import RunPlan, build_plan
-from runner.train.faults import Faults, faults_from_env
-from runner.train.outcome import (
+from tunedeck.runner.train.args import RunPlan, build_plan
+from tunedeck.runner.train.faults import Faults, faults_from_env
+from tunedeck.runner.train.outcome import (
     ConfigProblem,
     Diverged,
     Outcome,
@@ -39,7 +39,7 @@ from runner.train.outcome import (
     one_line,
     write_exit,
 )
-from runner.train.signals import StopRequested, StopSignals
+from tunedeck.runner.train.signals import StopRequested, StopSignals
 
 EXPECT_WORLD_SIZE_ENV = "TUNEDECK_EXPECT_WORLD_SIZE"
 
@@ -80,7 +80,7 @@ def say(ctx: _Context, message: str) -> None:
 def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest complete ``checkpoint-N`` (the monitor's completeness rule: weights,
     trainer state, no incomplete marker)."""
-    from runner.monitor.checkpoints import latest_complete
+    from tunedeck.runner.monitor.checkpoints import latest_complete
 
     info = latest_complete(output_dir)
     return info.path if info is not None else None
@@ -256,7 +256,7 @@ def _build_trainer(plan: RunPlan, args, model, tokenizer, bundle, flags, faults:
         from trl import RewardTrainer
 
         base = RewardTrainer
-    from runner.train.trainer import make_trainer_class
+    from tunedeck.runner.train.trainer import make_trainer_class
 
     cls = make_trainer_class(base)
     kwargs: dict[str, Any] = {
@@ -288,14 +288,14 @@ def _finish(trainer, plan: RunPlan, train_result, ctx: _Context) -> None:
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
     if plan.plot_loss and trainer.is_world_process_zero():
-        from runner.train.plot import plot_loss
+        from tunedeck.runner.train.plot import plot_loss
 
         for path in plot_loss(plan.output_dir):
             say(ctx, f"saved {path}")
 
 
 # The launcher keeps secrets out of the frozen config.yaml (a "***" placeholder stands
-# there) and hands the real values over in this variable; see runner.control.secrets.
+# there) and hands the real values over in this variable; see tunedeck.runner.control.secrets.
 SECRETS_ENV = "TUNEDECK_SECRETS"
 PLACEHOLDER = "***"
 
@@ -322,10 +322,10 @@ def with_secrets(values: dict[str, Any], environ: Any) -> dict[str, Any]:
 
 def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m runner.train CONFIG.yaml [key=value ...]", file=sys.stderr)
+        print("usage: python -m tunedeck.runner.train CONFIG.yaml [key=value ...]", file=sys.stderr)
         raise ConfigProblem("no config file given")
     config_path, overrides = argv[0], argv[1:]
-    from runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.config.yamlio import ConfigDoc
 
     doc = ConfigDoc.load(config_path, overrides)
     values = with_secrets(doc.values(), os.environ)
@@ -337,7 +337,7 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
 
     import torch
 
-    from runner.train.callbacks import FaultCallback, RunFlags, StopCallback, TrainerLogCallback
+    from tunedeck.runner.train.callbacks import FaultCallback, RunFlags, StopCallback, TrainerLogCallback
 
     cuda = torch.cuda.is_available()
     stage = str(values.get("stage") or "sft")
@@ -372,7 +372,7 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
     else:
         set_seed(args.seed)
 
-    from runner.train.model import load_model, load_tokenizer, trainable_summary
+    from tunedeck.runner.train.model import load_model, load_tokenizer, trainable_summary
 
     tokenizer = load_tokenizer(plan.model)
     bundle = _build_data(plan, tokenizer, args, config_path)
@@ -424,7 +424,7 @@ def _validate(doc, ctx: _Context) -> None:
     """
     import torch
 
-    from runner.config.validate import validate_doc
+    from tunedeck.runner.config.validate import validate_doc
 
     findings = validate_doc(doc, cuda_available=torch.cuda.is_available())
     errors = [f for f in findings if f.severity == "error"]
@@ -440,7 +440,7 @@ def _validate(doc, ctx: _Context) -> None:
 
 
 def _build_data(plan: RunPlan, tokenizer, args, config_path: str):
-    from runner.data.loader import build_datasets
+    from tunedeck.runner.data.loader import build_datasets
 
     # cache_dir None: the data side's default tokenized cache ($TUNEDECK_CACHE_DIR or
     # ~/.cache/tunedeck), shared by runs over the same data.

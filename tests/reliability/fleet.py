@@ -161,7 +161,7 @@ def wait_steps(run_dir: Path, n: int, timeout: float = RUN_TIMEOUT) -> list[int]
 
 
 def trainer_pid(run_dir: Path) -> int | None:
-    """The rank-0 training process: the launcher's direct child running ``runner.train``.
+    """The rank-0 training process: the launcher's direct child running ``tunedeck.runner.train``.
 
     (The manifest's "worker" role also covers processes the trainer forked, e.g. the
     tokenizer's pool, whose command line is the trainer's.)
@@ -173,13 +173,13 @@ def trainer_pid(run_dir: Path) -> int | None:
         return None
     for k in kids:
         with contextlib.suppress(psutil.Error):
-            if "runner.train" in " ".join(k.cmdline()) and k.status() != psutil.STATUS_ZOMBIE:
+            if "tunedeck.runner.train" in " ".join(k.cmdline()) and k.status() != psutil.STATUS_ZOMBIE:
                 return k.pid
     return None
 
 
 def worker_pids(run_dir: Path) -> list[int]:
-    """The ``python -m runner.train`` processes of a run (not accelerate's launcher)."""
+    """The ``python -m tunedeck.runner.train`` processes of a run (not accelerate's launcher)."""
     out = []
     for p in manifest(run_dir).get("procs") or []:
         if p.get("role") == "worker":
@@ -207,7 +207,7 @@ for i in (0, 1, 2):
     os.dup2(fd, i)
 if fd > 2:
     os.close(fd)
-os.execv(sys.executable, [sys.executable, "-m", "runner.cli", *sys.argv[2:]])
+os.execv(sys.executable, [sys.executable, "-m", "tunedeck.runner.cli", *sys.argv[2:]])
 """
 
 
@@ -295,7 +295,7 @@ def drive_observed(ctx: Ctx) -> TrialLog:
     try:
         # Launched under the umask many shared boxes use (002: group-writable by default).
         res = subprocess.run(
-            [sys.executable, "-c", "import os, sys; os.umask(0o002); from runner.cli import main; "
+            [sys.executable, "-c", "import os, sys; os.umask(0o002); from tunedeck.runner.cli import main; "
              "sys.exit(main(sys.argv[1:]))", "launch", str(cfg), "--name", "observed"],
             env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
         assert res.returncode == 0, res.stderr
@@ -350,7 +350,7 @@ RACER = r"""
 import os, sys, time
 ready, go = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.getcwd())
-from runner.cli import main  # imported before the start: the race is the launch itself
+from tunedeck.runner.cli import main  # imported before the start: the race is the launch itself
 open(ready, "w").close()
 while not os.path.exists(go):  # both racers spin on the same file: they start within a tick
     time.sleep(0.0005)
@@ -394,7 +394,7 @@ def drive_race(ctx: Ctx) -> TrialLog:
             assert m.get("id") == run_id and len(m.get("attempts") or []) == 1, m
             # Exactly one supervisor for this output_dir.
             sups = [p for p in psutil.process_iter(["cmdline"])
-                    if "runner.control.supervisor" in " ".join(p.info["cmdline"] or []) and
+                    if "tunedeck.runner.control.supervisor" in " ".join(p.info["cmdline"] or []) and
                     any(str(out) in a for a in (p.info["cmdline"] or []))]
             assert len(sups) == 1, [p.pid for p in sups]
             log.data.setdefault("refusals", []).append(loser[2].strip().splitlines()[0].split(": ", 2)[-1])

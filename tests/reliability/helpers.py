@@ -56,7 +56,7 @@ def tunedeck(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``tunedeck ARGS`` (the real CLI, argv list, no shell) and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *args],
+        [sys.executable, "-m", "tunedeck.runner.cli", *args],
         env=env,
         cwd=str(cwd) if cwd else None,
         capture_output=True,
@@ -229,7 +229,7 @@ def write_run_dir(run_dir: Path, *, run_id: str, name: str | None = None, status
                   procs: list[dict[str, Any]] | None = None, checkpoints: Iterable[int] = (3, 6)) -> Path:
     """A run directory in the protocol's layout, written by hand (no training) for the tests
     that need a run to point at: manifest, trainer_log.jsonl, stdout.log, checkpoints."""
-    from runner.control.manifest import Attempt, RunManifest
+    from tunedeck.runner.control.manifest import Attempt, RunManifest
 
     run_dir.mkdir(parents=True, exist_ok=True)
     recs = [{"current_steps": s, "total_steps": steps, "loss": round(2.0 / s, 4), "lr": 1e-4,
@@ -251,14 +251,14 @@ def write_run_dir(run_dir: Path, *, run_id: str, name: str | None = None, status
     data["procs"] = procs or []
     if procs:
         data["trainer"] = procs[0]
-    from runner.fsutil import atomic_write_json
+    from tunedeck.runner.fsutil import atomic_write_json
 
     atomic_write_json(run_dir / "tunedeck_run.json", data)
     return run_dir
 
 
 def register_run(home: Path, run_id: str, name: str, run_dir: Path) -> None:
-    from runner.fsutil import atomic_write_json
+    from tunedeck.runner.fsutil import atomic_write_json
 
     (home / "runs").mkdir(parents=True, exist_ok=True)
     atomic_write_json(home / "runs" / f"{run_id}.json",

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from runner.control.resume import pick_checkpoint
-from runner.errors import TunedeckError
+from tunedeck.runner.control.resume import pick_checkpoint
+from tunedeck.runner.errors import TunedeckError
 
 
 class Killed(BaseException):
@@ -32,9 +32,9 @@ def _trainer(out: Path, die_after: str | None, limit: int | None) -> Any:
     import transformers
     from transformers import TrainerState, TrainingArguments
 
-    from runner.train.callbacks import RunFlags
-    from runner.train.faults import Faults
-    from runner.train.trainer import make_trainer_class
+    from tunedeck.runner.train.callbacks import RunFlags
+    from tunedeck.runner.train.faults import Faults
+    from tunedeck.runner.train.trainer import make_trainer_class
 
     class Stubbed(transformers.Trainer):
         """transformers' Trainer with the heavy writers replaced by small files."""
@@ -150,7 +150,7 @@ def test_two_runs_storing_the_same_tokenized_cache_entry_at_once(tmp_path: Path,
     entry just before the first one renamed it into place."""
     from datasets import Dataset
 
-    from runner.data import loader
+    from tunedeck.runner.data import loader
 
     sc = scenario("Runs started together on one dataset (shared tokenized cache)")
     entry = tmp_path / "tokenized" / "key"

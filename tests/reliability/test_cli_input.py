@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from tunedeck.runner.cli import main
 
 from .helpers import cli_env, register_run, tunedeck, write_run_dir
 
@@ -98,7 +98,7 @@ def test_nasty_run_refs_are_data_for_every_command(world: dict[str, Path], scena
 
 
 def test_nasty_refs_through_the_real_cli_process(world: dict[str, Path], scenario) -> None:  # type: ignore[no-untyped-def]
-    """The same through ``python -m runner.cli`` (argv list, as a user's shell would pass it)."""
+    """The same through ``python -m tunedeck.runner.cli`` (argv list, as a user's shell would pass it)."""
     sc = scenario("CLI run ids/paths with .., quotes, newlines, $(...)")
     env = cli_env(world["home"])
     for ref in ["$(touch PWNED)", "; touch PWNED", "../evil", "line1\nline2", "`touch PWNED`"]:

@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from runner.config.yamlio import ConfigDoc
-from runner.errors import ConfigError
+from tunedeck.runner.config.yamlio import ConfigDoc
+from tunedeck.runner.errors import ConfigError
 
 from .helpers import REPO
 
@@ -37,7 +37,7 @@ note: "version 0 {'x' * PAD}"
 ZYGOTE = r"""
 import os, signal, sys
 sys.path.insert(0, sys.argv[2])
-from runner.config.yamlio import ConfigDoc
+from tunedeck.runner.config.yamlio import ConfigDoc
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
 path, pad = sys.argv[1], int(sys.argv[3])
 print("ready", flush=True)

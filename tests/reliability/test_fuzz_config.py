@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from runner.config.schema import PARAMS
-from runner.config.validate import Finding, validate_path
-from runner.config.yamlio import MAX_FILE_BYTES, ConfigDoc
-from runner.errors import ConfigError
+from tunedeck.runner.config.schema import PARAMS
+from tunedeck.runner.config.validate import Finding, validate_path
+from tunedeck.runner.config.yamlio import MAX_FILE_BYTES, ConfigDoc
+from tunedeck.runner.errors import ConfigError
 
 from .summary import Scenario
 

@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.control.manifest import RunManifest, read_manifest
-from runner.control.runs import computed_status, raw_manifest, read_run
-from runner.monitor.logs import TrainerLogReader, downsample, load_history, tail_lines
-from runner.protocol import ACTIVE_STATUSES, MANIFEST, TRAINER_LOG
+from tunedeck.runner.control.manifest import RunManifest, read_manifest
+from tunedeck.runner.control.runs import computed_status, raw_manifest, read_run
+from tunedeck.runner.monitor.logs import TrainerLogReader, downsample, load_history, tail_lines
+from tunedeck.runner.protocol import ACTIVE_STATUSES, MANIFEST, TRAINER_LOG
 
 from .summary import Scenario
 
@@ -316,7 +316,7 @@ def _strict(token: str) -> None:
 
 def _cli(argv: list[str]) -> str:
     """Run the CLI in-process (as the subprocess would): exit code 0, or a typed error code."""
-    from runner.cli import main
+    from tunedeck.runner.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

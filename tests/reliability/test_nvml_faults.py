@@ -1,7 +1,7 @@
 """NVML faults: every pynvml error class, raised at every call, never crashes the dashboard,
 ``tunedeck gpus`` or ``tunedeck watch``; a GPU that falls off the bus mid-run is shown as such.
 
-The backend is the fake pynvml (``runner.monitor.fake_nvml``) wrapped so that each call of
+The backend is the fake pynvml (``tunedeck.runner.monitor.fake_nvml``) wrapped so that each call of
 each function raises the next error class in turn: after one full cycle every function has
 raised every class (the facade's handling runs exactly as against a real driver, because
 the classes are pynvml's own).
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from runner.monitor import nvml as nvml_mod
-from runner.monitor.fake_nvml import ERROR_CLASSES, make_fake_nvml
-from runner.monitor.nvml import GpuSnapshot, Nvml, snapshot_to_dict
+from tunedeck.runner.monitor import nvml as nvml_mod
+from tunedeck.runner.monitor.fake_nvml import ERROR_CLASSES, make_fake_nvml
+from tunedeck.runner.monitor.nvml import GpuSnapshot, Nvml, snapshot_to_dict
 
 from .helpers import cli_env, tunedeck, write_run_dir
 
@@ -63,8 +63,8 @@ def _render_everything(snap: GpuSnapshot) -> None:
     """Every headless face of a snapshot: watch's frame, gpus' text and JSON."""
     from rich.console import Console
 
-    from runner.commands.gpus import render
-    from runner.commands.watch import Histories, build_frame
+    from tunedeck.runner.commands.gpus import render
+    from tunedeck.runner.commands.watch import Histories, build_frame
 
     Console(file=io.StringIO(), width=120).print(build_frame([], snap, Histories()))
     render(snap, lambda _pid: None)
@@ -156,8 +156,8 @@ async def _wait(pilot: Any, pred: Any, what: str, timeout: float = 60.0) -> None
 async def test_dashboard_survives_every_error_class_at_every_call(
         fake_facade, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario) -> None:  # type: ignore[no-untyped-def]
     from tests.tui_helpers import screen_text
-    from tui import app as app_mod
-    from tui.app import TunedeckApp
+    from tunedeck.tui import app as app_mod
+    from tunedeck.tui.app import TunedeckApp
 
     sc = scenario("NVML faults: the dashboard (Pilot) never crashes")
     monkeypatch.setattr(app_mod, "GPU_INTERVAL", 0.02)  # many polls quickly; the cost is not under test
@@ -197,8 +197,8 @@ async def test_dashboard_survives_every_error_class_at_every_call(
 async def test_gpu_falling_off_the_bus_mid_run_is_shown_as_lost(
         fake_facade, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario) -> None:  # type: ignore[no-untyped-def]
     from tests.tui_helpers import screen_text
-    from tui import app as app_mod
-    from tui.app import TunedeckApp
+    from tunedeck.tui import app as app_mod
+    from tunedeck.tui.app import TunedeckApp
 
     sc = scenario("NVML: a GPU disappears mid-run")
     monkeypatch.setattr(app_mod, "GPU_INTERVAL", 0.05)
@@ -222,8 +222,8 @@ async def test_gpu_falling_off_the_bus_mid_run_is_shown_as_lost(
         # watch and gpus say it too.
         from rich.console import Console
 
-        from runner.commands.gpus import render
-        from runner.commands.watch import Histories, build_frame
+        from tunedeck.runner.commands.gpus import render
+        from tunedeck.runner.commands.watch import Histories, build_frame
 
         snap = nvml_mod.get_nvml().snapshot()
         buf = io.StringIO()

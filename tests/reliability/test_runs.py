@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from runner.monitor.logs import TrainerLogReader
+from tunedeck.runner.monitor.logs import TrainerLogReader
 
 from .fleet import CI_CKPT_POINTS, DRIVERS, SECRETS, TrialLog
 from .helpers import read_all_bytes, tunedeck
@@ -66,14 +66,14 @@ def test_tui_and_watch_killed_or_hung_up_mid_run_never_touch_the_run(fleet, scen
 async def test_a_new_tui_shows_the_full_history_and_status_of_the_observed_run(fleet, scenario, tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from tests.tui_helpers import screen_text, wait_for
-    from tui.app import TunedeckApp
+    from tunedeck.tui.app import TunedeckApp
 
     sc = scenario("TUI / watch SIGKILL or SIGHUP mid-run")
     log = fleet.result("observed")
     run_dir: Path = log.data["run_dir"]
     monkeypatch.setenv("TUNEDECK_HOME", log.data["env"]["TUNEDECK_HOME"])
     monkeypatch.setenv("TUNEDECK_FAKE_NVML", "none")
-    from runner.monitor.nvml import reset_nvml
+    from tunedeck.runner.monitor.nvml import reset_nvml
 
     reset_nvml()
     with sc.trial():
@@ -110,7 +110,7 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
 async def test_planted_secrets_appear_in_no_file_output_or_screen(fleet, scenario, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from tests.tui_helpers import screen_text, wait_for
-    from tui.app import TunedeckApp
+    from tunedeck.tui.app import TunedeckApp
 
     sc = scenario("Secrets planted in a real run: files, CLI, TUI")
     log = fleet.result("observed")
@@ -143,7 +143,7 @@ async def test_planted_secrets_appear_in_no_file_output_or_screen(fleet, scenari
     with sc.trial() as t:
         monkeypatch.setenv("TUNEDECK_HOME", env["TUNEDECK_HOME"])
         monkeypatch.setenv("TUNEDECK_FAKE_NVML", "none")
-        from runner.monitor.nvml import reset_nvml
+        from tunedeck.runner.monitor.nvml import reset_nvml
 
         reset_nvml()
         app = TunedeckApp(root=log.data["root"], settings_file=tmp_path / "settings.json")

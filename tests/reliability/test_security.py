@@ -18,9 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runner.config.validate import validate_path
-from runner.control.manifest import RunManifest, manifest_trusted
-from runner.fsutil import atomic_write_json, ensure_dir
+from tunedeck.runner.config.validate import validate_path
+from tunedeck.runner.control.manifest import RunManifest, manifest_trusted
+from tunedeck.runner.fsutil import atomic_write_json, ensure_dir
 
 from .helpers import REPO, cli_env, tunedeck, wait_for, write_run_dir
 from .test_pid_reuse import STRANGER
@@ -190,14 +190,14 @@ async def test_trust_remote_code_needs_explicit_confirmation_in_the_tui(
         tmp_path: Path, make_demo_config, monkeypatch: pytest.MonkeyPatch, scenario) -> None:  # type: ignore[no-untyped-def]
     from tests.tui_helpers import screen_text
     from tests.tui_helpers import wait_for as tui_wait
-    from tui import data
-    from tui.app import TunedeckApp
-    from tui.screens.editor import EditorScreen
-    from tui.screens.modals import ConfirmationModal, LaunchModal
+    from tunedeck.tui import data
+    from tunedeck.tui.app import TunedeckApp
+    from tunedeck.tui.screens.editor import EditorScreen
+    from tunedeck.tui.screens.modals import ConfirmationModal, LaunchModal
 
     sc = scenario("Security: trust_remote_code warned and confirmed in the TUI")
     monkeypatch.setenv("TUNEDECK_FAKE_NVML", "none")
-    from runner.monitor.nvml import reset_nvml
+    from tunedeck.runner.monitor.nvml import reset_nvml
 
     reset_nvml()
     launched: list[Path] = []
@@ -247,7 +247,7 @@ LISTENERS = ("textual_serve", "http.server", "socketserver", "aiohttp", "uvicorn
 def test_no_browser_served_mode_listens_beyond_localhost(scenario) -> None:  # type: ignore[no-untyped-def]
     """No command serves the TUI over the network; if one is ever added it must bind to
     localhost by default and say to use an SSH tunnel."""
-    from runner.cli import COMMANDS
+    from tunedeck.runner.cli import COMMANDS
 
     sc = scenario("Security: no browser-served mode beyond localhost")
     with sc.trial():

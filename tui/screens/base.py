@@ -7,7 +7,7 @@ from typing import ClassVar, TypeVar
 from textual.binding import BindingsMap
 from textual.screen import ModalScreen, Screen
 
-from tui import actions
+from tunedeck.tui import actions
 
 T = TypeVar("T")
 
@@ -22,7 +22,7 @@ def _readonly() -> bool:
 
 
 class RegistryScreen(Screen[T]):
-    """A screen whose bindings are :func:`tui.actions.bindings_for` its ``SCOPE``.
+    """A screen whose bindings are :func:`tunedeck.tui.actions.bindings_for` its ``SCOPE``.
 
     Built per instance so ``--readonly`` leaves mutating actions out entirely.
     """

@@ -12,12 +12,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-import themes
-from tui import data
-from tui import format as fmt
-from tui.screens.base import RegistryScreen
-from tui.screens.modals import ConfirmationModal
-from tui.widgets.footer import AppFooter
+from tunedeck import themes
+from tunedeck.tui import data
+from tunedeck.tui import format as fmt
+from tunedeck.tui.screens.base import RegistryScreen
+from tunedeck.tui.screens.modals import ConfirmationModal
+from tunedeck.tui.widgets.footer import AppFooter
 
 COLUMNS = (("step", "Step"), ("time", "Saved"), ("size", "Size"), ("loss", "Loss"),
            ("eval", "Eval loss"), ("kind", "Kind"), ("complete", "Complete"))

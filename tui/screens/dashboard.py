@@ -11,16 +11,16 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from tui import format as fmt
-from tui.data import GpuView, RunDetail, RunsView
-from tui.screens.base import RegistryScreen
-from tui.widgets.footer import AppFooter
-from tui.widgets.gpu_panel import GpuPanel
-from tui.widgets.run_panel import RunPanel
-from tui.widgets.runs_table import RunsTable
+from tunedeck.tui import format as fmt
+from tunedeck.tui.data import GpuView, RunDetail, RunsView
+from tunedeck.tui.screens.base import RegistryScreen
+from tunedeck.tui.widgets.footer import AppFooter
+from tunedeck.tui.widgets.gpu_panel import GpuPanel
+from tunedeck.tui.widgets.run_panel import RunPanel
+from tunedeck.tui.widgets.runs_table import RunsTable
 
 if TYPE_CHECKING:
-    from tui.app import TunedeckApp
+    from tunedeck.tui.app import TunedeckApp
 
 
 class DashboardScreen(RegistryScreen[None]):

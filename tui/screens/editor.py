@@ -18,20 +18,20 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Select, Static, Switch, TabbedContent, TabPane
 
-import themes
-from runner.config import yamlio
-from runner.errors import ConfigError, StaleFileError
-from tui import data
-from tui import format as fmt
-from tui.data import EditorAnalysis
-from tui.messages import EditorAnalysed
-from tui.screens.base import RegistryScreen
-from tui.screens.modals import ConfirmationModal, PathPrompt
-from tui.widgets.estimate_panel import render_estimate
-from tui.widgets.findings import FindingsList
-from tui.widgets.footer import AppFooter
-from tui.widgets.param_field import CONTROL_PREFIX, ParamField
-from tui.widgets.yaml_view import render_diff, render_yaml
+from tunedeck import themes
+from tunedeck.runner.config import yamlio
+from tunedeck.runner.errors import ConfigError, StaleFileError
+from tunedeck.tui import data
+from tunedeck.tui import format as fmt
+from tunedeck.tui.data import EditorAnalysis
+from tunedeck.tui.messages import EditorAnalysed
+from tunedeck.tui.screens.base import RegistryScreen
+from tunedeck.tui.screens.modals import ConfirmationModal, PathPrompt
+from tunedeck.tui.widgets.estimate_panel import render_estimate
+from tunedeck.tui.widgets.findings import FindingsList
+from tunedeck.tui.widgets.footer import AppFooter
+from tunedeck.tui.widgets.param_field import CONTROL_PREFIX, ParamField
+from tunedeck.tui.widgets.yaml_view import render_diff, render_yaml
 
 
 class GroupTabs(TabbedContent):

@@ -8,11 +8,11 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-import themes
-from tui import actions
-from tui import format as fmt
-from tui.screens.base import RegistryScreen
-from tui.widgets.footer import AppFooter
+from tunedeck import themes
+from tunedeck.tui import actions
+from tunedeck.tui import format as fmt
+from tunedeck.tui.screens.base import RegistryScreen
+from tunedeck.tui.widgets.footer import AppFooter
 
 
 class HelpScreen(RegistryScreen[None]):

@@ -11,12 +11,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import Input, Log, Static
 
-import themes
-from runner.protocol import STDOUT_LOG
-from tui import data
-from tui import format as fmt
-from tui.screens.base import RegistryScreen
-from tui.widgets.footer import AppFooter
+from tunedeck import themes
+from tunedeck.runner.protocol import STDOUT_LOG
+from tunedeck.tui import data
+from tunedeck.tui import format as fmt
+from tunedeck.tui.screens.base import RegistryScreen
+from tunedeck.tui.widgets.footer import AppFooter
 
 FOLLOW_INTERVAL = 0.5
 

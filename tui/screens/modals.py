@@ -15,7 +15,7 @@ from textual.widgets import Button, Input, Label, OptionList, SelectionList, Sta
 from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
 
-from tui.screens.base import RegistryModal
+from tunedeck.tui.screens.base import RegistryModal
 
 
 class ConfirmationModal(RegistryModal[bool]):

@@ -14,12 +14,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-import themes
-from tui import data
-from tui import format as fmt
-from tui.data import TriageView
-from tui.screens.base import RegistryScreen
-from tui.widgets.footer import AppFooter
+from tunedeck import themes
+from tunedeck.tui import data
+from tunedeck.tui import format as fmt
+from tunedeck.tui.data import TriageView
+from tunedeck.tui.screens.base import RegistryScreen
+from tunedeck.tui.widgets.footer import AppFooter
 
 
 class TriageScreen(RegistryScreen[None]):

@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tui import format as fmt
+from tunedeck.tui import format as fmt
 
 
 def render_estimate(est: Any | None, error: str | None, label: str,

@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from tui import format as fmt
+from tunedeck.tui import format as fmt
 
 ICONS = {"error": "✖", "warning": "▲", "advice": "ℹ"}
 VARS = {"error": "status-failed", "warning": "status-stopped", "advice": "status-finished"}

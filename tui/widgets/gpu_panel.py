@@ -9,12 +9,12 @@ from rich.console import RenderableType
 from rich.text import Text
 from textual.widget import Widget
 
-from tui import format as fmt
-from tui.data import GpuView
+from tunedeck.tui import format as fmt
+from tunedeck.tui.data import GpuView
 
 
 class GpuPanel(Widget):
-    """Renders a :class:`tui.data.GpuView`; wide terminals get one line per GPU,
+    """Renders a :class:`tunedeck.tui.data.GpuView`; wide terminals get one line per GPU,
     narrow ones pack several compact GPUs per line."""
 
     DEFAULT_CSS = """

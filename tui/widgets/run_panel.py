@@ -15,8 +15,8 @@ from textual.reactive import reactive
 from textual.widget import MountError, Widget
 from textual.widgets import Sparkline, Static
 
-from tui import format as fmt
-from tui.data import METRICS, RunDetail
+from tunedeck.tui import format as fmt
+from tunedeck.tui.data import METRICS, RunDetail
 
 
 def _mean(values: Sequence[float]) -> float:

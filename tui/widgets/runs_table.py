@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
-from tui import format as fmt
+from tunedeck.tui import format as fmt
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("name", "Run"),

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 
-from tui import format as fmt
+from tunedeck.tui import format as fmt
 
 _KEY = re.compile(r"^(\s*)([^#\s][^:]*)(:)(.*)$")
 
