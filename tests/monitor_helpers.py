@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -64,3 +65,30 @@ def write_manifest(
     )
     m.write(run_dir)
     return m
+
+
+def make_llamafactory_resumed_run(d: Path) -> Path:
+    """A LLaMA-Factory output dir whose run crashed after logging step 7 and was resumed
+    from checkpoint-6: trainer_log.jsonl holds step 7 twice (12 steps, 13 lines)."""
+    d.mkdir(parents=True)
+    (d / "training_args.yaml").write_text(f"stage: sft\nfinetuning_type: lora\noutput_dir: {d}\n")
+    lines = []
+    for attempt, steps in ((1, range(1, 8)), (2, range(7, 13))):
+        for s in steps:
+            lines.append(json.dumps({
+                "current_steps": s, "total_steps": 12, "loss": round(3.0 - 0.2 * s - 0.01 * attempt, 4),
+                "lr": 1e-4, "epoch": s / 12, "percentage": round(100 * s / 12, 2),
+                "elapsed_time": f"0:00:{s:02d}", "remaining_time": f"0:00:{12 - s:02d}",
+                "throughput": 1000.0 * attempt, "total_tokens": 100 * s,
+            }))
+    (d / "trainer_log.jsonl").write_text("\n".join(lines) + "\n")
+    for s in (6, 12):
+        ck = d / f"checkpoint-{s}"
+        ck.mkdir()
+        for name in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            (ck / name).write_bytes(b"\0" * 64)
+        (ck / "adapter_config.json").write_text('{"r": 8}')
+        (ck / "trainer_state.json").write_text(json.dumps({"global_step": s, "max_steps": 12,
+                                                           "log_history": []}))
+    (d / "train_results.json").write_text('{"epoch": 1.0}')
+    return d

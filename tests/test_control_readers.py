@@ -21,6 +21,7 @@ from tunedeck.runner.control.runs import read_run, resolve_run
 from tunedeck.runner.errors import RunNotFound, TunedeckError
 from tunedeck.runner.protocol import RunStatus
 from tests.control_helpers import control_env, tunedeck
+from tests.monitor_helpers import make_llamafactory_resumed_run
 
 LF_KEYS_LINE = (
     "current_steps",
@@ -365,6 +366,23 @@ def test_watch_once_shows_gpus_runs_and_a_loss_sparkline(tmp_path: Path) -> None
     assert "GPU" in out.stdout and "24.0G" in out.stdout
     bad = tunedeck(["watch", "--interval", "0.1"], env)
     assert bad.returncode == 2 and "0.25" in bad.stderr
+
+
+def test_a_step_logged_twice_by_a_llamafactory_resume_shows_once_in_watch_status_and_checkpoints(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "saves"
+    lf = make_llamafactory_resumed_run(root / "lf-resumed")
+    env = control_env(tmp_path / "home", COLUMNS="160")
+    out = tunedeck(["watch", "--once", "--root", str(root), "--all"], env)
+    assert out.returncode == 0, out.stderr
+    row = next(ln for ln in out.stdout.splitlines() if "lf-resumed" in ln)
+    curve = "".join(ch for ch in row if ch in "▁▂▃▄▅▆▇█")
+    assert len(curve) == 12, row  # one column per step, not 13
+    st = json.loads(tunedeck(["status", str(lf), "--json"], env).stdout)
+    assert (st["current_steps"], st["loss"]) == (12, 0.58)
+    cks = json.loads(tunedeck(["checkpoints", str(lf), "--json"], env).stdout)
+    assert [(c["step"], c["loss"]) for c in cks] == [(6, 1.79), (12, 0.58)]
 
 
 def test_launch_refuses_a_second_launch_while_the_lock_is_held(tmp_path: Path) -> None:

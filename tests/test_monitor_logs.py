@@ -193,6 +193,32 @@ def test_resume_from_an_earlier_step_drops_the_abandoned_trajectory() -> None:
     assert list(h.steps("eval_loss")) == [4]  # step 8's eval belonged to the old trajectory
 
 
+def test_a_step_logged_twice_counts_once_and_the_later_line_wins(tmp_path: Path) -> None:
+    # LLaMA-Factory resumed after a crash: step 7 was logged, the crash came before
+    # checkpoint-7, the resume from checkpoint-6 logs step 7 again.
+    path = tmp_path / "trainer_log.jsonl"
+    first = [rec(s, throughput=100.0) for s in range(1, 8)]
+    again = [rec(s, loss=0.5, throughput=200.0) for s in range(7, 13)]
+    write(path, "".join(line(r) for r in first))
+    r = TrainerLogReader(path)
+    r.poll()
+    rewinds = r.history.rewinds
+    write(path, "".join(line(r) for r in again))
+    r.poll()
+    h = r.history
+    assert list(h.steps("loss")) == list(range(1, 13))
+    assert list(h.steps("throughput")) == list(range(1, 13))
+    assert h.values("loss")[6] == 0.5 and h.values("throughput")[6] == 200.0
+    assert h.rewinds > rewinds  # readers that cache by length see the change in place
+    # An eval record at the step of a loss record adds to it; it replaces nothing.
+    h.append({"current_steps": 12, "total_steps": 100, "eval_loss": 0.7})
+    assert list(h.steps("loss"))[-1] == 12 and len(h.steps("loss")) == 12
+    assert list(h.steps("eval_loss")) == [12]
+    # The same again, from a cold load of the finished file.
+    cold = load_history(tmp_path)
+    assert list(cold.steps("loss")) == list(range(1, 13)) and cold.values("loss")[6] == 0.5
+
+
 def test_nan_loss_is_kept_but_skipped_by_min_and_downsample() -> None:
     h = MetricHistory()
     h.extend([rec(1, loss=float("nan")), rec(2, loss=3.0), rec(3, loss=1.0), rec(4, loss=math.inf)])

@@ -58,7 +58,8 @@ class MetricHistory:
 
     A record whose step goes backwards (a resume from an earlier checkpoint)
     drops the abandoned trajectory from that step on (``rewinds`` counts it), so
-    a loss curve shows what the model actually went through. Values may be NaN
+    a loss curve shows what the model actually went through; a step logged twice
+    (a resume at the last logged step) keeps the later value, once. Values may be NaN
     (a diverged loss is information); :func:`downsample` and :meth:`min` skip it.
     The arrays returned by :meth:`steps`/:meth:`values` are live: copy them
     (or use :meth:`snapshot`) before handing them to another thread.
@@ -81,7 +82,8 @@ class MetricHistory:
         """Add one log record (renames ``learning_rate`` to ``lr`` in place).
 
         The step is ``current_steps`` (LLaMA-Factory) or ``step`` (transformers'
-        log_history), else the previous one. A record without any metric
+        log_history), else the previous one. A metric logged again at its last step
+        replaces the earlier value (the later line wins). A record without any metric
         (eval/predict progress lines) changes nothing but :meth:`last_record`.
         """
         if "learning_rate" in rec and "lr" not in rec:
@@ -90,15 +92,21 @@ class MetricHistory:
         self._last_record = rec
         get = rec.get
         step: Any = get("current_steps")
+        stepless = False  # a record without a step of its own adds to the last one
         if step.__class__ is not int and not _is_num(step):
             step = get("step")
             if not _is_num(step):
                 step = self._last_step if self._last_step > -math.inf else 0
+                stepless = True
         if step.__class__ is int and not -_MAX_STEP <= step <= _MAX_STEP:
             # No float holds it (array('d') would raise OverflowError): not a real step.
             step = self._last_step if self._last_step > -math.inf else 0
-        if step < self._last_step and any(_is_num(get(m)) for m in METRICS):
-            self._rewind(step)
+            stepless = True
+        if step <= self._last_step and any(_is_num(get(m)) for m in METRICS):
+            if step < self._last_step:
+                self._rewind(step)
+            elif not stepless:
+                self._replace_at(step, get)
         had = False
         for name, st_append, va_append in self._apps:
             v = get(name)
@@ -117,6 +125,21 @@ class MetricHistory:
         append = self.append
         for rec in records:
             append(rec)
+
+    def _replace_at(self, step: float, get: Any) -> None:
+        # The same step logged again (LLaMA-Factory's auto-resume repeats the step it
+        # resumed at; a crash between the log line and the checkpoint): the later line
+        # wins. Only the metrics this record carries are dropped, so an eval record at
+        # the step of a loss record adds to it. Counted as a rewind: readers that cache
+        # by length notice that a value changed in place.
+        dropped = False
+        for name, (steps, values) in self._cols.items():
+            if steps and steps[-1] == step and _is_num(get(name)):
+                del steps[-1]
+                del values[-1]
+                dropped = True
+        if dropped:
+            self.rewinds += 1
 
     def _rewind(self, step: float) -> None:
         self.rewinds += 1
