@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("logs", "print or follow a run's stdout.log"),
     "stop": ("stop", "stop a run cleanly (checkpoint, then exit) and verify nothing is left"),
     "resume": ("resume", "resume a run from its newest complete checkpoint (or a chosen one)"),
+    "compare": ("compare", "compare runs side by side: losses, speed, VRAM, deltas, differing settings"),
     "checkpoints": ("checkpoints", "list a run's checkpoints: step, time, size, loss, complete"),
     "triage": ("triage", "diagnose a failed or struggling run; --apply N writes a patched config"),
     "gpus": ("gpus", "show GPUs, memory, utilisation and which run uses them"),
