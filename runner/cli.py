@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stop": ("stop", "stop a run cleanly (checkpoint, then exit) and verify nothing is left"),
     "resume": ("resume", "resume a run from its newest complete checkpoint (or a chosen one)"),
     "compare": ("compare", "compare runs side by side: losses, speed, VRAM, deltas, differing settings"),
+    "archive": ("archive", "hide runs from listings (nothing deleted); --undo shows them again"),
+    "delete": ("delete", "delete a finished run with its checkpoints, after a confirmation naming the bytes"),
     "checkpoints": ("checkpoints", "list a run's checkpoints: step, time, size, loss, complete"),
     "triage": ("triage", "diagnose a failed or struggling run; --apply N writes a patched config"),
     "gpus": ("gpus", "show GPUs, memory, utilisation and which run uses them"),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tests.tui_helpers import FROZEN_NOW, RunSpec, write_run
@@ -32,6 +33,7 @@ def write_compare_run(root: Path, name: str, *, now: float = FROZEN_NOW) -> Path
         rec["vram_reserved"] = round(vram * (0.5 + 0.5 * i / max(1, len(recs) - 1)), 2)
         rec["total_tokens"] = rec["current_steps"] * 4096
     log.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    os.utime(log, (now - 600.0, now - 600.0))
     return run
 
 
