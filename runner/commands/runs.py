@@ -15,6 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "trainer_state.json or a tunedeck manifest); default: the registered runs")
     parser.add_argument("--depth", type=int, default=4, metavar="N", help="how deep to look under --root")
     parser.add_argument("--active", action="store_true", help="only runs that are starting/running/stopping")
+    parser.add_argument("--status", action="append", metavar="STATUS",
+                        help="only runs with this status (repeat or comma-separate: finished,oom)")
+    parser.add_argument("--since", metavar="WHEN", help="only runs active since 30m, 12h, 2d, 1w ago or a date")
+    parser.add_argument("--name", metavar="GLOB", help="only runs whose name (or id) matches the glob")
+    parser.add_argument("--sort", default="date", metavar="KEY",
+                        help="date (newest first, default), eval_loss (best first), loss, name, status")
+    parser.add_argument("--reverse", action="store_true", help="reverse the sort order")
+    arch = parser.add_mutually_exclusive_group()
+    arch.add_argument("--archived", action="store_true", help="only archived runs")
+    arch.add_argument("--all", action="store_true", help="archived runs too")
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
 
@@ -55,9 +65,22 @@ def run(args: argparse.Namespace) -> int:
 
     from tunedeck.runner.control.runs import list_runs
 
+    from tunedeck.runner.control.history import filter_runs, parse_since, sort_runs
+    from tunedeck.runner.errors import TunedeckError
+    from tunedeck.runner.protocol import RunStatus
+
+    statuses = [x.strip() for v in (args.status or []) for x in v.split(",") if x.strip()]
+    known = {st.value for st in RunStatus}
+    for st in statuses:
+        if st not in known:
+            raise TunedeckError(f"--status {st!r}: unknown status", hint="one of " + ", ".join(sorted(known)))
+    since = parse_since(args.since) if args.since else None
     snaps = list_runs(args.root, max_depth=args.depth)
     if args.active:
         snaps = [s for s in snaps if s.active]
+    snaps = filter_runs(snaps, statuses=statuses or None, since=since, name_glob=args.name,
+                        archived="only" if args.archived else "show" if args.all else "hide")
+    snaps = sort_runs(snaps, args.sort, reverse=args.reverse)
     if args.json:
         print(json.dumps([s.to_dict() for s in snaps], indent=2, default=str))
         return 0
