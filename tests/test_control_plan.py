@@ -29,15 +29,14 @@ def _flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-def test_single_cpu_run_is_one_explicit_process(tmp_path: Path) -> None:
+def test_single_cpu_run_is_the_trainer_itself_without_a_launcher(tmp_path: Path) -> None:
+    # accelerate's simple launcher would end the trainer 5 s after a SIGTERM (mid-save);
+    # one process runs the trainer directly with the environment the launcher would set.
     plan = build_launch_plan({"use_cpu": True}, config_path=tmp_path / "config.yaml")
     argv = plan.argv
-    assert argv[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    assert _flag(argv, "--config_file") == str(tmp_path / ACCELERATE_CONFIG)
-    assert "--cpu" in argv and "--multi_gpu" not in argv
-    assert _flag(argv, "--num_processes") == "1" and _flag(argv, "--mixed_precision") == "no"
-    assert argv[-3:] == ["-m", "tunedeck.runner.train", str(tmp_path / "config.yaml")]
+    assert argv == [sys.executable, "-m", "tunedeck.runner.train", str(tmp_path / "config.yaml")]
     assert plan.env["ACCELERATE_USE_CPU"] == "1" and plan.env["TUNEDECK_EXPECT_WORLD_SIZE"] == "1"
+    assert plan.env["ACCELERATE_MIXED_PRECISION"] == "no"
     if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
         assert plan.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert plan.accelerate_config["distributed_type"] == "NO" and plan.accelerate_config["use_cpu"]
@@ -45,7 +44,12 @@ def test_single_cpu_run_is_one_explicit_process(tmp_path: Path) -> None:
 
 def test_two_cpu_processes_use_multi_gpu_launcher_with_cpu_env(tmp_path: Path) -> None:
     plan = build_launch_plan({"use_cpu": True}, config_path=tmp_path / "c.yaml", num_processes=2)
+    assert plan.argv[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert _flag(plan.argv, "--config_file") == str(tmp_path / ACCELERATE_CONFIG)
+    assert plan.argv[-3:] == ["-m", "tunedeck.runner.train", str(tmp_path / "c.yaml")]
     assert "--multi_gpu" in plan.argv and _flag(plan.argv, "--num_processes") == "2"
+    # torchrun's agent must leave SIGTERM alone (it would SIGKILL a saving worker 30 s later).
+    assert "SIGTERM" not in plan.env["PET_SIGNALS_TO_HANDLE"]
     assert plan.env["ACCELERATE_USE_CPU"] == "1" and plan.env["TUNEDECK_EXPECT_WORLD_SIZE"] == "2"
     assert plan.accelerate_config["distributed_type"] == "MULTI_CPU"
     assert (
@@ -58,12 +62,17 @@ def test_chosen_gpus_set_visible_devices_precision_and_world_size(tmp_path: Path
         {"bf16": True}, config_path=tmp_path / "c.yaml", gpus=parse_gpus("0,2")
     )
     assert plan.env["CUDA_VISIBLE_DEVICES"] == "0,2" and "ACCELERATE_USE_CPU" not in plan.env
+    assert plan.argv[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert _flag(plan.argv, "--config_file") == str(tmp_path / ACCELERATE_CONFIG)
+    assert plan.argv[-3:] == ["-m", "tunedeck.runner.train", str(tmp_path / "c.yaml")]
     assert "--multi_gpu" in plan.argv and _flag(plan.argv, "--num_processes") == "2"
+    # torchrun's agent must leave SIGTERM alone (it would SIGKILL a saving worker 30 s later).
+    assert "SIGTERM" not in plan.env["PET_SIGNALS_TO_HANDLE"]
     assert _flag(plan.argv, "--mixed_precision") == "bf16" and plan.world_size == 2
     fp16 = build_launch_plan({"fp16": True}, config_path=tmp_path / "c.yaml", gpus=[1])
-    assert _flag(fp16.argv, "--mixed_precision") == "fp16" and "--multi_gpu" not in fp16.argv
+    assert fp16.env["ACCELERATE_MIXED_PRECISION"] == "fp16" and "--multi_gpu" not in fp16.argv
     pure = build_launch_plan({"pure_bf16": True}, config_path=tmp_path / "c.yaml", gpus=[0])
-    assert _flag(pure.argv, "--mixed_precision") == "no"  # bf16 weights, no autocast
+    assert pure.env["ACCELERATE_MIXED_PRECISION"] == "no"  # bf16 weights, no autocast
     with pytest.raises(ConfigError, match="does not match"):
         build_launch_plan({}, config_path=tmp_path / "c.yaml", gpus=[0, 1], num_processes=3)
     with pytest.raises(ConfigError):
@@ -174,12 +183,11 @@ def test_print_command_is_the_exact_shell_line_and_launches_nothing(
     out = tunedeck(["launch", str(cfg), "--print-command"], env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     words = shlex.split(out.stdout.strip())
-    assigns = [w for w in words if "=" in w.split(" ")[0] and not w.startswith("-")][:8]
+    assigns = words[: words.index(sys.executable)]
     assert "ACCELERATE_USE_CPU=1" in assigns and "WANDB_API_KEY=***" in assigns
     assert "wandb-secret-123" not in out.stdout + out.stderr
     i = words.index(sys.executable)
-    assert words[i : i + 3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    assert words[-3:] == ["-m", "tunedeck.runner.train", str(tmp_path / "out" / "config.yaml")]
+    assert words[i:] == [sys.executable, "-m", "tunedeck.runner.train", str(tmp_path / "out" / "config.yaml")]
     assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "runs").exists()
 
 
@@ -246,3 +254,36 @@ def test_output_dir_with_checkpoints_resumes_or_refuses_without_overwrite(tmp_pa
     _fake_checkpoint(only_broken, 5, complete=False)
     with pytest.raises(RunBusy, match="none is complete"):
         decide_start(only_broken, {}, overwrite=False)
+
+
+def test_thread_counts_share_the_cores_given_to_the_run_unless_the_user_set_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each process would otherwise start one OpenMP thread per core of the box: with two
+    # processes (or another job) on the same cores they fight, 30x slower on a busy CPU.
+    from tunedeck.runner.control.launch import cores_for_run
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    cores = cores_for_run()
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    # A run given one core (taskset, a cgroup cpuset) gets one thread, whatever the box has.
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "from tunedeck.runner.control.launch import build_launch_plan as b; "
+            f"print(b({{'use_cpu': True}}, config_path={str(tmp_path / 'c.yaml')!r}).env['OMP_NUM_THREADS'])")
+    pinned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
+    assert pinned.stdout.strip() == "1", pinned.stderr
+    one = build_launch_plan({"use_cpu": True}, config_path=tmp_path / "c.yaml")
+    two = build_launch_plan({"use_cpu": True}, config_path=tmp_path / "c.yaml", num_processes=2)
+    assert one.env["OMP_NUM_THREADS"] == one.env["MKL_NUM_THREADS"] == str(cores)
+    assert two.env["OMP_NUM_THREADS"] == two.env["MKL_NUM_THREADS"] == str(max(1, cores // 2))
+    many = build_launch_plan({"use_cpu": True}, config_path=tmp_path / "c.yaml", num_processes=cores * 4)
+    assert many.env["OMP_NUM_THREADS"] == "1"
+    # The user's choice wins: in the environment it is inherited untouched, in the config it is taken.
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    mine = build_launch_plan({"use_cpu": True}, config_path=tmp_path / "c.yaml", num_processes=2)
+    assert "OMP_NUM_THREADS" not in mine.env and "MKL_NUM_THREADS" not in mine.env
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cfg = build_launch_plan({"use_cpu": True, "OMP_NUM_THREADS": 5}, config_path=tmp_path / "c.yaml")
+    assert cfg.env["OMP_NUM_THREADS"] == "5"

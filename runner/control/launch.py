@@ -46,6 +46,9 @@ DEEPSPEED_CONFIG = "deepspeed_config.json"
 EXPECT_WORLD_SIZE_ENV = "TUNEDECK_EXPECT_WORLD_SIZE"
 RUN_ID_ENV = "TUNEDECK_RUN_ID"
 ALLOC_CONF = "expandable_segments:True"
+# torchrun reads its --signals_to_handle default from this (torch.distributed.argparse_util.env).
+SIGNALS_TO_HANDLE_ENV = "PET_SIGNALS_TO_HANDLE"
+LAUNCHER_SIGNALS = "SIGINT,SIGHUP,SIGQUIT"
 # How long `launch` waits for the detached supervisor to report in.
 SUPERVISOR_START_TIMEOUT = float(os.environ.get("TUNEDECK_SUPERVISOR_START_TIMEOUT", "30"))
 
@@ -274,25 +277,37 @@ def build_launch_plan(
         acc["main_process_ip"] = main_process_ip
 
     acc_path = run_dir / ACCELERATE_CONFIG
-    argv = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(acc_path),
-        *mode_flags,
-        "--num_processes", str(world),
-        "--num_machines", str(num_machines),
-        "--mixed_precision", mp,
-        "--dynamo_backend", "no",
-    ]
-    if num_machines > 1:
-        argv += ["--machine_rank", str(machine_rank), "--main_process_ip", str(main_process_ip)]
-    if port is not None:
-        argv += ["--main_process_port", str(port)]
-    argv += ["-m", "tunedeck.runner.train", str(config_path)]
+    direct = backend == "single" and num_machines == 1
+    if direct:
+        # One process, no DeepSpeed/FSDP: accelerate's launcher would only set a few
+        # environment variables (below) and wrap the trainer in a process that, on SIGTERM,
+        # ends it 5 s later (accelerate.commands.launch._run_subprocess) -- long before a
+        # slow step and a checkpoint save are done. Run the trainer itself.
+        argv = [sys.executable, "-m", "tunedeck.runner.train", str(config_path)]
+    else:
+        argv = _accelerate_argv(acc_path, mode_flags, world, num_machines, mp, machine_rank,
+                                main_process_ip, port, config_path)
 
     env: dict[str, str] = {
         EXPECT_WORLD_SIZE_ENV: str(world),
         "PYTHONUNBUFFERED": "1",  # stdout.log gets lines as they happen
     }
+    if direct:
+        # What accelerate's simple launcher would have exported (utils/launch.py,
+        # prepare_simple_launcher_cmd_env): the Accelerator reads these.
+        env["ACCELERATE_MIXED_PRECISION"] = mp
+        env["ACCELERATE_DYNAMO_BACKEND"] = "NO"
+    else:
+        # torchrun's elastic agent (accelerate runs it in the launcher process) answers
+        # SIGTERM by sending SIGTERM to the workers and SIGKILL 30 s later
+        # (torch.distributed.elastic: SignalException -> _shutdown(timeout=shutdown_timeout)),
+        # which kills a rank that is still saving. It must not handle SIGTERM at all: the
+        # supervisor starts it with SIGTERM ignored (launcher_preexec) and signals the
+        # workers itself; a cluster's SIGTERM reaches the workers directly.
+        env[SIGNALS_TO_HANDLE_ENV] = LAUNCHER_SIGNALS
+    threads = threads_per_process(per_machine)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
         env["PYTORCH_CUDA_ALLOC_CONF"] = ALLOC_CONF
     if cpu:
@@ -302,7 +317,10 @@ def build_launch_plan(
     # ALL_CAPS keys in a config are environment variables for the run (guide §8).
     for k, v in values.items():
         if k.isupper() and k[0].isalpha() and v is not None and not isinstance(v, (dict, list)):
-            env.setdefault(k, str(v).lower() if isinstance(v, bool) else str(v))
+            if k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                env[k] = str(v)  # the user's choice beats ours
+            else:
+                env.setdefault(k, str(v).lower() if isinstance(v, bool) else str(v))
     return LaunchPlan(
         argv=argv,
         env=env,
@@ -318,6 +336,68 @@ def build_launch_plan(
         deepspeed_config_path=ds_path,
         notes=notes,
     )
+
+
+def _accelerate_argv(acc_path: Path, mode_flags: list[str], world: int, num_machines: int, mp: str,
+                     machine_rank: int, main_process_ip: str | None, port: int | None,
+                     config_path: Path) -> list[str]:
+    argv = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(acc_path),
+        *mode_flags,
+        "--num_processes", str(world),
+        "--num_machines", str(num_machines),
+        "--mixed_precision", mp,
+        "--dynamo_backend", "no",
+    ]
+    if num_machines > 1:
+        argv += ["--machine_rank", str(machine_rank), "--main_process_ip", str(main_process_ip)]
+    if port is not None:
+        argv += ["--main_process_port", str(port)]
+    argv += ["-m", "tunedeck.runner.train", str(config_path)]
+    return argv
+
+
+def uses_launcher(argv: list[str]) -> bool:
+    """True when ``argv`` runs accelerate's launcher (torchrun's elastic agent) around the trainer."""
+    return "accelerate.commands.launch" in argv
+
+
+def launcher_preexec() -> None:
+    """In the forked child, before exec: the launcher ignores SIGTERM (and SIGUSR1).
+
+    The disposition survives exec; with ``PET_SIGNALS_TO_HANDLE`` leaving SIGTERM out,
+    torchrun's agent never installs its own handler, so a stop or a cluster's SIGTERM
+    cannot make it kill a worker that is saving. The workers inherit the ignore and
+    the trainer restores the default before anything else (tunedeck.runner.train).
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def cores_for_run() -> int:
+    """CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max" and float(period) > 0:
+            n = min(n, max(1, int(float(quota) // float(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def threads_per_process(per_machine: int) -> int | None:
+    """OMP/MKL threads for each of ``per_machine`` processes, as torchrun reasons
+    (the cores given to the run shared out, at least 1); None when the user set them."""
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return None
+    return max(1, cores_for_run() // max(1, per_machine))
 
 
 def parse_gpus(text: str | None) -> list[int] | None:

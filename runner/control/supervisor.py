@@ -4,7 +4,8 @@
 is started by ``tunedeck launch`` / ``resume`` in a new session. It:
 
 - holds the output_dir lock it inherited (so a second launch is refused);
-- spawns ``accelerate launch ... -m tunedeck.runner.train <run_dir>/config.yaml`` in its
+- spawns ``python -m tunedeck.runner.train <run_dir>/config.yaml`` (one process) or
+  ``accelerate launch ... -m tunedeck.runner.train ...`` (several, DeepSpeed, FSDP) in its
   own process group, stdout/stderr appended to ``stdout.log`` (a file, not a pipe);
 - keeps ``tunedeck_run.json`` current with atomic writes: pids with start times,
   status ``starting -> running -> (stopping) -> <end>``, attempts;
@@ -38,7 +39,9 @@ from tunedeck.runner.control.launch import (
     RUN_ID_ENV,
     build_launch_plan,
     keep_attempt_copy,
+    launcher_preexec,
     newest_complete_checkpoint,
+    uses_launcher,
     write_plan_files,
 )
 from tunedeck.runner.control.lock import LOCK_FD_ENV, RunLock, adopt
@@ -197,6 +200,9 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group: one killpg reaches the launcher and rank 0
                 close_fds=True,
+                # accelerate/torchrun must not act on SIGTERM (see launch.launcher_preexec);
+                # this process has no threads, so a preexec_fn is safe here.
+                preexec_fn=launcher_preexec if uses_launcher(self.m.argv) else None,  # noqa: PLW1509
             )
         except OSError as exc:
             log.close()
@@ -204,7 +210,8 @@ class Supervisor:
         log.close()
         pid = self.proc.pid
         ct = P.create_time(pid) or time.time()
-        ref = ProcRef(pid=pid, create_time=ct, pgid=pid, role="launcher")
+        ref = ProcRef(pid=pid, create_time=ct, pgid=pid,
+                      role="launcher" if uses_launcher(self.m.argv) else "worker")
         self.m.trainer = ref
         attempt.trainer = ref
         self.m.procs = [ref]
@@ -288,8 +295,9 @@ class Supervisor:
         for p in known.values():
             cmd = " ".join(P.cmdline(p.pid))
             if cmd:  # a process that has exited keeps the role it had
-                self._roles[p.pid] = "launcher" if p.pid == pid else (
-                    "worker" if "tunedeck.runner.train" in cmd and "accelerate" not in cmd else "helper")
+                trainer = "tunedeck.runner.train" in cmd and "accelerate" not in cmd
+                # A one-process run starts the trainer itself: the launched pid is the worker.
+                self._roles[p.pid] = "worker" if trainer else ("launcher" if p.pid == pid else "helper")
             refs.append(ProcRef(pid=p.pid, create_time=p.create_time, pgid=P.pgid_of(p.pid),
                                 role=self._roles.get(p.pid, "helper")))
         if [(r.pid, r.role, r.pgid) for r in refs] != [(r.pid, r.role, r.pgid) for r in self.m.procs or []]:

@@ -6,6 +6,8 @@ Faults let tests and the triage code exercise real failure paths without a GPU:
 - ``nan@N``       make the loss NaN from step N on
 - ``enospc@save`` raise ``OSError(ENOSPC)`` while writing a checkpoint
 - ``slow@S``      sleep S seconds at the end of every step
+- ``slow-save@S`` every checkpoint save takes S seconds longer (the checkpoint is still
+                  marked incomplete meanwhile), as a multi-GB save does
 - ``exit@N``      ``os._exit(1)`` at the start of step N (a crash without a message)
 - ``stop@N``      send this process SIGTERM at the end of step N (a stop request that lands
                   exactly on a step boundary, for deterministic stop/resume tests)
@@ -31,6 +33,7 @@ class Faults:
     nan_step: int | None = None
     enospc_on_save: bool = False
     slow_seconds: float = 0.0
+    slow_save_seconds: float = 0.0
     exit_step: int | None = None
     stop_step: int | None = None
     preempt_step: int | None = None
@@ -60,6 +63,8 @@ def parse_faults(spec: str | None) -> Faults:
                 fields["enospc_on_save"] = True
             elif kind == "slow":
                 fields["slow_seconds"] = float(arg)
+            elif kind == "slow-save":
+                fields["slow_save_seconds"] = float(arg)
             elif kind == "exit":
                 fields["exit_step"] = int(arg)
             elif kind == "stop":
@@ -73,7 +78,7 @@ def parse_faults(spec: str | None) -> Faults:
         except ValueError:
             raise ValueError(
                 f"{FAULT_ENV}: cannot understand {part!r} (expected oom@N, nan@N, enospc@save, "
-                "slow@SECONDS, exit@N, stop@N, preempt@N or hang@exit)"
+                "slow@SECONDS, slow-save@SECONDS, exit@N, stop@N, preempt@N or hang@exit)"
             ) from None
     return Faults(**fields)  # type: ignore[arg-type]
 

@@ -5,7 +5,7 @@
 - a non-finite loss is recorded for :class:`tunedeck.runner.train.callbacks.StopCallback`;
 - the tokens counted for throughput are the real (non-padding) ones, also for
   ``neat_packing`` masks that hold sub-sequence indices instead of 0/1;
-- the in-step faults of ``TUNEDECK_FAULT`` (oom, nan, enospc).
+- the in-step faults of ``TUNEDECK_FAULT`` (oom, nan, enospc, slow-save).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import errno
 import math
 import os
+import time
 from typing import Any
 
 import torch
@@ -132,6 +133,8 @@ class TunedeckTrainerMixin:
             if self.tunedeck_faults.enospc_on_save:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(ckpt, "model.safetensors"))
             super()._save_checkpoint(model, trial)  # type: ignore[misc]
+            if self.tunedeck_faults.slow_save_seconds > 0:
+                time.sleep(self.tunedeck_faults.slow_save_seconds)  # still marked incomplete
         except BaseException as exc:
             if main and is_disk_full(exc):
                 # The half-written files hold the space the exit record and the supervisor's
