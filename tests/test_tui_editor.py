@@ -168,7 +168,7 @@ async def test_findings_jump_to_their_field_and_estimate_follows_presets(
         findings = editor.query_one("#findings")
         keys = [k for _s, k, _t in findings.findings]  # type: ignore[attr-defined]
         assert "lora_rank" in keys, keys
-        await pilot.press("ctrl+f")
+        await pilot.press("ctrl+l")
         assert findings.has_focus
         for _ in range(keys.index("lora_rank")):
             await pilot.press("down")

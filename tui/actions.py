@@ -25,6 +25,7 @@ SCOPES: dict[str, str] = {
     "logs": "Logs",
     "help": "Help",
     "modal": "Confirmation dialogs",
+    "unsaved": "Unsaved edits dialog",
 }
 
 
@@ -81,6 +82,10 @@ ACTIONS: tuple[Action, ...] = (
     _a("app.quit", "ctrl+q", "quit", "Quit",
        "Quit the TUI. Runs keep going: they belong to their supervisors, not to this window.", "app",
        priority=True, show=False),
+    _a("app.focus_next", "tab", "app.focus_next", "Next field",
+       "Move the focus to the next field, list or panel.", "app", builtin=True, show=False),
+    _a("app.focus_previous", "shift+tab", "app.focus_previous", "Prev field",
+       "Move the focus to the previous field, list or panel.", "app", builtin=True, show=False),
     _a("app.theme.next", None, "next_theme", "Next theme", "Switch to the next colour theme.", "app"),
     # -- dashboard ------------------------------------------------------------
     _a("dashboard.quit", "q", "app.quit", "Quit", "Quit the TUI (runs keep going).", "dashboard",
@@ -114,27 +119,35 @@ ACTIONS: tuple[Action, ...] = (
     _a("run.metric.throughput", "5", "metric('throughput')", "Tok/s", "Plot the throughput (tokens/s).",
        "dashboard", show=False),
     # -- config editor --------------------------------------------------------
-    _a("editor.back", "escape", "back", "Back", "Leave the editor (asks when there are unsaved edits).",
-       "editor"),
+    _a("editor.back", "escape", "back", "Back",
+       "Leave the editor (asks to save, discard or stay when there are unsaved edits).", "editor"),
     _a("editor.save", "ctrl+s", "save", "Save",
        "Save the config (comments and key order kept; refused if the file changed on disk).",
        "editor", mutating=True),
+    _a("editor.find", "ctrl+f", "find_param", "Find",
+       "Jump to a parameter by name: type part of it (per_dev finds per_device_train_batch_size), "
+       "enter focuses its field.", "editor"),
     _a("editor.save_as", None, "save_as", "Save as", "Save the config under a new path.", "editor",
        mutating=True),
     _a("editor.launch", "ctrl+r", "launch", "Launch",
-       "Launch this config: shows the exact command and a GPU picker first.", "editor", mutating=True),
-    _a("editor.findings", "ctrl+f", "focus_findings", "Findings",
+       "Launch this config: shows the exact command and a GPU picker first; unsaved edits are "
+       "saved only when you confirm.", "editor", mutating=True),
+    _a("editor.next_group", "ctrl+t,ctrl+pagedown", "next_group", "Next group",
+       "Show the next parameter group and focus its first field.", "editor"),
+    _a("editor.previous_group", "ctrl+pageup", "previous_group", "Prev group",
+       "Show the previous parameter group and focus its first field.", "editor", show=False),
+    _a("editor.findings", "ctrl+l", "focus_findings", "Findings",
        "Jump to the findings list (enter on a finding jumps to its field).", "editor"),
-    _a("editor.next_group", "ctrl+t", "next_group", "Next tab", "Show the next parameter group.",
-       "editor"),
     _a("editor.preview", "ctrl+y", "toggle_preview", "YAML/diff",
        "Switch the side panel between the memory estimate, the YAML preview and the diff on disk.",
        "editor"),
     _a("editor.memory_source", "ctrl+g", "cycle_memory_source", "GPU mem",
        "Estimate against the detected GPUs or the 24/48/80GB presets in turn.", "editor"),
-    _a("editor.open", "ctrl+o", "open_config", "Open", "Open another YAML config file.", "editor"),
+    _a("editor.open", "ctrl+o", "open_config", "Open",
+       "Open another YAML config file (asks first when there are unsaved edits).", "editor"),
     _a("editor.new", "ctrl+n", "new_config", "New",
-       "Start from a sample config or a hardware preset.", "editor"),
+       "Start from a sample config or a hardware preset (asks first when there are unsaved edits).",
+       "editor"),
     # -- checkpoints ----------------------------------------------------------
     _a("checkpoints.back", "escape", "back", "Back", "Back to the dashboard.", "checkpoints"),
     _a("checkpoints.resume", "R", "resume_from", "Resume",
@@ -165,6 +178,11 @@ ACTIONS: tuple[Action, ...] = (
     # -- confirmation dialogs -------------------------------------------------
     _a("modal.yes", "y", "yes", "Yes", "Confirm the action named in the dialog.", "modal"),
     _a("modal.no", "n,escape", "no", "No", "Cancel: nothing happens.", "modal"),
+    # -- unsaved edits (leaving the editor or opening another file) -------------
+    _a("unsaved.save", "s", "save", "Save", "Save the edits, then go on.", "unsaved"),
+    _a("unsaved.discard", "d", "discard", "Discard", "Throw the edits away, then go on.", "unsaved"),
+    _a("unsaved.cancel", "c,escape", "cancel", "Cancel", "Stay in the editor with the edits.",
+       "unsaved"),
 )
 
 _BY_ID = {a.id: a for a in ACTIONS}

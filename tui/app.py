@@ -369,6 +369,10 @@ class TunedeckApp(App[int]):
         except Exception as exc:  # noqa: BLE001 - ConfigError with file:line
             self.notify(str(exc), title="Cannot open config", severity="error", timeout=10)
             return
+        current = next((s for s in self.screen_stack if isinstance(s, EditorScreen)), None)
+        if current is not None:
+            current.replace_with(screen)  # one editor at a time; asks about unsaved edits
+            return
         self.push_screen(screen)
 
     def edit_run_config(self, run: Any) -> None:
@@ -539,15 +543,21 @@ class TunedeckApp(App[int]):
         self.start_launch(frozen, {"output_dir": str(out)}, title=f"Launch a copy of {run.name}")
 
     def start_launch(self, config_path: Path, overrides: dict[str, Any], *, title: str,
-                     trust_remote_code: bool = False) -> None:
-        """Show the exact command and a GPU picker; launch on 'y' (and trust check)."""
+                     trust_remote_code: bool = False, text: str | None = None,
+                     before_launch: Callable[[], bool] | None = None) -> None:
+        """Show the exact command and a GPU picker; launch on 'y' (and trust check).
+
+        ``text``: plan from this YAML rather than the file; ``before_launch`` runs once
+        everything is confirmed (the editor saves its edits there) and False stops the launch.
+        """
         if self.readonly:
             return
-        self._prepare_launch(config_path, dict(overrides), title, trust_remote_code)
+        self._prepare_launch(config_path, dict(overrides), title, trust_remote_code, text, before_launch)
 
     @work(thread=True, group="control", exit_on_error=False)
     def _prepare_launch(self, config_path: Path, overrides: dict[str, Any], title: str,
-                        trust_remote_code: bool) -> None:
+                        trust_remote_code: bool, text: str | None = None,
+                        before_launch: Callable[[], bool] | None = None) -> None:
         from tunedeck.tui.screens.modals import GpuChoice
 
         snap = self.gpu_view.snapshot if self.gpu_view else data.gpu_snapshot()
@@ -560,25 +570,37 @@ class TunedeckApp(App[int]):
                 label = f"GPU {g.index}  {g.name or ''}  {'n/a' if free is None else f'{free / 2**30:.1f} GiB'} free"
                 gpus.append(GpuChoice(g.index, label, selected=not gpus))
         try:
-            plan = data.launch_plan(config_path, overrides, [g.index for g in gpus if g.selected] or None)
+            plan = data.launch_plan(config_path, overrides, [g.index for g in gpus if g.selected] or None,
+                                    text=text)
         except Exception as exc:  # noqa: BLE001
             self.call_from_thread(self.notify, str(exc), title="Cannot launch", severity="error", timeout=12)
             return
         self.call_from_thread(self._show_launch_modal, config_path, overrides, title, plan, gpus,
-                              trust_remote_code)
+                              trust_remote_code, text, before_launch)
 
     def _show_launch_modal(self, config_path: Path, overrides: dict[str, Any], title: str,
-                           plan: data.PlannedLaunch, gpus: list[Any], trust_remote_code: bool) -> None:
+                           plan: data.PlannedLaunch, gpus: list[Any], trust_remote_code: bool,
+                           text: str | None = None, before_launch: Callable[[], bool] | None = None,
+                           ) -> None:
         from tunedeck.tui.screens.modals import ConfirmationModal, LaunchModal
 
-        note = " ".join(plan.notes) or None
+        notes = list(plan.notes)
+        if before_launch is not None:
+            notes.insert(0, f"Your unsaved edits are saved to {config_path} when you launch (y); "
+                            "cancel (n) leaves the file as it is.")
+        note = " ".join(notes) or None
         trust = trust_remote_code or plan.trust_remote_code
+
+        def go(choice: list[int]) -> None:
+            if before_launch is not None and not before_launch():
+                return  # e.g. the save was refused: it said why; nothing is launched
+            self._do_launch(config_path, overrides, choice)
 
         def launched(choice: list[int] | None) -> None:
             if choice is None:
                 return
             if not trust:
-                self._do_launch(config_path, overrides, choice)
+                go(choice)
                 return
             lines = [
                 "This config sets trust_remote_code: true.",
@@ -589,13 +611,13 @@ class TunedeckApp(App[int]):
 
             def trusted(ok: bool | None) -> None:
                 if ok:
-                    self._do_launch(config_path, overrides, choice)
+                    go(choice)
 
             self.push_screen(ConfirmationModal("Run code from the model repository?", lines,
                                                yes="Trust and launch", id="confirm-trust"), trusted)
 
         def replan(chosen: list[int]) -> str:
-            return data.launch_plan(config_path, overrides, chosen or None).command
+            return data.launch_plan(config_path, overrides, chosen or None, text=text).command
 
         self.push_screen(LaunchModal(title, f"{config_path}  ->  {plan.run_dir}", plan.command,
                                      (), gpus, note, replan=replan), launched)

@@ -1,5 +1,6 @@
 """Command palette provider: every action of the current screen and of the app, from the
-one registry, plus theme switches and the editor's parameter groups."""
+one registry, plus theme switches and, in the editor, its parameter groups and every
+parameter by name (ranked like the editor's ctrl+f search)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,27 @@ class TunedeckCommands(Provider):
             score = matcher.match(text)
             if score > 0:
                 yield Hit(score, matcher.highlight(text), cb, help=help_text)
+        for hit in self._param_hits(query):
+            yield hit
+
+    def _param_hits(self, query: str) -> list[Hit]:
+        """``per_dev`` -> "param: per_device_train_batch_size"; enter shows and focuses it."""
+        from tunedeck.tui.screens.param_search import name_score
+
+        screen: Any = self.screen
+        params = getattr(screen, "palette_params", None)
+        if not callable(params) or len(query.strip()) < 2:
+            return []
+        scored = []
+        for i, (name, group, help_text) in enumerate(params()):
+            s = name_score(query.strip(), name, help_text)
+            if s >= 0.5:  # name matches only: the palette has enough other entries
+                scored.append((s, i, name, group, help_text))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        hits = []
+        for rank, (s, _i, name, group, help_text) in enumerate(scored[:20]):
+            # Ties keep the schema's order (per_device_train before per_device_eval).
+            hits.append(Hit(min(1.0, s + 0.05) - rank * 1e-4, f"param: {name}  ({group})",
+                            partial(screen.jump_to, name), text=f"param: {name}",
+                            help=help_text or f"Go to {name} in {group}."))
+        return hits

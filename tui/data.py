@@ -91,6 +91,7 @@ class EditorAnalysis:
     yaml_text: str
     diff: tuple[str, ...]           # unified diff against the file on disk
     disk_changed: bool
+    gpus_detected: bool | None = None  # asked NVML (no preset): did it find a GPU?
 
 
 @dataclass(frozen=True)
@@ -524,6 +525,12 @@ def analyse(generation: int, text: str, path: Path | None, *, num_gpus: int | No
                                 gpu_mem_gib=gpu_mem_gib, detect_gpus=gpu_mem_gib is None)
     except Exception as exc:  # noqa: BLE001 - e.g. no model shape: say so in the panel
         estimate_error = str(exc).splitlines()[0]
+    gpus_detected: bool | None = None
+    if gpu_mem_gib is None:
+        if estimate is not None:
+            gpus_detected = estimate.gpu_source.startswith("detected")
+        else:
+            gpus_detected = est.detect_gpu_memory() is not None
     disk_text = ""
     disk_changed = False
     if path is not None:
@@ -542,7 +549,8 @@ def analyse(generation: int, text: str, path: Path | None, *, num_gpus: int | No
         )
     )
     return EditorAnalysis(generation, findings, estimate, estimate_error, memory_label,
-                          "\n".join(_redact_yaml_lines(text.splitlines())), diff, disk_changed)
+                          "\n".join(_redact_yaml_lines(text.splitlines())), diff, disk_changed,
+                          gpus_detected)
 
 
 def _redact_yaml_lines(lines: Sequence[str]) -> list[str]:
@@ -598,12 +606,19 @@ def _plain(text: str) -> bool:
         "true", "false", "null", "yes", "no", "on", "off", "~")
 
 
-def launch_plan(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] | None) -> PlannedLaunch:
+def launch_plan(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] | None,
+                *, text: str | None = None) -> PlannedLaunch:
+    """The command a launch of ``config_path`` would run. ``text``: plan from this YAML (an
+    editor's unsaved buffer, to be saved to ``config_path`` on confirm) instead of the file."""
     from tunedeck.runner.config import yamlio
     from tunedeck.runner.control import launch as launch_mod
     from tunedeck.runner.control.secrets import redact_env
 
-    doc = yamlio.ConfigDoc.load(config_path, _override_strings(overrides))
+    if text is None:
+        doc = yamlio.ConfigDoc.load(config_path, _override_strings(overrides))
+    else:
+        doc = yamlio.ConfigDoc.loads(text, source=str(config_path), path=config_path)
+        doc.apply(dict(overrides))
     values = doc.values()
     run_dir = launch_mod.resolve_output_dir(values, Path.cwd(), doc.source)
     plan = launch_mod.build_launch_plan(values, config_path=run_dir / "config.yaml",

@@ -159,3 +159,8 @@ def truncate(text: str, width: int) -> str:
     if sp > width // 2:
         cut = cut[: sp + (0 if cut[sp] == " " else 1)]
     return cut.rstrip() + "…"
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 error", "2 errors", "0 errors"."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"

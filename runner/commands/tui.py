@@ -38,4 +38,8 @@ def run(args: argparse.Namespace) -> int:
     app = TunedeckApp(root=root, readonly=args.readonly, theme=args.theme,
                       config=Path(args.config).expanduser() if args.config else None)
     result = app.run()
+    # An unhandled exception inside the app: Textual restores the terminal, prints the
+    # traceback and returns no result, but sets return_code (1). Never report success then.
+    if app.return_code:
+        return int(app.return_code)
     return int(result or 0)

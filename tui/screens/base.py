@@ -5,11 +5,25 @@ from __future__ import annotations
 from typing import ClassVar, TypeVar
 
 from textual.binding import BindingsMap
+from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 
 from tunedeck.tui import actions
 
 T = TypeVar("T")
+
+
+def _registry_bindings(cls: type[DOMNode], scope: str, readonly: bool) -> BindingsMap:
+    """Textual's own bindings of ``cls`` (Tab / Shift+Tab move the focus, ctrl+c copies)
+    plus the registry's for ``scope``; a registry key wins over Textual's.
+
+    Replacing the bindings outright dropped the focus keys: Tab never left the first field.
+    """
+    merged = cls._merge_bindings()
+    ours = BindingsMap(actions.bindings_for(scope, readonly=readonly))
+    keys = dict(merged.key_to_bindings)
+    keys.update(ours.key_to_bindings)
+    return BindingsMap.from_keys(keys)
 
 
 def _readonly() -> bool:
@@ -32,7 +46,7 @@ class RegistryScreen(Screen[T]):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.readonly = _readonly()
-        self._bindings = BindingsMap(actions.bindings_for(self.SCOPE, readonly=self.readonly))
+        self._bindings = _registry_bindings(type(self), self.SCOPE, self.readonly)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Belt and braces: a mutating action can't run read-only even if invoked by name.
@@ -48,4 +62,4 @@ class RegistryModal(ModalScreen[T]):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._bindings = BindingsMap(actions.bindings_for(self.SCOPE, readonly=False))
+        self._bindings = _registry_bindings(type(self), self.SCOPE, False)

@@ -9,11 +9,13 @@ estimation and the diff run in a thread worker on a copy of the YAML text.
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Select, Static, Switch, TabbedContent, TabPane
@@ -26,7 +28,8 @@ from tunedeck.tui import format as fmt
 from tunedeck.tui.data import EditorAnalysis
 from tunedeck.tui.messages import EditorAnalysed
 from tunedeck.tui.screens.base import RegistryScreen
-from tunedeck.tui.screens.modals import ConfirmationModal, PathPrompt
+from tunedeck.tui.screens.modals import PathPrompt, UnsavedModal
+from tunedeck.tui.screens.param_search import ParamSearch, Target
 from tunedeck.tui.widgets.estimate_panel import render_estimate
 from tunedeck.tui.widgets.findings import FindingsList
 from tunedeck.tui.widgets.footer import AppFooter
@@ -52,6 +55,8 @@ ANALYSE_DELAY = 0.25
 FIRST_BATCH = 8     # fields mounted before a tab first paints
 BATCH = 12          # then this many per frame, so keys stay answered while a tab fills
 SIDE_MODES = ("estimate", "yaml", "diff")
+DETECTED = "this machine's GPUs (NVML)"
+COMPACT_BELOW = 36  # terminal rows: fewer, and fields fold their help until focused
 
 
 class EditorScreen(RegistryScreen[None]):
@@ -76,8 +81,10 @@ class EditorScreen(RegistryScreen[None]):
         self.generation = 0
         self.analysis: EditorAnalysis | None = None
         self.side_mode = "estimate"
-        self.memory_sources: list[tuple[str, int | None, float | None]] = [("detected GPUs (NVML)", None, None)]
+        self.memory_sources: list[tuple[str, int | None, float | None]] = [(DETECTED, None, None)]
         self.memory_index = 0
+        self.compact = False
+        self.gpus_here: bool | None = None  # did NVML find a GPU on this machine (None: not asked yet)
         self._timer: Any = None
         self._pending: dict[str, list[ParamField]] = {}
         self._pending_clear: set[str] = set()
@@ -103,10 +110,14 @@ class EditorScreen(RegistryScreen[None]):
     async def on_mount(self) -> None:
         self.query_one("#findings-box").border_title = "Findings"
         self._load_memory_sources()
-        self._layout_for(self.size.width)
-        # The group bar replaces the (hidden) tab strip; keep focus out of it.
+        self._layout_for(self.size.width, self.size.height)
+        # The group bar replaces the (hidden) tab strip; keep focus out of it. Tab goes
+        # field to field, then the findings and the side panel: the group's scroll
+        # container is no stop of its own (a focused field scrolls itself into view).
         for tabs in self.query("ContentTabs"):
             tabs.can_focus = False
+        for pane in self.query(".group-pane"):
+            pane.can_focus = False
         if self.groups:
             await self._build_group(self.groups[0].id)
             first = next(iter(self.fields.values()), None)
@@ -120,25 +131,44 @@ class EditorScreen(RegistryScreen[None]):
         self._schedule_analysis(0)
 
     def on_resize(self) -> None:
-        self._layout_for(self.size.width)
+        self._layout_for(self.size.width, self.size.height)
 
-    def _layout_for(self, width: int) -> None:
+    def _layout_for(self, width: int, height: int | None = None) -> None:
         narrow = width < 120
         if narrow != self.has_class("-narrow"):
             self.set_class(narrow, "-narrow")
             if self.is_mounted and self.fields:
                 self._update_group_bar()
+        if height is not None:
+            # A short terminal (80x24 shows ~11 rows of fields): each field folds to its
+            # name, type and control; the focused one shows its help and advice.
+            compact = height < COMPACT_BELOW
+            if compact != self.compact:
+                self.compact = compact
+                focused = self._field_of(self.focused)
+                for f in self.fields.values():
+                    f.set_detail(not compact or f is focused)
 
     def _load_memory_sources(self) -> None:
         try:
             for pr in data.hardware_presets():
-                self.memory_sources.append((f"{pr.num_gpus} x {pr.gpu_mem_gib:g} GiB: {pr.title}",
-                                            int(pr.num_gpus), float(pr.gpu_mem_gib)))
+                self.memory_sources.append((_preset_label(pr), int(pr.num_gpus), float(pr.gpu_mem_gib)))
         except Exception:  # noqa: BLE001 - presets module missing: NVML only
             pass
         gv = getattr(self.app, "gpu_view", None)
-        if gv is not None and not gv.snapshot.available and len(self.memory_sources) > 1:
-            self.memory_index = 1  # no driver here: start from the smallest preset, say so
+        if gv is not None:
+            self.gpus_here = _has_gpus(gv.snapshot)
+            if not self.gpus_here and len(self.memory_sources) > 1:
+                self.memory_index = 1  # no GPU here: start from the smallest preset, say so
+
+    def memory_label(self) -> str:
+        """Where the estimate's GPU size comes from, as the panel says it."""
+        label = self.memory_sources[self.memory_index][0]
+        if self.gpus_here is False:
+            if self.memory_index == 0:
+                return "no GPU found here (NVML); ctrl+g picks a preset"
+            return f"no GPU found here, so {label}"
+        return label
 
     # -- fields (built lazily, per tab, on first show) -------------------------
     async def _build_group(self, gid: str, *, complete: bool = False) -> None:
@@ -152,6 +182,7 @@ class EditorScreen(RegistryScreen[None]):
             for p in self.schema.params_in_group(gid):
                 is_set = p.name in self.doc.data
                 f = ParamField(p, self.doc.get(p.name) if is_set else None, is_set=is_set)
+                f.detail = not self.compact
                 if p.name in self.field_errors:
                     f.error = self.field_errors[p.name]
                 elif is_set:
@@ -203,7 +234,7 @@ class EditorScreen(RegistryScreen[None]):
             i = ids.index(active) if active in ids else 0
             t.append(f"Group {i + 1}/{len(ids)}: ", style=fmt.style_for(var, "muted"))
             t.append(self.groups[i].title, style="bold")
-            t.append("   ctrl+t next · ctrl+p \"group\" to pick", style=fmt.style_for(var, "muted"))
+            t.append("   ctrl+t next · ctrl+pgup prev · ctrl+f find", style=fmt.style_for(var, "muted"))
             self.query_one("#group-bar", Static).update(t)
             return
         for i, g in enumerate(self.groups):
@@ -260,6 +291,8 @@ class EditorScreen(RegistryScreen[None]):
         if f is None:
             return
         event.stop()
+        if isinstance(widget, Switch):
+            f.show_switch_value(bool(event.value))
         # Controls post Changed when mounted with their initial value: not an edit.
         if f.is_initial_echo(event.value):
             return
@@ -350,9 +383,17 @@ class EditorScreen(RegistryScreen[None]):
 
     @on(EditorAnalysed)
     def _analysed(self, message: EditorAnalysed) -> None:
-        if message.analysis.generation != self.generation:
+        a = message.analysis
+        if a.gpus_detected is not None and self.gpus_here is None:
+            self.gpus_here = a.gpus_detected
+            if not a.gpus_detected and self.memory_index == 0 and len(self.memory_sources) > 1:
+                # No GPU here (known only now, from the worker): estimate for the smallest
+                # preset rather than against nothing, and say so in the panel.
+                self.memory_index = 1
+                self._schedule_analysis(0)
+        if a.generation != self.generation:
             return  # an answer to an older edit
-        self.analysis = message.analysis
+        self.analysis = a
         self._show_findings()
         self._update_header()
         self._update_side()
@@ -362,8 +403,8 @@ class EditorScreen(RegistryScreen[None]):
         lst = self.query_one(FindingsList)
         lst.show(self.field_errors, findings)
         c = lst.counts()
-        self.query_one("#findings-box").border_subtitle = (
-            f"{c['error']} errors, {c['warning']} warnings, {c['advice']} advice")
+        self.query_one("#findings-box").border_subtitle = ", ".join(
+            (fmt.count(c["error"], "error"), fmt.count(c["warning"], "warning"), f"{c['advice']} advice"))
 
     def _update_header(self) -> None:
         var = self.app.theme_variables
@@ -381,7 +422,7 @@ class EditorScreen(RegistryScreen[None]):
         content = self.query_one("#side-content", Static)
         a = self.analysis
         if self.side_mode == "estimate":
-            label = self.memory_sources[self.memory_index][0]
+            label = self.memory_label()
             box.border_title = "Memory estimate"
             box.border_subtitle = "ctrl+g: GPU size  ctrl+y: YAML"
             if a is None:
@@ -407,18 +448,50 @@ class EditorScreen(RegistryScreen[None]):
 
     # -- actions -----------------------------------------------------------------
     def action_back(self) -> None:
+        self.leave(self.dismiss, doing="leave the editor")
+
+    def leave(self, then: Callable[[], Any], *, doing: str) -> None:
+        """Run ``then`` (which leaves or replaces this editor) once unsaved edits are dealt
+        with: save, discard, or cancel (stay, edits kept)."""
         if not self.dirty or self.readonly:
-            self.dismiss()
+            then()
             return
 
-        def done(ok: bool | None) -> None:
-            if ok:
-                self.dismiss()
+        def answered(choice: str | None) -> None:
+            if choice == "discard":
+                then()
+            elif choice == "save":
+                self._save_then(then)
 
-        self.app.push_screen(ConfirmationModal("Discard unsaved edits?",
-                                               [f"{self.title_text} has changes that are not saved.",
-                                                "y discards them; n goes back to the editor."],
-                                               yes="Discard", id="confirm-discard"), done)
+        where = str(self.path) if self.path else "this new config (not saved yet)"
+        self.app.push_screen(UnsavedModal(
+            "Unsaved edits", [f"{where} has changes that are not saved.",
+                              f"Save them, discard them, or cancel and stay here? (before you {doing})"]),
+            answered)
+
+    def _save_then(self, then: Callable[[], Any]) -> None:
+        if self.path is not None:
+            if self._save(self.path):
+                then()
+            return
+        self.action_save_as(then=then)
+
+    def replace_with(self, other: EditorScreen) -> None:
+        """Show ``other`` (another file) in place of this editor: asks first about unsaved
+        edits. Two editors never stack (they would share the id and the CSS)."""
+        name = other.path.name if other.path else other.title_text
+
+        def swap() -> None:
+            self.app.run_worker(self._swap(other), group="editor-swap", exclusive=True)
+
+        self.leave(swap, doing=f"open {name}")
+
+    async def _swap(self, other: EditorScreen) -> None:
+        app = self.app
+        while app.screen is not self and len(app.screen_stack) > 1:
+            await app.pop_screen()  # a dialog above us (none in practice)
+        await app.pop_screen()      # removed (and its id freed) before the next one mounts
+        await app.push_screen(other)
 
     def action_toggle_preview(self) -> None:
         self.side_mode = SIDE_MODES[(SIDE_MODES.index(self.side_mode) + 1) % len(SIDE_MODES)]
@@ -429,7 +502,7 @@ class EditorScreen(RegistryScreen[None]):
         self.side_mode = "estimate"
         self._update_side()
         self._schedule_analysis(0)
-        self.notify(f"Estimating for: {self.memory_sources[self.memory_index][0]}")
+        self.notify(f"Estimating for: {self.memory_label()}")
 
     def action_focus_findings(self) -> None:
         lst = self.query_one(FindingsList)
@@ -438,10 +511,64 @@ class EditorScreen(RegistryScreen[None]):
             lst.highlighted = 0
 
     async def action_next_group(self) -> None:
+        await self._step_group(1)
+
+    async def action_previous_group(self) -> None:
+        await self._step_group(-1)
+
+    async def _step_group(self, delta: int) -> None:
         tabs = self.query_one(TabbedContent)
         ids = [f"tab-{g.id}" for g in self.groups]
-        i = ids.index(tabs.active) if tabs.active in ids else -1
-        await self.show_group(self.groups[(i + 1) % len(ids)].id)
+        i = ids.index(tabs.active) if tabs.active in ids else 0
+        await self.focus_group(self.groups[(i + delta) % len(ids)].id)
+
+    async def focus_group(self, gid: str) -> None:
+        """Show group ``gid`` from its top, with its first field focused."""
+        await self.show_group(gid)
+        first = next((p.name for p in self.schema.params_in_group(gid)), None)
+        if first is not None and first in self.fields:
+            self.fields[first].focus_control()
+            self.query_one(f"#pane-{gid}", VerticalScroll).scroll_home(animate=False, immediate=True)
+
+    def action_find_param(self) -> None:
+        params = [p for g in self.groups for p in self.schema.params_in_group(g.id)]
+
+        async def found(target: Target | None) -> None:
+            if target is None:
+                return
+            if target.kind == "group":
+                await self.focus_group(target.key)
+            else:
+                await self.jump_to(target.key)
+
+        self.app.push_screen(ParamSearch(params, self.groups), found)
+
+    def palette_params(self) -> list[tuple[str, str, str]]:
+        """(name, group title, help) of every parameter with a field: the palette finds them."""
+        titles = {g.id: g.title for g in self.groups}
+        return [(p.name, titles[g.id], p.help) for g in self.groups for p in self.schema.params_in_group(g.id)]
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        # Tab scrolls the focused control into view, but its name, help and advice sit
+        # above it: bring the whole field into view (the control wins if both can't fit).
+        f = self._field_of(event.widget)
+        if f is None:
+            return
+        if self.compact:
+            for other in self.fields.values():
+                if other.detail and other is not f:
+                    other.set_detail(False)
+            f.set_detail(True)
+        if f.header.is_mounted:
+            self.call_after_refresh(self._show_field, f)
+
+    def _show_field(self, f: ParamField) -> None:
+        if not f.header.is_attached or not f.control.has_focus:
+            return
+        pane = f.header.parent
+        if isinstance(pane, VerticalScroll):
+            pane.scroll_to_widget(f.header, animate=False, immediate=True)
+            pane.scroll_to_widget(f.control, animate=False, immediate=True)
 
     def action_open_config(self) -> None:
         self.app.prompt_open_config()  # type: ignore[attr-defined]
@@ -457,7 +584,7 @@ class EditorScreen(RegistryScreen[None]):
             return
         self._save(self.path)
 
-    def action_save_as(self) -> None:
+    def action_save_as(self, then: Callable[[], Any] | None = None) -> None:
         if self.readonly:
             return
         root: Path = getattr(self.app, "root", Path.cwd())
@@ -468,7 +595,8 @@ class EditorScreen(RegistryScreen[None]):
                 p = Path(value).expanduser()
                 if not p.is_absolute():
                     p = root / p
-                self._save(p)
+                if self._save(p) and then is not None:
+                    then()
 
         self.app.push_screen(PathPrompt("Save config as", value=default), chosen)
 
@@ -515,14 +643,34 @@ class EditorScreen(RegistryScreen[None]):
             self.notify(f"The config has {len(errors)} error(s); the findings list names them "
                         "(ctrl+f).", severity="error", timeout=8)
             return
-        if self.path is None or self.dirty:
-            if self.path is None:
-                self.notify("Save the config first (ctrl+s): a run launches from a file.", severity="warning")
-                return
-            if not self._save(self.path):
-                return
+        if self.path is None:
+            self.notify("Save the config first (ctrl+s): a run launches from a file.", severity="warning")
+            return
         values = self.doc.values()
+        path = self.path
+        if not self.dirty:
+            self.app.start_launch(  # type: ignore[attr-defined]
+                path, {}, title=f"Launch {path.name}",
+                trust_remote_code=values.get("trust_remote_code") is True)
+            return
+        # Unsaved edits: the dialog shows the command for the edited config, and the file is
+        # written only when the launch is confirmed. Cancelling leaves the file untouched
+        # and the edits in the editor. (Not a frozen temporary copy: the run's manifest
+        # would then point at a file that is not yours, and "edit the run's config" would
+        # open that copy instead of the file you were editing.)
         self.app.start_launch(  # type: ignore[attr-defined]
-            self.path, {}, title=f"Launch {self.path.name}",
+            path, {}, title=f"Launch {path.name} (with your unsaved edits)",
             trust_remote_code=values.get("trust_remote_code") is True,
+            text=self.doc.dumps(), before_launch=lambda: self._save(path),
         )
+
+
+def _has_gpus(snapshot: Any) -> bool:
+    return bool(getattr(snapshot, "available", False)) and bool(getattr(snapshot, "gpus", ()))
+
+
+def _preset_label(preset: Any) -> str:
+    """"preset 1 x 24 GiB (RTX 3090/4090)": the card, not the preset's whole title."""
+    label = f"preset {preset.num_gpus} x {preset.gpu_mem_gib:g} GiB"
+    card = re.search(r"\(([^)]*)\)", str(preset.title).split(":")[0])
+    return f"{label} ({card.group(1)})" if card else label

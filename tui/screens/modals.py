@@ -1,4 +1,5 @@
-"""Modal dialogs: confirmation (y/n), launch (command + GPU picker), path prompt, choice."""
+"""Modal dialogs: confirmation (y/n), unsaved edits (save/discard/cancel), launch (command +
+GPU picker), path prompt, choice."""
 
 from __future__ import annotations
 
@@ -55,6 +56,46 @@ class ConfirmationModal(RegistryModal[bool]):
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
+
+
+class UnsavedModal(RegistryModal["str | None"]):
+    """The editor has unsaved edits and is about to be left or replaced: returns "save",
+    "discard", or None (stay). ``s`` / ``d`` / ``Esc``; the buttons say the same."""
+
+    SCOPE = "unsaved"
+
+    def __init__(self, title: str, lines: Sequence[str], *, id: str | None = "confirm-unsaved") -> None:
+        super().__init__(id=id)
+        self.title_text = title
+        self.lines = list(lines)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(escape(self.title_text), id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                for line in self.lines:
+                    yield Static(escape(line), classes="dialog-line")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Save (s)", id="save", variant="primary")
+                yield Button("Discard (d)", id="discard", variant="error")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def action_save(self) -> None:
+        self.dismiss("save")
+
+    def action_discard(self) -> None:
+        self.dismiss("discard")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(None if event.button.id == "cancel" else event.button.id)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Each field is two widgets, to keep a 47-field tab cheap to mount: a header
 (:class:`FieldHeader`: name, type, default, help line, the guide's advice and, when the
 value is wrong, the validator's sentence) and the control made for its type: Switch
-for booleans, Select for enumerations, Input for everything else. :class:`ParamField`
+for booleans (with the value in words beside it: the switch alone is only a coloured
+block, and with NO_COLOR a grey one), Select for enumerations, Input for everything else. :class:`ParamField`
 ties them together; the editor screen owns the config and reacts to the controls'
 ``Changed`` messages.
 """
@@ -14,6 +15,7 @@ import json
 from typing import Any
 
 from rich.text import Text
+from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Input, Select, Static, Switch
 
@@ -68,6 +70,10 @@ class FieldHeader(Static):
             t.append("  (set in file)", style="dim")
         if f.error:
             t.append("\n✖ " + f.error, style="bold")
+        if not f.detail:
+            self.update(t)  # a short terminal: help and advice only for the focused field
+            self.set_class(bool(f.error), "-invalid")
+            return
         if p.help:
             t.append("\n" + p.help, style="italic")
         if p.advice:
@@ -88,7 +94,9 @@ class ParamField:
         self.is_set = is_set
         self.error: str | None = None
         self.kind = control_kind(param)
+        self.detail = True  # show help and advice (the editor folds them on short terminals)
         self.header = FieldHeader(self)
+        self.switch_word: Static | None = None
         self.control = self._make_control()
         self.touched = False  # set on the first change that is not the control's initial value
 
@@ -97,7 +105,18 @@ class ParamField:
         return str(self.param.name)
 
     def widgets(self) -> list[Widget]:
+        if self.switch_word is not None:
+            return [self.header, Horizontal(self.control, self.switch_word, classes="switch-row")]
         return [self.header, self.control]
+
+    def show_switch_value(self, value: bool) -> None:
+        """The switch's value in words: "true" / "false", and whether that is the default."""
+        if self.switch_word is None:
+            return
+        word = "true" if value else "false"
+        if not self.is_set:
+            word += " (default)"
+        self.switch_word.update(word)
 
     def _make_control(self) -> Widget:
         p = self.param
@@ -105,7 +124,10 @@ class ParamField:
         if self.kind == "switch":
             current = self.initial if isinstance(self.initial, bool) else bool(p.default)
             self.initial_control_value: Any = current
-            return Switch(value=current, id=cid, animate=False, classes="field-control")
+            self.switch_word = Static(classes="switch-word")
+            switch = Switch(value=current, id=cid, animate=False, classes="field-control")
+            self.show_switch_value(current)
+            return switch
         default = value_to_text(p.default) if p.default is not None else "unset"
         if self.kind == "select":
             options = [(value_to_text(c), c) for c in p.choices]
@@ -131,11 +153,19 @@ class ParamField:
         if self.header.is_mounted:
             self.header.refresh_text()
 
+    def set_detail(self, detail: bool) -> None:
+        if detail != self.detail:
+            self.detail = detail
+            if self.header.is_mounted:
+                self.header.refresh_text()
+
     def set_is_set(self, is_set: bool) -> None:
         if is_set != self.is_set:
             self.is_set = is_set
             if self.header.is_mounted:
                 self.header.refresh_text()
+            if isinstance(self.control, Switch):
+                self.show_switch_value(self.control.value)
 
     def focus_control(self) -> None:
         """Focus the control now (the caller scrolls the header into view)."""
