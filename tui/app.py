@@ -233,9 +233,10 @@ class TunedeckApp(App[int]):
     @on(RunsSampled)
     def _runs_sampled(self, message: RunsSampled) -> None:
         first = self.runs_view is None
-        self.runs_view = message.view
+        if message.view.root == self.root:  # not an answer for the root before a change
+            self.runs_view = message.view
         dash = self.dashboard
-        if dash is not None and dash.is_mounted:
+        if dash is not None and dash.is_mounted and self.runs_view is message.view:
             with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
                 dash.apply_runs(message.view)
             if self._pending_select is not None and dash.select_run_dir(self._pending_select):
@@ -325,6 +326,8 @@ class TunedeckApp(App[int]):
         self.call_from_thread(self._apply_runs_once, view)
 
     def _apply_runs_once(self, view: data.RunsView) -> None:
+        if view.root != self.root:
+            return  # listed for the root before a change
         self.runs_view = view
         dash = self.dashboard
         if dash is not None and dash.is_mounted:
@@ -332,6 +335,33 @@ class TunedeckApp(App[int]):
                 dash.apply_runs(view)
             if self._pending_select is not None and dash.select_run_dir(self._pending_select):
                 self._pending_select = None
+
+    def set_root(self, root: Path) -> bool:
+        """List the runs under another directory (besides the registered runs)."""
+        root = root.expanduser()
+        if not root.is_absolute():
+            root = self.root / root
+        if not root.is_dir():
+            self.notify(f"Not a directory: {root}. Still listing runs under {self.root}.",
+                        title="Runs root", severity="error", timeout=8)
+            return False
+        self.root = root.resolve()
+        self._runs_sampler = data.RunsSampler(self.root)
+        dash = self.dashboard
+        if dash is not None and dash.is_mounted:
+            dash.show_root(self.root)
+        self.refresh_now()
+        return True
+
+    def prompt_root(self) -> None:
+        from tunedeck.tui.screens.modals import PathPrompt
+
+        def chosen(value: str | None) -> None:
+            if value:
+                self.set_root(Path(value))
+
+        self.push_screen(PathPrompt("List runs under (registered runs are always listed)",
+                                    str(self.root), placeholder="a directory"), chosen)
 
     # -- navigation ------------------------------------------------------------
     def action_help(self) -> None:

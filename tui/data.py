@@ -191,14 +191,9 @@ def _ppid(pid: int) -> int | None:
 
 
 def list_runs(root: Path) -> RunsView:
-    """Every run under ``root`` (one-off; the dashboard uses :class:`RunsSampler`)."""
-    from tunedeck.runner.control import runs as runs_mod
-
-    try:
-        runs = runs_mod.list_runs(root)
-    except Exception as exc:  # noqa: BLE001 - a broken tree must not kill the dashboard
-        return RunsView(root, (), error=f"cannot list runs under {root}: {exc}")
-    return RunsView(root, tuple(runs))
+    """Every registered run plus every run under ``root`` (one-off; the dashboard polls
+    with :class:`RunsSampler`, which lists the same runs)."""
+    return RunsSampler(root).sample()
 
 
 _SIGNATURE_FILES = ("tunedeck_run.json", "trainer_log.jsonl", "trainer_state.json", "trainer_exit.json")
@@ -216,10 +211,12 @@ def _signature(run_dir: Path) -> tuple[Any, ...]:
 
 
 class RunsSampler:
-    """``list_runs`` for a dashboard that polls: a run that has ended and whose files
-    did not change is not read again (its status cannot change without a write);
-    active runs are always read (liveness and ages depend on the clock).
-    Used from one worker at a time."""
+    """The dashboard's runs: every run in the registry (what ``tunedeck runs`` lists:
+    the demo in the cache dir, a run launched into any directory) plus every run found
+    under ``root``, each directory once. For a dashboard that polls: a run that has
+    ended and whose files did not change is not read again (its status cannot change
+    without a write); active runs are always read (liveness and ages depend on the
+    clock). Used from one worker at a time."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -234,9 +231,7 @@ class RunsSampler:
             root = self.root.resolve()
             dirs: dict[Path, None] = dict.fromkeys(d.resolve() for d in discover_runs(root))
             for e in entries():
-                rd = e.run_dir.resolve()
-                if rd == root or root in rd.parents:
-                    dirs.setdefault(rd, None)
+                dirs.setdefault(e.run_dir.resolve(), None)
             snaps = []
             fresh: dict[Path, tuple[tuple[Any, ...], Any]] = {}
             for d in dirs:

@@ -47,7 +47,7 @@ class DashboardScreen(RegistryScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#gpu-box").border_title = "GPUs"
-        self.query_one("#runs-box").border_title = f"Runs under {self.tapp.root}"
+        self.show_root(self.tapp.root)
         self.query_one("#run-panel").border_title = "Selected run"
         self._layout_for(self.size.width, self.size.height)
         # Samples that arrived before this screen was mounted.
@@ -56,6 +56,9 @@ class DashboardScreen(RegistryScreen[None]):
         if self.tapp.runs_view is not None:
             self.apply_runs(self.tapp.runs_view)
         self._show_empty()
+
+    def show_root(self, root: Path) -> None:
+        self.query_one("#runs-box").border_title = f"Runs: registered + under {root}"
 
     def on_resize(self) -> None:
         self._layout_for(self.size.width, self.size.height)
@@ -111,8 +114,8 @@ class DashboardScreen(RegistryScreen[None]):
         if view is not None and view.error:
             text = view.error
         elif view is not None and not view.runs:
-            text = (f"No runs under {view.root}. Press n for a new config or o to open one; "
-                    f"or start one with: tunedeck launch CONFIG.yaml")
+            text = (f"No registered runs and none under {view.root} (d: another directory). "
+                    "Press n for a new config or o to open one; or: tunedeck demo --headless")
         if text != self._empty_text:  # no repaint when nothing changed
             self._empty_text = text
             if text is not None:
@@ -192,6 +195,9 @@ class DashboardScreen(RegistryScreen[None]):
 
     def action_open_config(self) -> None:
         self.tapp.prompt_open_config()
+
+    def action_change_root(self) -> None:
+        self.tapp.prompt_root()
 
 
 def describe_stop(run: Any) -> list[str]:
