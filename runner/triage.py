@@ -36,7 +36,7 @@ from tunedeck.runner.estimate import (
     with_defaults,
 )
 from tunedeck.runner.fsutil import atomic_write_text, read_json
-from tunedeck.runner.protocol import (
+from tunedeck.runner.rundir.protocol import (
     CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
     INCOMPLETE_MARKER,
@@ -1082,7 +1082,7 @@ def config_path_of(run_dir: Path) -> Path | None:
 
 def gather(run_dir: str | Path) -> TriageInput:
     """Build a :class:`TriageInput` from the files of ``run_dir``."""
-    from tunedeck.runner.control.manifest import read_manifest
+    from tunedeck.runner.rundir.manifest import read_manifest
 
     rd = Path(run_dir)
     if not rd.is_dir():

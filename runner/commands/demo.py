@@ -124,7 +124,7 @@ def _overrides(cfg: Path, max_steps: int | None) -> dict[str, Any]:
 
 def summarize(run_dir: Path, seconds: float) -> tuple[list[str], dict[str, Any]]:
     """Summary lines and numbers: first/last loss, ratio, checkpoints, time, outcome."""
-    from tunedeck.runner.protocol import CHECKPOINT_PREFIX, TRAINER_EXIT, TRAINER_LOG
+    from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, TRAINER_EXIT, TRAINER_LOG
 
     losses: list[float] = []
     last: dict[str, Any] = {}

@@ -35,7 +35,7 @@ from tunedeck.runner.config.schema import (
 )
 from tunedeck.runner.config.yamlio import ConfigDoc, Location, split_list
 from tunedeck.runner.errors import ConfigError
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
+from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
 
 Severity = Literal["error", "warning", "advice"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "advice")

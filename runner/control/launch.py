@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunedeck.runner.errors import ConfigError, LaunchError, RunBusy, TunedeckError
-from tunedeck.runner.protocol import (
+from tunedeck.runner.rundir.protocol import (
     CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
     MANIFEST,
@@ -39,7 +39,7 @@ from tunedeck.runner.protocol import (
 )
 
 if TYPE_CHECKING:
-    from tunedeck.runner.control.manifest import RunManifest
+    from tunedeck.runner.rundir.manifest import RunManifest
 
 ACCELERATE_CONFIG = "accelerate_config.json"
 DEEPSPEED_CONFIG = "deepspeed_config.json"
@@ -392,7 +392,7 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 def newest_complete_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete ``checkpoint-N`` (the monitor's definition of complete), or None."""
-    from tunedeck.runner.monitor.checkpoints import latest_complete
+    from tunedeck.runner.rundir.checkpoints import latest_complete
 
     found = latest_complete(run_dir)
     return found.path if found is not None else None
@@ -579,8 +579,8 @@ def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: P
 
 def wait_supervisor_up(run_dir: Path, pid: int, timeout: float = SUPERVISOR_START_TIMEOUT) -> None:
     """Wait until the supervisor has recorded itself in the manifest; raise if it died."""
-    from tunedeck.runner.control.procs import create_time
     from tunedeck.runner.fsutil import read_json
+    from tunedeck.runner.rundir.procs import create_time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -595,7 +595,7 @@ def wait_supervisor_up(run_dir: Path, pid: int, timeout: float = SUPERVISOR_STAR
             data = read_json(run_dir / MANIFEST) or {}
             if (data.get("supervisor") or {}).get("pid") == pid:
                 return  # it ran and finished already
-            from tunedeck.runner.monitor.logs import tail_lines
+            from tunedeck.runner.rundir.logs import tail_lines
 
             tail = "\n".join(tail_lines(run_dir / STDOUT_LOG, 12))
             raise LaunchError(f"the supervisor exited at once; the end of {run_dir / STDOUT_LOG}:\n{tail}")
@@ -660,12 +660,12 @@ def launch(
     Raises ConfigError (nothing launched), RunBusy or LaunchError.
     """
     from tunedeck.runner.config.yamlio import ConfigDoc
-    from tunedeck.runner.control import registry
     from tunedeck.runner.control.lock import acquire
-    from tunedeck.runner.control.manifest import Attempt, RunManifest, read_manifest
-    from tunedeck.runner.control.procs import ref_alive
     from tunedeck.runner.control.secrets import redact_env, redact_values
     from tunedeck.runner.fsutil import ensure_dir
+    from tunedeck.runner.rundir import registry
+    from tunedeck.runner.rundir.manifest import Attempt, RunManifest, read_manifest
+    from tunedeck.runner.rundir.procs import ref_alive
 
     opts = options or LaunchOptions()
     say = warn or (lambda _t: None)

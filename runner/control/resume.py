@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import RunBusy, TunedeckError
-from tunedeck.runner.protocol import (
+from tunedeck.runner.rundir.protocol import (
     CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
     STOP_REQUEST,
@@ -60,7 +60,7 @@ def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
     if not ck.is_dir():
         raise TunedeckError(f"checkpoint {ck} does not exist",
                             hint="`tunedeck checkpoints RUN` lists the checkpoints")
-    from tunedeck.runner.monitor.checkpoints import scan_checkpoints
+    from tunedeck.runner.rundir.checkpoints import scan_checkpoints
 
     ck = ck.resolve()
     info = next((c for c in scan_checkpoints(ck.parent) if c.path.resolve() == ck), None)
@@ -121,10 +121,10 @@ def resume(
         write_plan_files,
     )
     from tunedeck.runner.control.lock import acquire
-    from tunedeck.runner.control.manifest import Attempt, read_manifest
-    from tunedeck.runner.control.procs import ref_alive
     from tunedeck.runner.control.secrets import REDACTED, is_secret_key, redact_values
     from tunedeck.runner.fsutil import atomic_write_text
+    from tunedeck.runner.rundir.manifest import Attempt, read_manifest
+    from tunedeck.runner.rundir.procs import ref_alive
 
     say = warn or (lambda _t: None)
     run = Path(run_dir)

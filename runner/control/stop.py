@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunedeck.runner.errors import TunedeckError
-from tunedeck.runner.protocol import STOP_REQUEST, TRAINER_EXIT, RunStatus
+from tunedeck.runner.rundir.protocol import STOP_REQUEST, TRAINER_EXIT, RunStatus
 
 DEFAULT_TIMEOUT = 300.0
 _GRACE_AFTER_TIMEOUT = 30.0  # the supervisor's SIGKILL + verification take a moment
@@ -48,7 +48,7 @@ def request_stop(run_dir: Path, *, timeout: float, by: str = "tunedeck stop") ->
 def _checkpoint_complete(path: str | None, run_dir: Path) -> bool:
     if not path:
         return False
-    from tunedeck.runner.control.runs import _complete
+    from tunedeck.runner.rundir.runs import _complete
 
     p = Path(path)
     return _complete(p if p.is_absolute() else run_dir / p)
@@ -62,8 +62,8 @@ def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: boo
     directory that is not a tunedeck run or a manifest we may not act on.
     """
     from tunedeck.runner.control import procs as P
-    from tunedeck.runner.control.manifest import manifest_trusted, read_manifest
-    from tunedeck.runner.control.runs import computed_status, raw_manifest, run_ended
+    from tunedeck.runner.rundir.manifest import manifest_trusted, read_manifest
+    from tunedeck.runner.rundir.runs import computed_status, raw_manifest, run_ended
 
     run = Path(run_dir)
     m = read_manifest(run)
@@ -154,7 +154,7 @@ def _stop_orphans(run: Path, m, *, timeout: float) -> StopResult:  # type: ignor
         msg = f"run {m.id}: the supervisor was gone; the trainer stopped on SIGTERM"
     # Record the end, since nobody else will. Holding the lock proves no supervisor runs.
     with contextlib.suppress(TunedeckError, OSError), acquire(run):
-        from tunedeck.runner.control.manifest import ProcRef
+        from tunedeck.runner.rundir.manifest import ProcRef
 
         m.status = RunStatus.STOPPED if live else RunStatus.LOST
         m.message = msg

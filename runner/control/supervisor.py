@@ -42,9 +42,15 @@ from tunedeck.runner.control.launch import (
     write_plan_files,
 )
 from tunedeck.runner.control.lock import LOCK_FD_ENV, RunLock, adopt
-from tunedeck.runner.control.manifest import Attempt, ProcRef, RunManifest, read_manifest
 from tunedeck.runner.fsutil import atomic_write_text, read_json
-from tunedeck.runner.protocol import FROZEN_CONFIG, STDOUT_LOG, STOP_REQUEST, TRAINER_EXIT, RunStatus
+from tunedeck.runner.rundir.manifest import Attempt, ProcRef, RunManifest, read_manifest
+from tunedeck.runner.rundir.protocol import (
+    FROZEN_CONFIG,
+    STDOUT_LOG,
+    STOP_REQUEST,
+    TRAINER_EXIT,
+    RunStatus,
+)
 
 POLL = 0.2                 # seconds between checks of the trainer and the stop file
 TREE_POLL = 0.5            # seconds between process-tree scans

@@ -2,7 +2,7 @@
 
 Run by ``accelerate launch`` (one process per device). Rank 0 writes
 ``trainer_log.jsonl`` and, on the way out, ``trainer_exit.json``; the exit code is a
-:class:`tunedeck.runner.protocol.TrainerExit`.
+:class:`tunedeck.runner.rundir.protocol.TrainerExit`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import ConfigError
-from tunedeck.runner.protocol import (
+from tunedeck.runner.rundir.protocol import (
     CHECKPOINT_PREFIX,
     INCOMPLETE_MARKER,
     TRAINER_EXIT,
@@ -80,7 +80,7 @@ def say(ctx: _Context, message: str) -> None:
 def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest complete ``checkpoint-N`` (the monitor's completeness rule: weights,
     trainer state, no incomplete marker)."""
-    from tunedeck.runner.monitor.checkpoints import latest_complete
+    from tunedeck.runner.rundir.checkpoints import latest_complete
 
     info = latest_complete(output_dir)
     return info.path if info is not None else None
@@ -337,7 +337,12 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
 
     import torch
 
-    from tunedeck.runner.train.callbacks import FaultCallback, RunFlags, StopCallback, TrainerLogCallback
+    from tunedeck.runner.train.callbacks import (
+        FaultCallback,
+        RunFlags,
+        StopCallback,
+        TrainerLogCallback,
+    )
 
     cuda = torch.cuda.is_available()
     stage = str(values.get("stage") or "sft")

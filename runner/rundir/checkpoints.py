@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunedeck.runner.monitor.logs import MetricHistory, history_from_trainer_state
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
+from tunedeck.runner.rundir.logs import MetricHistory, history_from_trainer_state
+from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
 
 if TYPE_CHECKING:
     from tunedeck.runner.monitor.host import DiskInfo

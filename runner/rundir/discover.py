@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, MANIFEST, TRAINER_LOG, TRAINER_STATE
+from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, MANIFEST, TRAINER_LOG, TRAINER_STATE
 
 RUN_MARKERS = frozenset({MANIFEST, TRAINER_LOG, TRAINER_STATE})
 # Never worth descending into: they hold no runs and can hold a great many files.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import RunNotFound
-from tunedeck.runner.protocol import (
+from tunedeck.runner.rundir.protocol import (
     ACTIVE_STATUSES,
     CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
@@ -174,7 +174,7 @@ def _int(v: Any) -> int | None:
 
 
 def _last_log_records(run_dir: Path) -> list[dict[str, Any]]:
-    from tunedeck.runner.monitor.logs import tail_lines
+    from tunedeck.runner.rundir.logs import tail_lines
 
     out: list[dict[str, Any]] = []
     for line in tail_lines(run_dir / TRAINER_LOG, _TAIL_LINES, collapse_cr=False):
@@ -191,7 +191,7 @@ def _last_log_records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _trainer_state_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from tunedeck.runner.monitor.logs import trainer_state_path
+    from tunedeck.runner.rundir.logs import trainer_state_path
 
     p = trainer_state_path(run_dir)
     if p is None:
@@ -209,7 +209,7 @@ def _trainer_state_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[st
 
 def checkpoint_refs(run_dir: Path) -> tuple[CheckpointRef, ...]:
     """``checkpoint-N`` directories, oldest first, each with the monitor's completeness
-    rule (:func:`tunedeck.runner.monitor.checkpoints.checkpoint_complete`)."""
+    rule (:func:`tunedeck.runner.rundir.checkpoints.checkpoint_complete`)."""
     found: list[CheckpointRef] = []
     try:
         it = os.scandir(run_dir)
@@ -228,13 +228,13 @@ def checkpoint_refs(run_dir: Path) -> tuple[CheckpointRef, ...]:
 
 
 def _complete(ck: Path) -> bool:
-    from tunedeck.runner.monitor.checkpoints import checkpoint_complete
+    from tunedeck.runner.rundir.checkpoints import checkpoint_complete
 
     return checkpoint_complete(ck)
 
 
 def _kind(run_dir: Path) -> str:
-    from tunedeck.runner.monitor.discover import run_kind
+    from tunedeck.runner.rundir.discover import run_kind
 
     kind = run_kind(run_dir)
     return kind if kind != "unknown" else "transformers"
@@ -253,7 +253,7 @@ def _mtime(p: Path) -> float | None:
 def computed_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
     """The status a reader should show for a raw manifest: ``lost`` when the
     manifest claims an active run but its supervisor is gone (pid + start time)."""
-    from tunedeck.runner.control.procs import ref_alive
+    from tunedeck.runner.rundir.procs import ref_alive
 
     try:
         status = RunStatus(m.get("status"))
@@ -273,7 +273,7 @@ def computed_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
 def run_ended(m: dict[str, Any]) -> bool:
     """Has the run (not just an attempt) ended? A terminal status with the supervisor done
     (``finished_at`` written) or gone. During an automatic restart the supervisor lives on."""
-    from tunedeck.runner.control.procs import ref_alive
+    from tunedeck.runner.rundir.procs import ref_alive
 
     st = computed_status(m)
     if st in ACTIVE_STATUSES:
@@ -293,7 +293,7 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
     if not recs:
         recs, state = _trainer_state_records(run)
         if recs:
-            from tunedeck.runner.monitor.logs import trainer_state_path
+            from tunedeck.runner.rundir.logs import trainer_state_path
 
             sp = trainer_state_path(run)
             log_mtime = _mtime(sp) if sp else None
@@ -411,7 +411,7 @@ def _is_run_dir(p: Path) -> bool:
 
 
 def _discover(root: Path, max_depth: int) -> list[Path]:
-    from tunedeck.runner.monitor.discover import discover_runs
+    from tunedeck.runner.rundir.discover import discover_runs
 
     return discover_runs(root, max_depth)
 
@@ -419,7 +419,7 @@ def _discover(root: Path, max_depth: int) -> list[Path]:
 def list_runs(root: str | os.PathLike[str] | None = None, *, max_depth: int = 4) -> list[RunSnapshot]:
     """Runs under ``root`` (discovered: tunedeck, LLaMA-Factory, transformers) plus the
     registered runs that live under it; with no root, every registered run. Newest first."""
-    from tunedeck.runner.control.registry import entries
+    from tunedeck.runner.rundir.registry import entries
 
     dirs: dict[str, Path] = {}
     root_p = Path(root).resolve() if root is not None else None
@@ -440,7 +440,7 @@ def resolve_run(ref: str, root: str | os.PathLike[str] | None = None) -> Path:
 
     Raises :class:`RunNotFound` naming close matches.
     """
-    from tunedeck.runner.control import registry
+    from tunedeck.runner.rundir import registry
 
     if not ref or "\x00" in ref:
         raise RunNotFound("empty run reference")

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, TRAINER_LOG, TRAINER_STATE
+from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, TRAINER_LOG, TRAINER_STATE
 
 # Metrics kept as columns. LLaMA-Factory's keys plus ours (see DESIGN.md).
 METRICS: tuple[str, ...] = (
