@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.rundir.protocol import FROZEN_CONFIG, TRAINER_LOG
+from tunedeck.runner.rundir.protocol import FROZEN_CONFIG
 
 # Keys that differ between any two runs by construction: noise in a diff.
 PER_RUN_KEYS = frozenset({"output_dir", "run_name", "logging_dir", "overwrite_output_dir"})
@@ -155,20 +155,9 @@ def _num(v: Any) -> float | None:
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
-    from tunedeck.runner.rundir.logs import TrainerLogReader, trainer_state_path
+    from tunedeck.runner.rundir.logs import read_log_records
 
-    log = run_dir / TRAINER_LOG
-    if log.is_file():
-        return TrainerLogReader(log).poll(limit=None)
-    state = trainer_state_path(run_dir)
-    if state is None:
-        return []
-    try:
-        data = json.loads(state.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return []
-    hist = data.get("log_history") if isinstance(data, dict) else None
-    return [r for r in hist if isinstance(r, dict)] if isinstance(hist, list) else []
+    return read_log_records(run_dir).records
 
 
 def read_curves(run_dir: str | os.PathLike[str], records: list[dict[str, Any]] | None = None) -> RunCurves:

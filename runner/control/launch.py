@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunedeck.runner.errors import ConfigError, LaunchError, RunBusy, TunedeckError
+from tunedeck.runner.rundir.checkpoints import checkpoint_paths, newest_complete
 from tunedeck.runner.rundir.protocol import (
-    CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
     MANIFEST,
     STDOUT_LOG,
@@ -374,30 +374,6 @@ class LaunchResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """``checkpoint-N`` directories directly in ``run_dir``, by step."""
-    out: list[tuple[int, Path]] = []
-    try:
-        it = os.scandir(run_dir)
-    except OSError:
-        return []
-    with it:
-        for e in it:
-            if e.name.startswith(CHECKPOINT_PREFIX) and e.is_dir(follow_symlinks=False):
-                tail = e.name[len(CHECKPOINT_PREFIX):]
-                if tail.isdigit():
-                    out.append((int(tail), Path(e.path)))
-    return [p for _, p in sorted(out)]
-
-
-def newest_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` (the monitor's definition of complete), or None."""
-    from tunedeck.runner.rundir.checkpoints import latest_complete
-
-    found = latest_complete(run_dir)
-    return found.path if found is not None else None
-
-
 @dataclass(frozen=True)
 class StartDecision:
     """How a launch treats what output_dir already holds."""
@@ -413,7 +389,7 @@ def decide_start(run_dir: Path, values: Mapping[str, Any], *, overwrite: bool) -
 
     Pure: decides, deletes nothing. Raises :class:`RunBusy` when tunedeck must not guess.
     """
-    cks = checkpoint_dirs(run_dir)
+    cks = checkpoint_paths(run_dir)
     explicit = values.get("resume_from_checkpoint")
     if overwrite:
         return StartDecision(resume_from=None, overwrite=True)
@@ -429,7 +405,7 @@ def decide_start(run_dir: Path, values: Mapping[str, Any], *, overwrite: bool) -
             hint="pass --overwrite to delete the old checkpoints and start from step 0, "
             "or set overwrite_output_dir=false to resume from the newest checkpoint",
         )
-    newest = newest_complete_checkpoint(run_dir)
+    newest = newest_complete(run_dir)
     if newest is None:
         raise RunBusy(
             f"{run_dir} holds checkpoints but none is complete ({', '.join(c.name for c in cks)})",
@@ -445,7 +421,7 @@ def decide_start(run_dir: Path, values: Mapping[str, Any], *, overwrite: bool) -
 def _remove_previous_outputs(run_dir: Path) -> list[str]:
     """``--overwrite``: delete the previous run's checkpoints and logs, nothing else."""
     removed: list[str] = []
-    for ck in checkpoint_dirs(run_dir):
+    for ck in checkpoint_paths(run_dir):
         shutil.rmtree(ck)
         removed.append(ck.name)
     for name in (TRAINER_LOG, TRAINER_EXIT, TRAINER_STATE, "all_results.json", "train_results.json",

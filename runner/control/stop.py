@@ -119,9 +119,10 @@ def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: boo
 def _stop_orphans(run: Path, m, *, timeout: float) -> StopResult:  # type: ignore[no-untyped-def]
     """The supervisor is gone: signal the trainer's processes ourselves, then record it."""
     from tunedeck.runner.control import procs as P
-    from tunedeck.runner.control.launch import RUN_ID_ENV, newest_complete_checkpoint
+    from tunedeck.runner.control.launch import RUN_ID_ENV
     from tunedeck.runner.control.lock import acquire
     from tunedeck.runner.fsutil import read_json
+    from tunedeck.runner.rundir.checkpoints import newest_complete
 
     refs = list(m.procs) or ([m.trainer] if m.trainer else [])
     known = [P.ProcId(r.pid, r.create_time) for r in refs]
@@ -144,7 +145,7 @@ def _stop_orphans(run: Path, m, *, timeout: float) -> StopResult:  # type: ignor
     if ck and not Path(str(ck)).is_absolute():
         ck = str(run / str(ck))
     if not ck:
-        newest = newest_complete_checkpoint(run)
+        newest = newest_complete(run)
         ck = str(newest) if newest else None
     if not live:
         msg = f"run {m.id}: the supervisor is gone and no process of the run was running"

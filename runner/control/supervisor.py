@@ -38,11 +38,11 @@ from tunedeck.runner.control.launch import (
     RUN_ID_ENV,
     build_launch_plan,
     keep_attempt_copy,
-    newest_complete_checkpoint,
     write_plan_files,
 )
 from tunedeck.runner.control.lock import LOCK_FD_ENV, RunLock, adopt
 from tunedeck.runner.fsutil import atomic_write_text, read_json
+from tunedeck.runner.rundir.checkpoints import newest_complete
 from tunedeck.runner.rundir.manifest import Attempt, ProcRef, RunManifest, read_manifest
 from tunedeck.runner.rundir.protocol import (
     FROZEN_CONFIG,
@@ -363,7 +363,7 @@ class Supervisor:
         ck = info.checkpoint
         if ck is None:
             with contextlib.suppress(Exception):
-                newest = newest_complete_checkpoint(self.run_dir)
+                newest = newest_complete(self.run_dir)
                 ck = str(newest) if newest else None
         self.m.checkpoint = ck
         if restarting:
@@ -435,7 +435,7 @@ class Supervisor:
     def _prepare_restart(self, attempt: Attempt, info: ExitInfo, patch: dict[str, Any]) -> None:
         from tunedeck.runner.config.yamlio import ConfigDoc
 
-        ck = newest_complete_checkpoint(self.run_dir)
+        ck = newest_complete(self.run_dir)
         keep_attempt_copy(self.run_dir, attempt.number)
         cfg = self.run_dir / FROZEN_CONFIG
         doc = ConfigDoc.load(cfg)

@@ -21,7 +21,6 @@ from typing import Any
 from tunedeck.runner.errors import RunNotFound
 from tunedeck.runner.rundir.protocol import (
     ACTIVE_STATUSES,
-    CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
     MANIFEST,
     TRAINER_LOG,
@@ -34,6 +33,7 @@ STARTING_GRACE_S = 60.0
 # A run without a manifest whose log moved within this window is shown as running.
 FOREIGN_ACTIVE_WINDOW_S = 600.0
 _TAIL_LINES = 64
+_TAIL_BYTES = 256 * 1024  # the end of trainer_log.jsonl that status reads (>= 64 records)
 
 
 @dataclass(frozen=True)
@@ -173,64 +173,13 @@ def _int(v: Any) -> int | None:
     return int(f) if f is not None and math.isfinite(f) else None
 
 
-def _last_log_records(run_dir: Path) -> list[dict[str, Any]]:
-    from tunedeck.runner.rundir.logs import tail_lines
-
-    out: list[dict[str, Any]] = []
-    for line in tail_lines(run_dir / TRAINER_LOG, _TAIL_LINES, collapse_cr=False):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a partial last line or garbage
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def _trainer_state_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from tunedeck.runner.rundir.logs import trainer_state_path
-
-    p = trainer_state_path(run_dir)
-    if p is None:
-        return [], {}
-    try:
-        data = json.loads(p.read_bytes())
-    except (OSError, ValueError):
-        return [], {}
-    if not isinstance(data, dict):
-        return [], {}
-    hist = data.get("log_history")
-    recs = [r for r in hist if isinstance(r, dict)] if isinstance(hist, list) else []
-    return recs[-_TAIL_LINES:], data
-
-
 def checkpoint_refs(run_dir: Path) -> tuple[CheckpointRef, ...]:
-    """``checkpoint-N`` directories, oldest first, each with the monitor's completeness
-    rule (:func:`tunedeck.runner.rundir.checkpoints.checkpoint_complete`)."""
-    found: list[CheckpointRef] = []
-    try:
-        it = os.scandir(run_dir)
-    except OSError:
-        return ()
-    with it:
-        for e in it:
-            if not e.name.startswith(CHECKPOINT_PREFIX):
-                continue
-            tail = e.name[len(CHECKPOINT_PREFIX):]
-            if not tail.isdigit() or not e.is_dir(follow_symlinks=False):
-                continue
-            found.append(CheckpointRef(int(tail), e.path, _complete(Path(e.path))))
-    found.sort(key=lambda c: c.step)
-    return tuple(found)
+    """``checkpoint-N`` directories, oldest first, each judged by THE completeness rule
+    (:func:`tunedeck.runner.rundir.checkpoints.checkpoint_complete`)."""
+    from tunedeck.runner.rundir.checkpoints import checkpoint_complete, checkpoint_dirs
 
-
-def _complete(ck: Path) -> bool:
-    from tunedeck.runner.rundir.checkpoints import checkpoint_complete
-
-    return checkpoint_complete(ck)
+    return tuple(CheckpointRef(step, str(p), checkpoint_complete(p))
+                 for step, p in checkpoint_dirs(run_dir))
 
 
 def _kind(run_dir: Path) -> str:
@@ -286,17 +235,12 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
     run = Path(run_dir)
     now = time.time()
     m = raw_manifest(run)
-    log_path = run / TRAINER_LOG
-    recs = _last_log_records(run)
-    state: dict[str, Any] = {}
-    log_mtime = _mtime(log_path)
-    if not recs:
-        recs, state = _trainer_state_records(run)
-        if recs:
-            from tunedeck.runner.rundir.logs import trainer_state_path
+    from tunedeck.runner.rundir.logs import read_log_records
 
-            sp = trainer_state_path(run)
-            log_mtime = _mtime(sp) if sp else None
+    logged = read_log_records(run, tail_bytes=_TAIL_BYTES)
+    recs = logged.records[-_TAIL_LINES:]
+    state = logged.state
+    log_mtime = _mtime(logged.path) if logged.path else _mtime(run / TRAINER_LOG)
     last = recs[-1] if recs else {}
 
     def newest(key: str, *alts: str) -> float | None:
