@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tunedeck.runner.monitor.logs import TrainerLogReader, downsample, tail_lines  # noqa: E402
+from tunedeck.runner.rundir.logs import TrainerLogReader, downsample, tail_lines  # noqa: E402
 
 
 def _hms(seconds: float) -> str:

@@ -31,7 +31,7 @@ TARGET = 5.0
 
 def make_run(root: Path, lines: int) -> tuple[str, dict[str, str]]:
     sys.path.insert(0, str(REPO))
-    from tunedeck.runner.control.procs import create_time
+    from tunedeck.runner.rundir.procs import create_time
 
     home = root / "home"
     run = root / "runs" / "bench-run"

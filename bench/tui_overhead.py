@@ -367,8 +367,8 @@ def bench_train(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
 
 def _stop_leftovers(root: Path) -> None:
     """Runs are detached: an interrupted bench must not leave one training."""
-    from tunedeck.runner.control.runs import read_run
     from tunedeck.runner.control.stop import stop_run
+    from tunedeck.runner.rundir.runs import read_run
 
     for d in sorted(root.glob("*")) if root.is_dir() else []:
         try:

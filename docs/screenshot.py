@@ -30,8 +30,8 @@ def main() -> int:
 
     import psutil
 
-    from tunedeck.runner.control.manifest import ProcRef
     from tests.tui_helpers import SNAPSHOT_RUNS, RunSpec, build_runs, write_run
+    from tunedeck.runner.rundir.manifest import ProcRef
 
     tmp = Path(tempfile.mkdtemp(prefix="tunedeck-shot-"))
     root = tmp / "runs"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.protocol import FROZEN_CONFIG, TRAINER_LOG
+from tunedeck.runner.rundir.protocol import FROZEN_CONFIG
 
 # Keys that differ between any two runs by construction: noise in a diff.
 PER_RUN_KEYS = frozenset({"output_dir", "run_name", "logging_dir", "overwrite_output_dir"})
@@ -155,26 +155,15 @@ def _num(v: Any) -> float | None:
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
-    from tunedeck.runner.monitor.logs import TrainerLogReader, trainer_state_path
+    from tunedeck.runner.rundir.logs import read_log_records
 
-    log = run_dir / TRAINER_LOG
-    if log.is_file():
-        return TrainerLogReader(log).poll(limit=None)
-    state = trainer_state_path(run_dir)
-    if state is None:
-        return []
-    try:
-        data = json.loads(state.read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return []
-    hist = data.get("log_history") if isinstance(data, dict) else None
-    return [r for r in hist if isinstance(r, dict)] if isinstance(hist, list) else []
+    return read_log_records(run_dir).records
 
 
 def read_curves(run_dir: str | os.PathLike[str], records: list[dict[str, Any]] | None = None) -> RunCurves:
     """The metric curves of a run and its step->tokens / step->seconds maps."""
-    from tunedeck.runner.control.runs import parse_duration
-    from tunedeck.runner.monitor.logs import MetricHistory
+    from tunedeck.runner.rundir.logs import MetricHistory
+    from tunedeck.runner.rundir.runs import parse_duration
 
     recs = _records(Path(run_dir)) if records is None else records
     hist = MetricHistory()
@@ -224,7 +213,7 @@ def read_settings(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], str 
     ``trainer_state.json``'s settings and ``adapter_config.json`` (as ``adapter.KEY``);
     its ``training_args.bin`` is a pickle and is never loaded.
     """
-    from tunedeck.runner.monitor.logs import trainer_state_path
+    from tunedeck.runner.rundir.logs import trainer_state_path
 
     run = Path(run_dir)
     out: dict[str, Any] = {}
@@ -262,7 +251,7 @@ def read_settings(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], str 
 def summarize(run_dir: str | os.PathLike[str], ref: str | None = None,
               curves: RunCurves | None = None) -> RunSummary:
     """The compare row of one run."""
-    from tunedeck.runner.control.runs import read_run
+    from tunedeck.runner.rundir.runs import read_run
 
     snap = read_run(run_dir)
     cur = curves if curves is not None else read_curves(run_dir)

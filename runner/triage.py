@@ -36,10 +36,8 @@ from tunedeck.runner.estimate import (
     with_defaults,
 )
 from tunedeck.runner.fsutil import atomic_write_text, read_json
-from tunedeck.runner.protocol import (
-    CHECKPOINT_PREFIX,
+from tunedeck.runner.rundir.protocol import (
     FROZEN_CONFIG,
-    INCOMPLETE_MARKER,
     STDOUT_LOG,
     TRAINER_EXIT,
     TRAINER_LOG,
@@ -978,83 +976,6 @@ def _read_tail(path: Path, nbytes: int = LOG_TAIL_BYTES) -> list[str]:
     return lines
 
 
-def read_history(path: Path) -> list[dict[str, Any]]:
-    """``trainer_log.jsonl`` records; garbage and partial lines are skipped."""
-    out: list[dict[str, Any]] = []
-    try:
-        with path.open("rb") as fh:
-            for raw in fh:
-                raw = raw.strip()
-                if not raw:
-                    continue
-                try:
-                    rec = json.loads(raw)
-                except (ValueError, UnicodeDecodeError):
-                    continue
-                if isinstance(rec, dict):
-                    out.append(rec)
-    except OSError:
-        return []
-    return out
-
-
-def _state_history(run_dir: Path) -> list[dict[str, Any]]:
-    """History of a plain transformers run: ``trainer_state.json``'s ``log_history``.
-
-    Records are renamed to the trainer_log.jsonl keys (``step`` -> ``current_steps``).
-    """
-    cands = [run_dir / TRAINER_STATE] + [c.path / TRAINER_STATE
-                                         for c in reversed(_checkpoints(run_dir))]
-    for path in cands:
-        state = read_json(path)
-        if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
-            continue
-        total = state.get("max_steps")
-        out = []
-        for rec in state["log_history"]:
-            if isinstance(rec, dict) and "loss" in rec:
-                r = dict(rec)
-                r["current_steps"] = rec.get("step")
-                if isinstance(total, int):
-                    r["total_steps"] = total
-                out.append(r)
-        return out
-    return []
-
-
-@dataclass(frozen=True)
-class _Ckpt:
-    step: int
-    path: Path
-    complete: bool
-
-
-def _checkpoints(run_dir: Path) -> list[_Ckpt]:
-    out = []
-    try:
-        entries = list(run_dir.iterdir())
-    except OSError:
-        return []
-    for p in entries:
-        m = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", p.name)
-        if not m or not p.is_dir():
-            continue
-        complete = (p / TRAINER_STATE).is_file() and not (p / INCOMPLETE_MARKER).exists()
-        out.append(_Ckpt(int(m.group(1)), p, complete))
-    return sorted(out, key=lambda c: c.step)
-
-
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                continue
-    return total
-
-
 def _mount_of(path: Path) -> str:
     p = path.resolve()
     while not os.path.ismount(p) and p != p.parent:
@@ -1082,7 +1003,10 @@ def config_path_of(run_dir: Path) -> Path | None:
 
 def gather(run_dir: str | Path) -> TriageInput:
     """Build a :class:`TriageInput` from the files of ``run_dir``."""
-    from tunedeck.runner.control.manifest import read_manifest
+    from tunedeck.runner.rundir.checkpoints import list_checkpoints, tree_size
+    from tunedeck.runner.rundir.logs import read_log_records
+    from tunedeck.runner.rundir.manifest import read_manifest
+    from tunedeck.runner.rundir.runs import computed_status, raw_manifest
 
     rd = Path(run_dir)
     if not rd.is_dir():
@@ -1098,7 +1022,10 @@ def gather(run_dir: str | Path) -> TriageInput:
             values = {}
     if man is not None and man.config_path:
         config_dir = Path(man.config_path).expanduser().resolve().parent
-    history = read_history(rd / TRAINER_LOG) or _state_history(rd)
+    logged = read_log_records(rd)
+    history = logged.records
+    if logged.source == TRAINER_STATE:  # transformers' log_history: the training records
+        history = [r for r in history if "loss" in r]
     tail: list[str] = []
     for name in LOG_FILES:   # ours, then what LLaMA Board leaves behind
         if (rd / name).is_file():
@@ -1111,9 +1038,11 @@ def gather(run_dir: str | Path) -> TriageInput:
         exit_msg = str(exit_info.get("message") or "") or None
     status = None
     if man is not None:
-        status = str(man.status.value if hasattr(man.status, "value") else man.status)
+        # what status shows: an active manifest whose supervisor is gone reads as lost
+        raw = raw_manifest(rd)
+        status = computed_status(raw).value if raw is not None else man.status.value
         exit_msg = man.message or exit_msg
-    ckpts = _checkpoints(rd)
+    ckpts = list_checkpoints(rd)
     complete = [c for c in ckpts if c.complete]
     ck = complete[-1] if complete else None
     ck_epoch = None
@@ -1121,7 +1050,7 @@ def gather(run_dir: str | Path) -> TriageInput:
         state = read_json(ck.path / TRAINER_STATE)
         if isinstance(state, dict) and isinstance(state.get("epoch"), (int, float)):
             ck_epoch = float(state["epoch"])
-    ck_bytes = float(_dir_bytes(ckpts[-1].path)) if ckpts else None
+    ck_bytes = float(tree_size(ckpts[-1].path)) if ckpts else None
     try:
         free = float(shutil.disk_usage(rd).free)
     except OSError:
@@ -1246,6 +1175,5 @@ __all__ = [
     "gather",
     "missing_requirements",
     "numbered",
-    "read_history",
     "triage_run",
 ]

@@ -246,7 +246,7 @@ def snapshot() -> dict[str, Any]:
                 for cmd in ("status", "checkpoints", "triage"):
                     jobs[f"{cmd} {name}"] = [cmd, str(run), "--json"]
             with ThreadPoolExecutor(2) as pool:
-                results = dict(zip(jobs, pool.map(lambda a: _cli(a, env), jobs.values())))
+                results = dict(zip(jobs, pool.map(lambda a: _cli(a, env), jobs.values()), strict=True))
             for name, run in runs.items():
                 results[f"banner {name}"] = {"rc": 0, "out": _banner(run)}
                 for spec in ("latest", "checkpoint-20", "checkpoint-60", "checkpoint-300"):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from tunedeck.runner.control.manifest import ProcRef, RunManifest
-from tunedeck.runner.protocol import RunStatus
+from tunedeck.runner.rundir.manifest import ProcRef, RunManifest
+from tunedeck.runner.rundir.protocol import RunStatus
 
 # A shell (think: supervisor) with a background sleep (think: trainer): it prints the
 # child's pid, then waits. No interpreter start-up, so it is ready at once.

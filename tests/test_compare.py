@@ -7,10 +7,10 @@ import json
 import math
 from pathlib import Path
 
-from tunedeck.runner.compare import compare_dirs, diff_settings, read_curves
 from tests.compare_helpers import log_records, write_compare_runs
 from tests.control_helpers import control_env, tunedeck
 from tests.test_control_readers import make_llamafactory_run, make_transformers_run
+from tunedeck.runner.compare import compare_dirs, diff_settings, read_curves
 
 
 def _best(recs: list[dict], key: str) -> tuple[float, int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.control_helpers import control_env, tunedeck
 from tunedeck.runner.control.launch import (
     ACCELERATE_CONFIG,
     build_launch_plan,
@@ -22,7 +23,6 @@ from tunedeck.runner.control.launch import (
 )
 from tunedeck.runner.control.secrets import SECRETS_ENV, redact_env
 from tunedeck.runner.errors import ConfigError, RunBusy
-from tests.control_helpers import control_env, tunedeck
 
 
 def _flag(argv: list[str], name: str) -> str:

@@ -14,14 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tunedeck.runner.control.classify import classify_exit, last_exception_line
-from tunedeck.runner.control.registry import register
-from tunedeck.runner.control.resume import end_of_training_warning, pick_checkpoint
-from tunedeck.runner.control.runs import read_run, resolve_run
-from tunedeck.runner.errors import RunNotFound, TunedeckError
-from tunedeck.runner.protocol import RunStatus
 from tests.control_helpers import control_env, tunedeck
 from tests.monitor_helpers import make_llamafactory_resumed_run
+from tunedeck.runner.control.classify import classify_exit, last_exception_line
+from tunedeck.runner.control.resume import end_of_training_warning, pick_checkpoint
+from tunedeck.runner.errors import RunNotFound, TunedeckError
+from tunedeck.runner.rundir.protocol import RunStatus
+from tunedeck.runner.rundir.registry import register
+from tunedeck.runner.rundir.runs import read_run, resolve_run
 
 LF_KEYS_LINE = (
     "current_steps",
@@ -441,9 +441,9 @@ def test_supervisor_ignores_sighup(tmp_path: Path) -> None:
 def test_a_worker_seen_between_fork_and_exec_becomes_a_worker_once_it_execs(tmp_path: Path) -> None:
     # torchrun forks each worker and then execs it: a tree scan in between sees the
     # launcher's command line. The manifest must still end up naming it a worker.
-    from tunedeck.runner.control.manifest import RunManifest, read_manifest
     from tunedeck.runner.control.procs import ProcId, create_time
     from tunedeck.runner.control.supervisor import Supervisor
+    from tunedeck.runner.rundir.manifest import RunManifest, read_manifest
 
     run = tmp_path / "run"
     run.mkdir()
@@ -489,8 +489,8 @@ def test_a_worker_seen_between_fork_and_exec_becomes_a_worker_once_it_execs(tmp_
 def test_a_run_about_to_restart_never_shows_an_ended_status(tmp_path: Path, monkeypatch) -> None:
     # Readers (status, the TUI, launch --follow) take a terminal status for the end of the run.
     from tunedeck.runner.control.classify import ExitInfo
-    from tunedeck.runner.control.manifest import Attempt, RunManifest
     from tunedeck.runner.control.supervisor import Supervisor
+    from tunedeck.runner.rundir.manifest import Attempt, RunManifest
 
     run = tmp_path / "run"
     run.mkdir()

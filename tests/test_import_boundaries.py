@@ -121,9 +121,9 @@ def test_no_shell_strings_in_product_code() -> None:
         for path in sorted((REPO / top).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node in ast.walk(tree):
-                if isinstance(node, ast.keyword) and node.arg == "shell":
-                    if not (isinstance(node.value, ast.Constant) and node.value.value is False):
-                        offenders.append(f"{path.relative_to(REPO)}:{node.lineno} shell=")
+                if (isinstance(node, ast.keyword) and node.arg == "shell"
+                        and not (isinstance(node.value, ast.Constant) and node.value.value is False)):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} shell=")
                 if (
                     isinstance(node, ast.Call)
                     and isinstance(node.func, ast.Attribute)
@@ -132,4 +132,30 @@ def test_no_shell_strings_in_product_code() -> None:
                     and node.func.value.id == "os"
                 ):
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno} os.{node.func.attr}")
+    assert offenders == []
+
+
+def _tunedeck_imports(path: Path) -> set[str]:
+    """Every ``tunedeck.*`` module a file imports, at any depth (lazy imports too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("tunedeck."))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tunedeck."):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def test_the_run_directory_reader_and_triage_never_import_control() -> None:
+    # rundir is below control and triage: a reader that imported control would pull the
+    # launcher/supervisor into every view and let the two drift apart again.
+    readers = sorted((REPO / "runner" / "rundir").rglob("*.py"))
+    readers += sorted((REPO / "runner").glob("triage*.py"))
+    readers += sorted((REPO / "runner" / "triage").rglob("*.py"))
+    readers += sorted((REPO / "runner" / "monitor").rglob("*.py"))
+    assert len(readers) > 8
+    offenders = [f"{p.relative_to(REPO)}: {m}" for p in readers for m in sorted(_tunedeck_imports(p))
+                 if m.startswith("tunedeck.runner.control")]
     assert offenders == []

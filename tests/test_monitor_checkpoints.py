@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tunedeck.runner.monitor.checkpoints import (
+from tunedeck.runner.rundir.checkpoints import (
     CheckpointWatcher,
     disk_headroom,
     latest_complete,
     scan_checkpoints,
 )
-from tunedeck.runner.monitor.logs import MetricHistory
-from tunedeck.runner.protocol import INCOMPLETE_MARKER
+from tunedeck.runner.rundir.logs import MetricHistory
+from tunedeck.runner.rundir.protocol import INCOMPLETE_MARKER
 
 
 def _state(step: int, losses: dict[int, float] | None = None) -> str:

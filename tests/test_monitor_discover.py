@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tunedeck.runner.monitor import discover
-from tunedeck.runner.monitor.discover import discover_runs, run_kind
+from tunedeck.runner.rundir import discover
+from tunedeck.runner.rundir.discover import discover_runs, run_kind
 
 
 def touch(p: Path, text: str = "{}") -> None:

@@ -9,7 +9,7 @@ from monitor_helpers import process_tree, write_manifest
 
 from tunedeck.runner.monitor.host import disk_info, host_snapshot, trees_pids
 from tunedeck.runner.monitor.host import process_tree as tree_of
-from tunedeck.runner.monitor.runprocs import run_processes, runs_under
+from tunedeck.runner.rundir.procs import run_processes, runs_under
 
 
 def test_host_snapshot_is_sane() -> None:
@@ -67,7 +67,7 @@ def test_an_orphaned_worker_recorded_in_procs_still_belongs_to_its_run(tmp_path:
 
     import psutil
 
-    from tunedeck.runner.control.manifest import ProcRef, read_manifest
+    from tunedeck.runner.rundir.manifest import ProcRef, read_manifest
 
     # A launcher that starts a worker and dies: the worker is reparented away from its tree,
     # as a torchrun rank is when accelerate is killed alone.

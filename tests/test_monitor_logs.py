@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tunedeck.runner.monitor import logs
-from tunedeck.runner.monitor.logs import (
+from tunedeck.runner.rundir import logs
+from tunedeck.runner.rundir.logs import (
     MetricHistory,
     RunHistory,
     TextTail,

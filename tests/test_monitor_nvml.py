@@ -27,10 +27,10 @@ from tunedeck.runner.monitor.nvml import (
     GpuSnapshot,
     Nvml,
     get_nvml,
-    gpu_usage_by_run,
     pids_on_gpus,
     reset_nvml,
 )
+from tunedeck.runner.rundir.procs import gpu_users
 
 GPU_FIELDS = (
     "name",
@@ -313,12 +313,18 @@ def _snap(*gpus: tuple[tuple[int, int | None], ...]) -> GpuSnapshot:
     return GpuSnapshot(True, None, "1", infos, 0.0)
 
 
-def test_gpu_usage_by_run_sums_each_runs_processes_per_gpu() -> None:
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    name: str
+    pids: tuple[int, ...]
+
+
+def test_gpu_users_sums_each_runs_processes_per_gpu() -> None:
     snap = _snap(((1, 10 * GiB), (2, 1 * GiB), (9, 5 * GiB)), ((3, 20 * GiB), (4, None)), ())
-    usage = gpu_usage_by_run(snap, {"run-a": {1, 2, 3}, "run-b": {4, 9}, "run-c": {100}})
-    assert usage == {
-        0: [("run-a", 11 * GiB), ("run-b", 5 * GiB)],
-        1: [("run-a", 20 * GiB), ("run-b", 0)],
+    runs = [_Run("run-a", (1, 2, 3)), _Run("run-b", (4, 9)), _Run("run-c", (100,))]
+    assert gpu_users(snap, runs) == {
+        0: (("run-a", 11 * GiB), ("run-b", 5 * GiB)),
+        1: (("run-a", 20 * GiB), ("run-b", 0)),
     }
     assert pids_on_gpus(snap, [4, 9, 77]) == {
         0: [GpuProcess(9, 5 * GiB, "p")],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from train_helpers import checkpoint_complete, diagnostics, losses_by_step, read_exit, run_trainer
 
-from tunedeck.runner.protocol import INCOMPLETE_MARKER, TRAINER_EXIT, TrainerExit
+from tunedeck.runner.rundir.protocol import INCOMPLETE_MARKER, TRAINER_EXIT, TrainerExit
 
 pytestmark = pytest.mark.slow
 

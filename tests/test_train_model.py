@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tunedeck.runner.protocol import INCOMPLETE_MARKER
+from tunedeck.runner.rundir.protocol import INCOMPLETE_MARKER
 from tunedeck.runner.train.args import build_plan
 from tunedeck.runner.train.outcome import ConfigProblem
 

@@ -22,7 +22,7 @@ from train_helpers import (
     wait_for,
 )
 
-from tunedeck.runner.protocol import INCOMPLETE_MARKER, TRAINER_EXIT, TrainerExit
+from tunedeck.runner.rundir.protocol import INCOMPLETE_MARKER, TRAINER_EXIT, TrainerExit
 
 pytestmark = pytest.mark.slow
 

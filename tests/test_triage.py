@@ -402,8 +402,8 @@ def test_a_plain_transformers_run_uses_trainer_state_log_history(tmp_path: Path)
 
 
 def test_a_run_silent_since_start_up_is_stalled(tmp_path: Path) -> None:
-    from tunedeck.runner.control.manifest import RunManifest
-    from tunedeck.runner.protocol import RunStatus
+    from tunedeck.runner.rundir.manifest import RunManifest
+    from tunedeck.runner.rundir.protocol import RunStatus
 
     run = tmp_path / "run"
     run.mkdir()

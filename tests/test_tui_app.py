@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tunedeck import themes
 from tests.tui_helpers import build_runs, wait_for
+from tunedeck import themes
 from tunedeck.tui.app import TunedeckApp
 
 REPO = Path(__file__).resolve().parents[1]

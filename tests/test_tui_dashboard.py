@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tunedeck.runner.control.manifest import ProcRef
 from tests.tui_helpers import RunSpec, build_runs, screen_text, wait_for, wait_text, write_run
+from tunedeck.runner.rundir.manifest import ProcRef
 from tunedeck.tui import actions
 from tunedeck.tui.app import TunedeckApp
 from tunedeck.tui.widgets.runs_table import RunsTable

@@ -14,7 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.protocol import INCOMPLETE_MARKER, TRAINER_EXIT, TRAINER_LOG, TRAINER_STATE
+from tunedeck.runner.rundir.protocol import (
+    INCOMPLETE_MARKER,
+    TRAINER_EXIT,
+    TRAINER_LOG,
+    TRAINER_STATE,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 240

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.control.manifest import Attempt, ProcRef, RunManifest
 from tunedeck.runner.fsutil import atomic_write_json
-from tunedeck.runner.protocol import STDOUT_LOG, TRAINER_EXIT, TRAINER_LOG
+from tunedeck.runner.rundir.manifest import Attempt, ProcRef, RunManifest
+from tunedeck.runner.rundir.protocol import STDOUT_LOG, TRAINER_EXIT, TRAINER_LOG
 
 FROZEN_NOW = 1_760_000_000.0  # the snapshot tests' clock (2025-10-09)
 

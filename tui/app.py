@@ -406,7 +406,7 @@ class TunedeckApp(App[int]):
         self.push_screen(screen)
 
     def edit_run_config(self, run: Any) -> None:
-        from tunedeck.runner.control.manifest import read_manifest
+        from tunedeck.runner.rundir.manifest import read_manifest
 
         m = read_manifest(run.run_dir)
         path = Path(m.config_path) if m and m.config_path and Path(m.config_path).is_file() else None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.protocol import STDOUT_LOG, RunStatus
+from tunedeck.runner.rundir.protocol import STDOUT_LOG, RunStatus
 
 # tunedeck.runner.config (ruamel.yaml), estimate, triage and control are imported inside the
 # functions that need them: the dashboard's first frame should not wait for them.
@@ -58,7 +58,7 @@ class MetricSeries:
 @dataclass(frozen=True)
 class RunsView:
     root: Path
-    runs: tuple[Any, ...]          # tunedeck.runner.control.runs.RunSnapshot
+    runs: tuple[Any, ...]          # tunedeck.runner.rundir.runs.RunSnapshot
     error: str | None = None
     taken_at: float = field(default_factory=time.time)
 
@@ -69,7 +69,7 @@ class RunDetail:
     run: Any | None                # RunSnapshot
     series: Mapping[str, MetricSeries]
     log_tail: tuple[str, ...]
-    checkpoints: tuple[Any, ...]   # tunedeck.runner.monitor.checkpoints.CheckpointInfo, newest first
+    checkpoints: tuple[Any, ...]   # tunedeck.runner.rundir.checkpoints.CheckpointInfo, newest first
     alerts: tuple[Alert, ...]
     taken_at: float = field(default_factory=time.time)
 
@@ -131,58 +131,9 @@ class GpuSampler:
             if g.util_gpu is not None:
                 u.append(float(g.util_gpu))
         history = {i: (tuple(self._vram[i]), tuple(self._util.get(i, ()))) for i in self._vram}
+        from tunedeck.runner.rundir.procs import gpu_users
+
         return GpuView(snap, history, gpu_users(snap, runs))
-
-
-def gpu_users(snapshot: Any, runs: Sequence[Any]) -> dict[int, tuple[tuple[str, int], ...]]:
-    """GPU index -> ((run name, bytes), ...): each GPU process is walked up its parent
-    chain until it meets a pid a run recorded (supervisor, trainer). Cost grows with
-    the few processes on the GPUs, not with every process on the machine."""
-    if not getattr(snapshot, "available", False) or not runs:
-        return {}
-    owner: dict[int, Any] = {}
-    for r in runs:
-        for pid in getattr(r, "pids", ()) or ():
-            owner[pid] = r
-    if not owner:
-        return {}
-    parents: dict[int, int | None] = {}
-    out: dict[int, dict[str, int]] = {}
-    for g in snapshot.gpus:
-        for proc in g.processes:
-            run = _owning_run(proc.pid, owner, parents)
-            if run is not None:
-                per = out.setdefault(g.index, {})
-                per[run.name] = per.get(run.name, 0) + (proc.used_bytes or 0)
-    return {i: tuple(sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))) for i, per in out.items()}
-
-
-def _owning_run(pid: int, owner: Mapping[int, Any], parents: dict[int, int | None]) -> Any | None:
-    for _ in range(32):  # a process tree deeper than this is not a training run
-        if pid in owner:
-            return owner[pid]
-        if pid not in parents:
-            parents[pid] = _ppid(pid)
-        nxt = parents[pid]
-        if nxt is None or nxt <= 1:
-            return None
-        pid = nxt
-    return None
-
-
-def _ppid(pid: int) -> int | None:
-    """Parent pid from /proc (no psutil object per call); None when gone or unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-        return int(data[data.rindex(b")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
-        try:
-            import psutil
-
-            return psutil.Process(pid).ppid()
-        except Exception:  # noqa: BLE001 - gone, or not ours to see
-            return None
 
 
 # --------------------------------------------------------------------------------------
@@ -223,9 +174,9 @@ class RunsSampler:
         self._cache: dict[Path, tuple[tuple[Any, ...], Any]] = {}
 
     def sample(self) -> RunsView:
-        from tunedeck.runner.control import runs as runs_mod
-        from tunedeck.runner.control.registry import entries
-        from tunedeck.runner.monitor.discover import discover_runs
+        from tunedeck.runner.rundir import runs as runs_mod
+        from tunedeck.runner.rundir.discover import discover_runs
+        from tunedeck.runner.rundir.registry import entries
 
         try:
             root = self.root.resolve()
@@ -255,7 +206,7 @@ def _is_active(run: Any) -> bool:
 
 
 def read_run(run_dir: Path) -> Any | None:
-    from tunedeck.runner.control import runs as runs_mod
+    from tunedeck.runner.rundir import runs as runs_mod
 
     try:
         return runs_mod.read_run(run_dir)
@@ -290,7 +241,7 @@ class RunDetailSampler:
                     self._series.pop(key, None)
 
     def history(self, run_dir: Path) -> Any:
-        from tunedeck.runner.monitor.logs import RunHistory
+        from tunedeck.runner.rundir.logs import RunHistory
 
         h = self._histories.get(run_dir)
         if h is None:
@@ -298,7 +249,7 @@ class RunDetailSampler:
         return h
 
     def _metric(self, run_dir: Path, hist: Any, name: str, shown: bool) -> MetricSeries:
-        from tunedeck.runner.monitor.logs import downsample
+        from tunedeck.runner.rundir.logs import downsample
 
         vals = hist.values(name)
         n = len(vals)
@@ -322,7 +273,7 @@ class RunDetailSampler:
 
     def sample(self, run_dir: Path, run: Any | None, gpus: Any | None = None,
                tail_lines: int = 60, metric: str = "loss") -> RunDetail:
-        from tunedeck.runner.monitor import logs
+        from tunedeck.runner.rundir import logs
 
         follower = self.history(run_dir)
         with contextlib.suppress(Exception):
@@ -341,7 +292,7 @@ class RunDetailSampler:
         return RunDetail(run_dir, run, series, tail, cks, alerts)
 
     def _checkpoints(self, run_dir: Path, hist: Any) -> tuple[Any, ...]:
-        from tunedeck.runner.monitor import checkpoints as ck
+        from tunedeck.runner.rundir import checkpoints as ck
 
         watcher = self._ckpt.get(run_dir)
         if watcher is None:
@@ -384,7 +335,7 @@ def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries
                 out.append(Alert("stalled", f"No new log line for {idle / 60:.0f} min "
                                             f"(median step {med:.1f} s): the run may be stalled."))
         with contextlib.suppress(Exception):
-            from tunedeck.runner.monitor.checkpoints import disk_headroom
+            from tunedeck.runner.rundir.checkpoints import disk_headroom
 
             head = disk_headroom(run_dir, sorted(checkpoints, key=lambda c: c.step))
             if head.low and head.message:
@@ -405,8 +356,8 @@ def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries
 
 def scan_checkpoints(run_dir: Path) -> tuple[Any, ...]:
     """Every checkpoint of a run, newest first, with loss/eval loss at its step."""
-    from tunedeck.runner.monitor import checkpoints as ck
-    from tunedeck.runner.monitor.logs import load_history
+    from tunedeck.runner.rundir import checkpoints as ck
+    from tunedeck.runner.rundir.logs import load_history
 
     return _newest_first(ck.scan_checkpoints(run_dir, load_history(run_dir)))
 

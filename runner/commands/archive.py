@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunedeck.runner.control.history import archive, unarchive
-    from tunedeck.runner.control.runs import resolve_run
+    from tunedeck.runner.rundir.runs import resolve_run
 
     dirs = [resolve_run(r, args.root) for r in args.runs]
     for ref, d in zip(args.runs, dirs, strict=True):

@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from tunedeck.runner.commands.runs import format_table
-    from tunedeck.runner.control.runs import resolve_run
-    from tunedeck.runner.monitor.checkpoints import scan_checkpoints
-    from tunedeck.runner.monitor.logs import load_history
+    from tunedeck.runner.rundir.checkpoints import scan_checkpoints
+    from tunedeck.runner.rundir.logs import load_history
+    from tunedeck.runner.rundir.runs import resolve_run
 
     run_dir = resolve_run(args.run, args.root)
     cks = scan_checkpoints(run_dir, load_history(run_dir))

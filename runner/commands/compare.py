@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tunedeck.runner.commands.runs import format_table
     from tunedeck.runner.compare import compare_dirs, diff_rows, table_rows, write_png
-    from tunedeck.runner.control.runs import resolve_run
     from tunedeck.runner.errors import TunedeckError
+    from tunedeck.runner.rundir.runs import resolve_run
 
     refs = list(args.runs)
     dirs = [resolve_run(r, args.root) for r in refs]

@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunedeck.runner.control.history import delete_run, fmt_bytes, plan_delete
-    from tunedeck.runner.control.runs import read_run, resolve_run
     from tunedeck.runner.errors import TunedeckError
+    from tunedeck.runner.rundir.runs import read_run, resolve_run
 
     snap = read_run(resolve_run(args.run, args.root))
     plan = plan_delete(snap)

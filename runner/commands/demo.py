@@ -16,7 +16,6 @@ Cache folder: ``--dir``, else ``$TUNEDECK_HOME/demo``, else ``~/.cache/tunedeck/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -124,24 +123,14 @@ def _overrides(cfg: Path, max_steps: int | None) -> dict[str, Any]:
 
 def summarize(run_dir: Path, seconds: float) -> tuple[list[str], dict[str, Any]]:
     """Summary lines and numbers: first/last loss, ratio, checkpoints, time, outcome."""
-    from tunedeck.runner.protocol import CHECKPOINT_PREFIX, TRAINER_EXIT, TRAINER_LOG
+    from tunedeck.runner.rundir.checkpoints import checkpoint_paths
+    from tunedeck.runner.rundir.logs import read_log_records
+    from tunedeck.runner.rundir.protocol import TRAINER_EXIT
 
-    losses: list[float] = []
-    last: dict[str, Any] = {}
-    try:
-        with open(run_dir / TRAINER_LOG, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(rec.get("loss"), (int, float)):
-                    losses.append(float(rec["loss"]))
-                last = rec
-    except OSError:
-        pass
-    ckpts = sorted((p.name for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir()),
-                   key=lambda n: int(n.rsplit("-", 1)[-1]) if n.rsplit("-", 1)[-1].isdigit() else -1)
+    records = read_log_records(run_dir).records
+    losses = [float(r["loss"]) for r in records if isinstance(r.get("loss"), (int, float))]
+    last: dict[str, Any] = records[-1] if records else {}
+    ckpts = [p.name for p in checkpoint_paths(run_dir)]
     from tunedeck.runner.fsutil import read_json
 
     exit_info = read_json(run_dir / TRAINER_EXIT) or {}

@@ -20,7 +20,7 @@ from tunedeck.runner.monitor.nvml import NO_DRIVER_MESSAGE, GpuSnapshot, get_nvm
 from tunedeck.runner.monitor.sampler import MIN_INTERVAL
 
 if TYPE_CHECKING:
-    from tunedeck.runner.monitor.runprocs import RunProcesses
+    from tunedeck.runner.rundir.procs import RunProcesses
 
 GiB = float(1 << 30)
 RUN_REFRESH_S = 10.0  # re-discover runs under --root this often in --watch
@@ -39,11 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _owner_lookup(runs: list[RunProcesses]) -> Callable[[int], tuple[str, str] | None]:
-    table: dict[int, tuple[str, str]] = {}
-    for r in runs:
-        for pid in r.pids:
-            table.setdefault(pid, (r.run_id, r.name))
-    return table.get
+    from tunedeck.runner.rundir.procs import owner_table, owning_run
+
+    owners = owner_table(runs)
+    parents: dict[int, int | None] = {}
+
+    def owner(pid: int) -> tuple[str, str] | None:
+        r = owning_run(pid, owners, parents)
+        return (r.run_id, r.name) if r is not None else None
+
+    return owner
 
 
 def _gib(b: int | None) -> str:
@@ -100,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
             runs = []
             if snap.available and any(g.processes for g in snap.gpus):
                 # Only now: reading manifests pulls in pydantic (~0.3 s to import).
-                from tunedeck.runner.monitor.discover import discover_runs
-                from tunedeck.runner.monitor.runprocs import run_processes
+                from tunedeck.runner.rundir.discover import discover_runs
+                from tunedeck.runner.rundir.procs import run_processes
 
                 # Directories change rarely: re-discover every RUN_REFRESH_S; process
                 # trees change all the time: re-read them every refresh.

@@ -94,7 +94,7 @@ def _print_command(args: argparse.Namespace) -> int:
     from tunedeck.runner.config.yamlio import ConfigDoc
     from tunedeck.runner.control.launch import _validate, build_launch_plan, resolve_output_dir
     from tunedeck.runner.control.secrets import redact_env
-    from tunedeck.runner.protocol import FROZEN_CONFIG
+    from tunedeck.runner.rundir.protocol import FROZEN_CONFIG
 
     opts = options_from_args(args)
     doc = ConfigDoc.load(args.config, args.overrides)

@@ -36,8 +36,8 @@ def pick_log(run_dir: Path, name: str | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunedeck.runner.control.runs import raw_manifest, resolve_run, run_ended
-    from tunedeck.runner.monitor.logs import TextTail, tail_lines
+    from tunedeck.runner.rundir.logs import TextTail, tail_lines
+    from tunedeck.runner.rundir.runs import raw_manifest, resolve_run, run_ended
 
     run_dir = resolve_run(args.run, args.root)
     path = pick_log(run_dir, args.file)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tunedeck.runner.control.follow import follow, outcome_exit_code
     from tunedeck.runner.control.resume import resume
-    from tunedeck.runner.control.runs import resolve_run
+    from tunedeck.runner.rundir.runs import resolve_run
 
     run_dir = resolve_run(args.run, args.root)
     res = resume(run_dir, from_=args.from_, overrides=args.overrides, max_restarts=args.max_restarts,

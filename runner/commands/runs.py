@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from tunedeck.runner.control.runs import RunSnapshot
+from tunedeck.runner.rundir.runs import RunSnapshot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,11 +63,10 @@ def format_table(rows: list[list[str]]) -> str:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from tunedeck.runner.control.runs import list_runs
-
     from tunedeck.runner.control.history import filter_runs, parse_since, sort_runs
     from tunedeck.runner.errors import TunedeckError
-    from tunedeck.runner.protocol import RunStatus
+    from tunedeck.runner.rundir.protocol import RunStatus
+    from tunedeck.runner.rundir.runs import list_runs
 
     statuses = [x.strip() for v in (args.status or []) for x in v.split(",") if x.strip()]
     known = {st.value for st in RunStatus}

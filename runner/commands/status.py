@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from tunedeck.runner.control.runs import RunSnapshot
+from tunedeck.runner.rundir.runs import RunSnapshot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def render(s: RunSnapshot) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunedeck.runner.control.runs import read_run, resolve_run
+    from tunedeck.runner.rundir.runs import read_run, resolve_run
 
     snap = read_run(resolve_run(args.run, args.root))
     if args.json:

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunedeck.runner.control.runs import resolve_run
     from tunedeck.runner.control.stop import stop_run
+    from tunedeck.runner.rundir.runs import resolve_run
 
     run_dir = resolve_run(args.run, args.root)
     if not args.no_wait:

@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_run_dir(ref: str) -> tuple[Path, str]:
     """(run directory, how to name the run on a command line) for an id or a path."""
-    from tunedeck.runner.control.runs import resolve_run
-    from tunedeck.runner.protocol import FROZEN_CONFIG
+    from tunedeck.runner.rundir.protocol import FROZEN_CONFIG
+    from tunedeck.runner.rundir.runs import resolve_run
 
     try:
         p = Path(ref).expanduser()

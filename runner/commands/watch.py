@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sparkline(values: list[float], width: int) -> str:
     """Unicode block sparkline of ``values`` squeezed into ``width`` columns."""
-    from tunedeck.runner.monitor.logs import downsample
+    from tunedeck.runner.rundir.logs import downsample
 
     pts = downsample(values, width)
     if not pts:
@@ -50,7 +50,7 @@ class Histories:
         self._runs: dict[str, Any] = {}
 
     def loss(self, run_dir: Path) -> list[float]:
-        from tunedeck.runner.monitor.logs import RunHistory
+        from tunedeck.runner.rundir.logs import RunHistory
 
         key = str(run_dir)
         rh = self._runs.get(key)
@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from tunedeck.runner.control.runs import list_runs
     from tunedeck.runner.errors import ConfigError
+    from tunedeck.runner.rundir.runs import list_runs
 
     if args.interval < MIN_INTERVAL:
         raise ConfigError(f"--interval {args.interval} is below {MIN_INTERVAL}s; polling that fast "

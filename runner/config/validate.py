@@ -35,7 +35,7 @@ from tunedeck.runner.config.schema import (
 )
 from tunedeck.runner.config.yamlio import ConfigDoc, Location, split_list
 from tunedeck.runner.errors import ConfigError
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
+from tunedeck.runner.rundir.checkpoints import CheckpointInfo, inspect_checkpoint, list_checkpoints
 
 Severity = Literal["error", "warning", "advice"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "advice")
@@ -346,51 +346,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
 
 
-@dataclass(frozen=True)
-class CheckpointState:
-    path: Path
-    step: int
-    missing: tuple[str, ...]      # what makes it incomplete (empty: complete)
-    has_optimizer: bool
-
-    @property
-    def complete(self) -> bool:
-        return not self.missing
-
-
-def inspect_checkpoint(path: Path) -> CheckpointState:
-    """Is ``path`` a checkpoint a run can resume from (weights + trainer_state)?"""
-    m = re.search(r"(\d+)$", path.name)
-    step = int(m.group(1)) if m else -1
-    missing: list[str] = []
-    if (path / INCOMPLETE_MARKER).exists():
-        missing.append(f"{INCOMPLETE_MARKER} present (the save was interrupted)")
-    if not any((path / f).exists() for f in WEIGHT_FILES):
-        missing.append("model weights")
-    if not (path / TRAINER_STATE).exists():
-        missing.append(TRAINER_STATE)
-    has_opt = any((path / f).exists() for f in ("optimizer.pt", "optimizer.bin")) or any(
-        c.is_dir() and (c.name.startswith("global_step") or c.name.startswith("optimizer"))
-        for c in _safe_iterdir(path)
-    )
-    return CheckpointState(path, step, tuple(missing), has_opt)
-
-
-def _safe_iterdir(path: Path) -> list[Path]:
-    try:
-        return list(path.iterdir())
-    except OSError:
-        return []
-
-
-def list_checkpoints(output_dir: Path) -> list[CheckpointState]:
-    """``checkpoint-N`` folders of ``output_dir``, oldest first."""
-    out = [
-        inspect_checkpoint(c)
-        for c in _safe_iterdir(output_dir)
-        if c.is_dir() and c.name.startswith(CHECKPOINT_PREFIX) and c.name[len(CHECKPOINT_PREFIX):].isdigit()
-    ]
-    return sorted(out, key=lambda s: s.step)
+def _missing(info: CheckpointInfo) -> str:
+    return info.reason or ""
 
 
 # ----------------------------------------------------------------------------
@@ -1039,7 +996,7 @@ def _resolve_output_dir(ctx: _Ctx) -> Path | None:
 
 def _file_checkpoints(ctx: _Ctx) -> None:
     out = _resolve_output_dir(ctx)
-    ckpts = list_checkpoints(out) if out is not None else []
+    ckpts = list_checkpoints(out) if out is not None else []  # THE rule (rundir)
     rfc = ctx.get("resume_from_checkpoint")
     if rfc is True or (isinstance(rfc, str) and rfc.strip().lower() in ("latest", "true")):
         complete = [c for c in ckpts if c.complete]
@@ -1057,8 +1014,8 @@ def _file_checkpoints(ctx: _Ctx) -> None:
         st = inspect_checkpoint(path)
         if not st.complete:
             ctx.add("error", "resume-incomplete", "resume_from_checkpoint",
-                    f"{path.name} is incomplete ({'; '.join(st.missing)})", "resume from an older, complete checkpoint")
-        elif not st.has_optimizer:
+                    f"{path.name} is incomplete ({_missing(st)})", "resume from an older, complete checkpoint")
+        elif not st.resumable_full:
             ctx.add("warning", "resume-no-optimizer", "resume_from_checkpoint",
                     f"{path.name} has no optimizer state, so the optimizer restarts from zero",
                     "expect a loss bump; save with save_only_model: false next time")
@@ -1074,7 +1031,7 @@ def _file_checkpoints(ctx: _Ctx) -> None:
         newest = ckpts[-1]
         if not newest.complete:
             ctx.add("warning", "checkpoint-incomplete", "output_dir",
-                    f"the newest checkpoint {newest.path.name} is incomplete ({'; '.join(newest.missing)}), "
+                    f"the newest checkpoint {newest.path.name} is incomplete ({_missing(newest)}), "
                     "and resuming from it will fail", f"delete {newest.path} to resume from the one before")
         else:
             msg = f"output_dir already holds checkpoints; the run will resume from {newest.path.name}"

@@ -1,4 +1,5 @@
-"""Run control: launch argv, the detached supervisor, stop/resume, run manifests.
+"""Run control: launch argv, the detached supervisor, stop/resume (reading a run is
+:mod:`tunedeck.runner.rundir`'s job).
 
 Public API (everything else is an implementation detail):
 
@@ -7,12 +8,9 @@ Public API (everything else is an implementation detail):
   -> LaunchPlan`` (argv, env, accelerate config); ``launch(config_path, overrides,
   LaunchOptions(...)) -> LaunchResult``; ``decide_start`` (the output_dir policy).
 - :mod:`tunedeck.runner.control.supervisor`: ``python -m tunedeck.runner.control.supervisor RUN_DIR``.
-- :mod:`tunedeck.runner.control.runs`: ``read_run(run_dir) -> RunSnapshot``, ``list_runs(root)``,
-  ``resolve_run(ref, root)``, ``computed_status(raw_manifest)``, ``run_ended(raw_manifest)``.
 - :mod:`tunedeck.runner.control.stop`: ``stop_run(run_dir, timeout=, wait=) -> StopResult``.
 - :mod:`tunedeck.runner.control.resume`: ``resume(run_dir, from_=, overrides=) -> ResumeResult``.
 - :mod:`tunedeck.runner.control.follow`: ``follow(run_dir) -> RunStatus``, ``outcome_exit_code``.
-- :mod:`tunedeck.runner.control.manifest`: ``RunManifest``, ``read_manifest``, ``manifest_trusted``.
 
 Never imports torch or Textual.
 """

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.fsutil import read_json
-from tunedeck.runner.protocol import STDOUT_LOG, TRAINER_EXIT, RunStatus, TrainerExit
+from tunedeck.runner.rundir.protocol import STDOUT_LOG, TRAINER_EXIT, RunStatus, TrainerExit
 
 TAIL_BYTES = 256 * 1024
 

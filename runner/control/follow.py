@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from tunedeck.runner.protocol import TRAINER_LOG, RunStatus, TrainerExit
+from tunedeck.runner.rundir.protocol import TRAINER_LOG, RunStatus, TrainerExit
 
 # The exit code of `--follow` for each way a run can end (same numbers as the trainer's).
 OUTCOME_EXIT_CODES: dict[RunStatus, int] = {
@@ -84,8 +84,8 @@ def follow(
     """
     import json
 
-    from tunedeck.runner.control.runs import computed_status, raw_manifest, run_ended
-    from tunedeck.runner.monitor.logs import TrainerLogReader
+    from tunedeck.runner.rundir.logs import TrainerLogReader
+    from tunedeck.runner.rundir.runs import computed_status, raw_manifest, run_ended
 
     out = out or sys.stdout
     err = err or sys.stderr

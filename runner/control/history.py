@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tunedeck.runner.control.registry import runs_dir, tunedeck_home
-from tunedeck.runner.control.runs import RunSnapshot
 from tunedeck.runner.errors import RunBusy, TunedeckError
+from tunedeck.runner.rundir.registry import runs_dir, tunedeck_home
+from tunedeck.runner.rundir.runs import RunSnapshot
 
 SORT_KEYS = ("date", "eval_loss", "loss", "name", "status")
 
@@ -126,7 +126,7 @@ def filter_runs(
 
 
 def best_eval_loss(s: RunSnapshot) -> float | None:
-    from tunedeck.runner.monitor.logs import load_history
+    from tunedeck.runner.rundir.logs import load_history
 
     return load_history(s.run_dir).min("eval_loss")
 
@@ -182,8 +182,8 @@ def plan_delete(snap: RunSnapshot) -> DeletePlan:
     """What deleting this run frees; raises :class:`RunBusy` for a live run and refuses a
     directory that holds other runs (a sweep's parent)."""
     from tunedeck.runner.control.lock import acquire
-    from tunedeck.runner.monitor.discover import discover_runs
-    from tunedeck.runner.protocol import LOCK_FILE
+    from tunedeck.runner.rundir.discover import discover_runs
+    from tunedeck.runner.rundir.protocol import LOCK_FILE
 
     run = Path(snap.run_dir)
     if snap.active:

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunedeck.runner.errors import ConfigError, LaunchError, RunBusy, TunedeckError
-from tunedeck.runner.protocol import (
-    CHECKPOINT_PREFIX,
+from tunedeck.runner.rundir.checkpoints import checkpoint_paths, newest_complete
+from tunedeck.runner.rundir.protocol import (
     FROZEN_CONFIG,
     MANIFEST,
     STDOUT_LOG,
@@ -39,7 +39,7 @@ from tunedeck.runner.protocol import (
 )
 
 if TYPE_CHECKING:
-    from tunedeck.runner.control.manifest import RunManifest
+    from tunedeck.runner.rundir.manifest import RunManifest
 
 ACCELERATE_CONFIG = "accelerate_config.json"
 DEEPSPEED_CONFIG = "deepspeed_config.json"
@@ -454,30 +454,6 @@ class LaunchResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """``checkpoint-N`` directories directly in ``run_dir``, by step."""
-    out: list[tuple[int, Path]] = []
-    try:
-        it = os.scandir(run_dir)
-    except OSError:
-        return []
-    with it:
-        for e in it:
-            if e.name.startswith(CHECKPOINT_PREFIX) and e.is_dir(follow_symlinks=False):
-                tail = e.name[len(CHECKPOINT_PREFIX):]
-                if tail.isdigit():
-                    out.append((int(tail), Path(e.path)))
-    return [p for _, p in sorted(out)]
-
-
-def newest_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` (the monitor's definition of complete), or None."""
-    from tunedeck.runner.monitor.checkpoints import latest_complete
-
-    found = latest_complete(run_dir)
-    return found.path if found is not None else None
-
-
 @dataclass(frozen=True)
 class StartDecision:
     """How a launch treats what output_dir already holds."""
@@ -493,7 +469,7 @@ def decide_start(run_dir: Path, values: Mapping[str, Any], *, overwrite: bool) -
 
     Pure: decides, deletes nothing. Raises :class:`RunBusy` when tunedeck must not guess.
     """
-    cks = checkpoint_dirs(run_dir)
+    cks = checkpoint_paths(run_dir)
     explicit = values.get("resume_from_checkpoint")
     if overwrite:
         return StartDecision(resume_from=None, overwrite=True)
@@ -509,7 +485,7 @@ def decide_start(run_dir: Path, values: Mapping[str, Any], *, overwrite: bool) -
             hint="pass --overwrite to delete the old checkpoints and start from step 0, "
             "or set overwrite_output_dir=false to resume from the newest checkpoint",
         )
-    newest = newest_complete_checkpoint(run_dir)
+    newest = newest_complete(run_dir)
     if newest is None:
         raise RunBusy(
             f"{run_dir} holds checkpoints but none is complete ({', '.join(c.name for c in cks)})",
@@ -525,7 +501,7 @@ def decide_start(run_dir: Path, values: Mapping[str, Any], *, overwrite: bool) -
 def _remove_previous_outputs(run_dir: Path) -> list[str]:
     """``--overwrite``: delete the previous run's checkpoints and logs, nothing else."""
     removed: list[str] = []
-    for ck in checkpoint_dirs(run_dir):
+    for ck in checkpoint_paths(run_dir):
         shutil.rmtree(ck)
         removed.append(ck.name)
     for name in (TRAINER_LOG, TRAINER_EXIT, TRAINER_STATE, "all_results.json", "train_results.json",
@@ -659,8 +635,8 @@ def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: P
 
 def wait_supervisor_up(run_dir: Path, pid: int, timeout: float = SUPERVISOR_START_TIMEOUT) -> None:
     """Wait until the supervisor has recorded itself in the manifest; raise if it died."""
-    from tunedeck.runner.control.procs import create_time
     from tunedeck.runner.fsutil import read_json
+    from tunedeck.runner.rundir.procs import create_time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -675,7 +651,7 @@ def wait_supervisor_up(run_dir: Path, pid: int, timeout: float = SUPERVISOR_STAR
             data = read_json(run_dir / MANIFEST) or {}
             if (data.get("supervisor") or {}).get("pid") == pid:
                 return  # it ran and finished already
-            from tunedeck.runner.monitor.logs import tail_lines
+            from tunedeck.runner.rundir.logs import tail_lines
 
             tail = "\n".join(tail_lines(run_dir / STDOUT_LOG, 12))
             raise LaunchError(f"the supervisor exited at once; the end of {run_dir / STDOUT_LOG}:\n{tail}")
@@ -740,12 +716,12 @@ def launch(
     Raises ConfigError (nothing launched), RunBusy or LaunchError.
     """
     from tunedeck.runner.config.yamlio import ConfigDoc
-    from tunedeck.runner.control import registry
     from tunedeck.runner.control.lock import acquire
-    from tunedeck.runner.control.manifest import Attempt, RunManifest, read_manifest
-    from tunedeck.runner.control.procs import ref_alive
     from tunedeck.runner.control.secrets import redact_env, redact_values
     from tunedeck.runner.fsutil import ensure_dir
+    from tunedeck.runner.rundir import registry
+    from tunedeck.runner.rundir.manifest import Attempt, RunManifest, read_manifest
+    from tunedeck.runner.rundir.procs import ref_alive
 
     opts = options or LaunchOptions()
     say = warn or (lambda _t: None)

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from tunedeck.runner.errors import RunBusy
-from tunedeck.runner.protocol import LOCK_FILE
+from tunedeck.runner.rundir.protocol import LOCK_FILE
 
 LOCK_FD_ENV = "TUNEDECK_LOCK_FD"
 

@@ -5,132 +5,25 @@ number to the next one. Every process a run owns is therefore recorded as
 ``(pid, create_time)``, and nothing here reports a pid as alive, or signals it,
 unless its start time still matches.
 
-The read side (:func:`alive`, :func:`create_time`) parses ``/proc`` directly on
-Linux, so ``tunedeck status`` does not pay for importing psutil; psutil is the
-fallback elsewhere and the tool for walking process trees.
+The read side (:func:`alive`, :func:`create_time`, :class:`ProcId`) is
+:mod:`tunedeck.runner.rundir.procs`; it is re-exported here for the supervisor and stop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-# psutil's create_time is (starttime ticks / CLK_TCK) + btime; /proc/stat's btime
-# can move by a second when the wall clock is stepped, so matching allows slack.
-# A pid being recycled within half a second of the original's start is not a
-# realistic event (it needs the whole pid space to wrap in that time).
-CREATE_TIME_TOLERANCE = 0.5
-
-_BOOT_TIME: float | None = None
-_CLK_TCK: int | None = None
-
-
-@dataclass(frozen=True)
-class ProcId:
-    """A process as we recorded it: pid plus start time (seconds since the epoch)."""
-
-    pid: int
-    create_time: float
-
-
-def _boot_time() -> float | None:
-    global _BOOT_TIME
-    if _BOOT_TIME is None:
-        try:
-            with open("/proc/stat", "rb") as fh:
-                for line in fh:
-                    if line.startswith(b"btime"):
-                        _BOOT_TIME = float(line.split()[1])
-                        break
-        except OSError:
-            return None
-    return _BOOT_TIME
-
-
-def _proc_stat_fields(pid: int) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain spaces or ')'.
-    end = raw.rfind(b")")
-    if end < 0:
-        return None
-    return raw[end + 2 :].split()
-
-
-def create_time(pid: int) -> float | None:
-    """Start time of ``pid`` as psutil reports it, or ``None`` if no such process."""
-    if pid <= 0:
-        return None
-    global _CLK_TCK
-    if os.path.isdir("/proc/self"):
-        fields = _proc_stat_fields(pid)
-        if fields is None:
-            return None
-        # fields[0] is the state (field 3); starttime is field 22 -> index 19.
-        if fields[0] in (b"Z", b"X"):
-            return None  # a zombie holds its pid but is no longer running
-        bt = _boot_time()
-        if bt is None:
-            return None
-        if _CLK_TCK is None:
-            _CLK_TCK = os.sysconf("SC_CLK_TCK")
-        try:
-            return float(fields[19]) / _CLK_TCK + bt
-        except (IndexError, ValueError):
-            return None
-    import psutil  # not Linux: let psutil do it
-
-    try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return p.create_time()
-    except (psutil.Error, OSError):
-        return None
-
-
-def pgid_of(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
-
-
-def alive(pid: int | None, ctime: float | None) -> bool:
-    """Is the process we recorded as ``(pid, ctime)`` still running?
-
-    A reused pid (same number, different start time) and a zombie are not alive.
-    """
-    # The pair comes from a file anyone may have damaged: anything but a positive int pid
-    # and a finite number of seconds names no process ("abc", NaN, true, 1e999, a list).
-    if type(pid) is not int or pid <= 0 or isinstance(ctime, bool) or not isinstance(ctime, (int, float)):
-        return False
-    if not math.isfinite(ctime):
-        return False
-    actual = create_time(pid)
-    return actual is not None and abs(actual - float(ctime)) <= CREATE_TIME_TOLERANCE
-
-
-def ref_alive(ref: Any) -> bool:
-    """:func:`alive` for anything with ``pid``/``create_time`` (ProcRef, dict, ProcId)."""
-    if ref is None:
-        return False
-    if isinstance(ref, dict):
-        return alive(ref.get("pid"), ref.get("create_time"))
-    return alive(getattr(ref, "pid", None), getattr(ref, "create_time", None))
-
-
-def identify(pid: int) -> ProcId | None:
-    ct = create_time(pid)
-    return ProcId(pid, ct) if ct is not None else None
+from tunedeck.runner.rundir.procs import CREATE_TIME_TOLERANCE as CREATE_TIME_TOLERANCE
+from tunedeck.runner.rundir.procs import ProcId as ProcId
+from tunedeck.runner.rundir.procs import alive as alive
+from tunedeck.runner.rundir.procs import create_time as create_time
+from tunedeck.runner.rundir.procs import identify as identify
+from tunedeck.runner.rundir.procs import pgid_of as pgid_of
+from tunedeck.runner.rundir.procs import ref_alive as ref_alive
 
 
 def signal_verified(pid: int, ctime: float, sig: int) -> bool:

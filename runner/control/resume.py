@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import RunBusy, TunedeckError
-from tunedeck.runner.protocol import (
-    CHECKPOINT_PREFIX,
+from tunedeck.runner.rundir.protocol import (
     FROZEN_CONFIG,
     STOP_REQUEST,
     TRAINER_EXIT,
@@ -41,17 +40,22 @@ class ResumeResult:
 
 def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
     """``latest`` (default) / ``checkpoint-N`` / a path -> a checkpoint directory (complete)."""
-    from tunedeck.runner.control.launch import checkpoint_dirs, newest_complete_checkpoint
+    from tunedeck.runner.rundir.checkpoints import (
+        checkpoint_paths,
+        checkpoint_step,
+        list_checkpoints,
+        newest_complete,
+    )
 
     spec = (spec or "latest").strip()
     if spec == "latest":
-        ck = newest_complete_checkpoint(run_dir)
+        ck = newest_complete(run_dir)
         if ck is None:
-            have = ", ".join(c.name for c in checkpoint_dirs(run_dir)) or "none"
+            have = ", ".join(c.name for c in checkpoint_paths(run_dir)) or "none"
             raise TunedeckError(f"{run_dir} has no complete checkpoint to resume from (checkpoints: {have})",
                                 hint="launch it again from step 0 with `tunedeck launch CONFIG --overwrite`")
         return ck
-    if spec.startswith(CHECKPOINT_PREFIX) and spec[len(CHECKPOINT_PREFIX):].isdigit():
+    if checkpoint_step(spec) is not None:
         ck = run_dir / spec
     else:
         ck = Path(spec).expanduser()
@@ -60,10 +64,8 @@ def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
     if not ck.is_dir():
         raise TunedeckError(f"checkpoint {ck} does not exist",
                             hint="`tunedeck checkpoints RUN` lists the checkpoints")
-    from tunedeck.runner.monitor.checkpoints import scan_checkpoints
-
     ck = ck.resolve()
-    info = next((c for c in scan_checkpoints(ck.parent) if c.path.resolve() == ck), None)
+    info = next((c for c in list_checkpoints(ck.parent) if c.path.resolve() == ck), None)
     if info is None or not info.complete:
         why = info.reason if info is not None else f"{ck.name} is not named checkpoint-N"
         raise TunedeckError(
@@ -121,10 +123,10 @@ def resume(
         write_plan_files,
     )
     from tunedeck.runner.control.lock import acquire
-    from tunedeck.runner.control.manifest import Attempt, read_manifest
-    from tunedeck.runner.control.procs import ref_alive
     from tunedeck.runner.control.secrets import REDACTED, is_secret_key, redact_values
     from tunedeck.runner.fsutil import atomic_write_text
+    from tunedeck.runner.rundir.manifest import Attempt, read_manifest
+    from tunedeck.runner.rundir.procs import ref_alive
 
     say = warn or (lambda _t: None)
     run = Path(run_dir)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunedeck.runner.errors import TunedeckError
-from tunedeck.runner.protocol import STOP_REQUEST, TRAINER_EXIT, RunStatus
+from tunedeck.runner.rundir.protocol import STOP_REQUEST, TRAINER_EXIT, RunStatus
 
 DEFAULT_TIMEOUT = 300.0
 _GRACE_AFTER_TIMEOUT = 30.0  # the supervisor's SIGKILL + verification take a moment
@@ -48,7 +48,7 @@ def request_stop(run_dir: Path, *, timeout: float, by: str = "tunedeck stop") ->
 def _checkpoint_complete(path: str | None, run_dir: Path) -> bool:
     if not path:
         return False
-    from tunedeck.runner.control.runs import _complete
+    from tunedeck.runner.rundir.runs import _complete
 
     p = Path(path)
     return _complete(p if p.is_absolute() else run_dir / p)
@@ -62,8 +62,8 @@ def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: boo
     directory that is not a tunedeck run or a manifest we may not act on.
     """
     from tunedeck.runner.control import procs as P
-    from tunedeck.runner.control.manifest import manifest_trusted, read_manifest
-    from tunedeck.runner.control.runs import computed_status, raw_manifest, run_ended
+    from tunedeck.runner.rundir.manifest import manifest_trusted, read_manifest
+    from tunedeck.runner.rundir.runs import computed_status, raw_manifest, run_ended
 
     run = Path(run_dir)
     m = read_manifest(run)
@@ -119,9 +119,10 @@ def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: boo
 def _stop_orphans(run: Path, m, *, timeout: float) -> StopResult:  # type: ignore[no-untyped-def]
     """The supervisor is gone: signal the trainer's processes ourselves, then record it."""
     from tunedeck.runner.control import procs as P
-    from tunedeck.runner.control.launch import RUN_ID_ENV, newest_complete_checkpoint
+    from tunedeck.runner.control.launch import RUN_ID_ENV
     from tunedeck.runner.control.lock import acquire
     from tunedeck.runner.fsutil import read_json
+    from tunedeck.runner.rundir.checkpoints import newest_complete
 
     refs = list(m.procs) or ([m.trainer] if m.trainer else [])
     known = [P.ProcId(r.pid, r.create_time) for r in refs]
@@ -144,7 +145,7 @@ def _stop_orphans(run: Path, m, *, timeout: float) -> StopResult:  # type: ignor
     if ck and not Path(str(ck)).is_absolute():
         ck = str(run / str(ck))
     if not ck:
-        newest = newest_complete_checkpoint(run)
+        newest = newest_complete(run)
         ck = str(newest) if newest else None
     if not live:
         msg = f"run {m.id}: the supervisor is gone and no process of the run was running"
@@ -154,7 +155,7 @@ def _stop_orphans(run: Path, m, *, timeout: float) -> StopResult:  # type: ignor
         msg = f"run {m.id}: the supervisor was gone; the trainer stopped on SIGTERM"
     # Record the end, since nobody else will. Holding the lock proves no supervisor runs.
     with contextlib.suppress(TunedeckError, OSError), acquire(run):
-        from tunedeck.runner.control.manifest import ProcRef
+        from tunedeck.runner.rundir.manifest import ProcRef
 
         m.status = RunStatus.STOPPED if live else RunStatus.LOST
         m.message = msg

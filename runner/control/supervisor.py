@@ -40,14 +40,20 @@ from tunedeck.runner.control.launch import (
     build_launch_plan,
     keep_attempt_copy,
     launcher_preexec,
-    newest_complete_checkpoint,
     uses_launcher,
     write_plan_files,
 )
 from tunedeck.runner.control.lock import LOCK_FD_ENV, RunLock, adopt
-from tunedeck.runner.control.manifest import Attempt, ProcRef, RunManifest, read_manifest
 from tunedeck.runner.fsutil import atomic_write_text, read_json
-from tunedeck.runner.protocol import FROZEN_CONFIG, STDOUT_LOG, STOP_REQUEST, TRAINER_EXIT, RunStatus
+from tunedeck.runner.rundir.checkpoints import newest_complete
+from tunedeck.runner.rundir.manifest import Attempt, ProcRef, RunManifest, read_manifest
+from tunedeck.runner.rundir.protocol import (
+    FROZEN_CONFIG,
+    STDOUT_LOG,
+    STOP_REQUEST,
+    TRAINER_EXIT,
+    RunStatus,
+)
 
 POLL = 0.2                 # seconds between checks of the trainer and the stop file
 TREE_POLL = 0.5            # seconds between process-tree scans
@@ -365,7 +371,7 @@ class Supervisor:
         ck = info.checkpoint
         if ck is None:
             with contextlib.suppress(Exception):
-                newest = newest_complete_checkpoint(self.run_dir)
+                newest = newest_complete(self.run_dir)
                 ck = str(newest) if newest else None
         self.m.checkpoint = ck
         if restarting:
@@ -437,7 +443,7 @@ class Supervisor:
     def _prepare_restart(self, attempt: Attempt, info: ExitInfo, patch: dict[str, Any]) -> None:
         from tunedeck.runner.config.yamlio import ConfigDoc
 
-        ck = newest_complete_checkpoint(self.run_dir)
+        ck = newest_complete(self.run_dir)
         keep_attempt_copy(self.run_dir, attempt.number)
         cfg = self.run_dir / FROZEN_CONFIG
         doc = ConfigDoc.load(cfg)

@@ -1,4 +1,5 @@
-"""Monitoring core: NVML and host sampling, log tailing, checkpoint scanning, run discovery.
+"""Monitoring core: NVML and host sampling (a run directory's files are read by
+:mod:`tunedeck.runner.rundir`).
 
 Everything here is cheap to import (no torch, no Textual, no numpy) and never
 raises into a caller for what a driver or a file throws at it: a field that

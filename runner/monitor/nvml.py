@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -462,26 +462,6 @@ def reset_nvml() -> None:
         if _NVML is not None:
             _NVML.shutdown()
         _NVML = None
-
-
-def gpu_usage_by_run(
-    snapshot: GpuSnapshot, runs: Mapping[str, set[int]]
-) -> dict[int, list[tuple[str, int]]]:
-    """GPU index -> [(run id, bytes)], biggest first, from the pids of each run's tree.
-
-    A process whose memory the driver cannot tell counts as 0 bytes (it is still
-    listed, so the UI can say the run is on that GPU).
-    """
-    out: dict[int, list[tuple[str, int]]] = {}
-    for gpu in snapshot.gpus:
-        per_run: dict[str, int] = {}
-        for proc in gpu.processes:
-            for run_id, pids in runs.items():
-                if proc.pid in pids:
-                    per_run[run_id] = per_run.get(run_id, 0) + (proc.used_bytes or 0)
-        if per_run:
-            out[gpu.index] = sorted(per_run.items(), key=lambda kv: (-kv[1], kv[0]))
-    return out
 
 
 def pids_on_gpus(snapshot: GpuSnapshot, pids: Iterable[int]) -> dict[int, list[GpuProcess]]:

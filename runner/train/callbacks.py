@@ -18,7 +18,7 @@ from typing import IO, Any
 import torch
 from transformers import TrainerCallback
 
-from tunedeck.runner.protocol import TRAINER_LOG
+from tunedeck.runner.rundir.protocol import TRAINER_LOG
 from tunedeck.runner.train.faults import Faults
 from tunedeck.runner.train.outcome import Diverged
 from tunedeck.runner.train.signals import StopSignals

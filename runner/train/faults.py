@@ -1,4 +1,4 @@
-"""The test-only fault switch ``TUNEDECK_FAULT`` (see :data:`tunedeck.runner.protocol.FAULT_ENV`).
+"""The test-only fault switch ``TUNEDECK_FAULT`` (see :data:`tunedeck.runner.rundir.protocol.FAULT_ENV`).
 
 Faults let tests and the triage code exercise real failure paths without a GPU:
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from tunedeck.runner.protocol import FAULT_ENV
+from tunedeck.runner.rundir.protocol import FAULT_ENV
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """How a training process ended: ``trainer_exit.json`` and the process exit code.
 
 ``accelerate launch`` and torchrun collapse every non-zero worker code into 1, so
-rank 0 writes :data:`tunedeck.runner.protocol.TRAINER_EXIT` (atomically) before leaving, and
+rank 0 writes :data:`tunedeck.runner.rundir.protocol.TRAINER_EXIT` (atomically) before leaving, and
 the supervisor reads the reason from there first.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tunedeck.runner.fsutil import atomic_write_json
-from tunedeck.runner.protocol import TRAINER_EXIT, TrainerExit
+from tunedeck.runner.rundir.protocol import TRAINER_EXIT, TrainerExit
 
 REASON_EXIT_CODES: dict[str, TrainerExit] = {
     "finished": TrainerExit.OK,

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from tunedeck.runner.protocol import TRAINER_STATE
+from tunedeck.runner.rundir.protocol import TRAINER_STATE
 
 
 def smooth(values: list[float], weight: float | None = None) -> list[float]:

@@ -1,6 +1,6 @@
 """Our additions to transformers' / trl's trainers, as a mixin.
 
-- every checkpoint carries :data:`tunedeck.runner.protocol.INCOMPLETE_MARKER` while it is being
+- every checkpoint carries :data:`tunedeck.runner.rundir.protocol.INCOMPLETE_MARKER` while it is being
   written, so a SIGKILL in the middle leaves a checkpoint readers can tell is incomplete;
 - a non-finite loss is recorded for :class:`tunedeck.runner.train.callbacks.StopCallback`;
 - the tokens counted for throughput are the real (non-padding) ones, also for
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, FAULT_ENV, INCOMPLETE_MARKER
+from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, FAULT_ENV, INCOMPLETE_MARKER
 from tunedeck.runner.train.callbacks import RunFlags
 from tunedeck.runner.train.faults import Faults
 from tunedeck.runner.train.outcome import is_disk_full

@@ -2,7 +2,7 @@
 
 Run by ``accelerate launch`` (one process per device). Rank 0 writes
 ``trainer_log.jsonl`` and, on the way out, ``trainer_exit.json``; the exit code is a
-:class:`tunedeck.runner.protocol.TrainerExit`.
+:class:`tunedeck.runner.rundir.protocol.TrainerExit`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import ConfigError
-from tunedeck.runner.protocol import (
-    CHECKPOINT_PREFIX,
-    INCOMPLETE_MARKER,
+from tunedeck.runner.rundir.checkpoints import checkpoint_paths, inspect_checkpoint, newest_complete
+from tunedeck.runner.rundir.protocol import (
     TRAINER_EXIT,
     TRAINER_LOG,
-    TRAINER_STATE,
 )
 from tunedeck.runner.train.args import RunPlan, build_plan
 from tunedeck.runner.train.faults import Faults, faults_from_env
@@ -77,21 +75,12 @@ def say(ctx: _Context, message: str) -> None:
 
 # -- checkpoints ---------------------------------------------------------------
 
-def latest_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` (the monitor's completeness rule: weights,
-    trainer state, no incomplete marker)."""
-    from tunedeck.runner.monitor.checkpoints import latest_complete
-
-    info = latest_complete(output_dir)
-    return info.path if info is not None else None
-
-
 def resolve_resume(plan: RunPlan, ctx: _Context) -> str | None:
     """LLaMA-Factory semantics plus ``latest``; returns the checkpoint path to resume from."""
     out = Path(plan.output_dir)
     r = plan.resume
     if r is True or (isinstance(r, str) and r.lower() in ("latest", "true", "auto")):
-        ck = latest_complete_checkpoint(out)
+        ck = newest_complete(out)
         if ck is None:
             say(ctx, f"resume_from_checkpoint: {r}: no complete checkpoint in {out}; starting from scratch")
             return None
@@ -103,18 +92,18 @@ def resolve_resume(plan: RunPlan, ctx: _Context) -> str | None:
             p = out / p
         if not p.is_dir():
             raise ConfigProblem(f"resume_from_checkpoint: {r} does not exist")
-        if (p / INCOMPLETE_MARKER).exists() or not (p / TRAINER_STATE).is_file():
+        info = inspect_checkpoint(p)
+        if not info.complete:
             raise ConfigProblem(
-                f"resume_from_checkpoint: {p} is incomplete (interrupted while saving); "
+                f"resume_from_checkpoint: {p} is incomplete ({info.reason}); "
                 "use 'latest' to pick the newest complete one"
             )
         say(ctx, f"resuming from {p}")
         return str(p)
     if plan.overwrite_output_dir or not out.is_dir():
         return None
-    has_ckpt = any(p.name.startswith(CHECKPOINT_PREFIX) for p in out.iterdir())
-    if has_ckpt:
-        ck = latest_complete_checkpoint(out)
+    if checkpoint_paths(out):
+        ck = newest_complete(out)
         if ck is not None:
             say(ctx, f"output_dir has checkpoints and overwrite_output_dir is false: resuming from {ck}")
             return str(ck)
@@ -337,7 +326,12 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
 
     import torch
 
-    from tunedeck.runner.train.callbacks import FaultCallback, RunFlags, StopCallback, TrainerLogCallback
+    from tunedeck.runner.train.callbacks import (
+        FaultCallback,
+        RunFlags,
+        StopCallback,
+        TrainerLogCallback,
+    )
 
     cuda = torch.cuda.is_available()
     stage = str(values.get("stage") or "sft")
@@ -459,7 +453,7 @@ def _latest_name(ctx: _Context) -> str | None:
     if ctx.flags is not None and ctx.flags.last_checkpoint:
         return ctx.flags.last_checkpoint
     if ctx.output_dir is not None:
-        ck = latest_complete_checkpoint(ctx.output_dir)
+        ck = newest_complete(ctx.output_dir)
         return ck.name if ck is not None else None
     return None
 

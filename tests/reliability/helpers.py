@@ -229,7 +229,7 @@ def write_run_dir(run_dir: Path, *, run_id: str, name: str | None = None, status
                   procs: list[dict[str, Any]] | None = None, checkpoints: Iterable[int] = (3, 6)) -> Path:
     """A run directory in the protocol's layout, written by hand (no training) for the tests
     that need a run to point at: manifest, trainer_log.jsonl, stdout.log, checkpoints."""
-    from tunedeck.runner.control.manifest import Attempt, RunManifest
+    from tunedeck.runner.rundir.manifest import Attempt, RunManifest
 
     run_dir.mkdir(parents=True, exist_ok=True)
     recs = [{"current_steps": s, "total_steps": steps, "loss": round(2.0 / s, 4), "lr": 1e-4,

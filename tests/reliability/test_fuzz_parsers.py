@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunedeck.runner.control.manifest import RunManifest, read_manifest
-from tunedeck.runner.control.runs import computed_status, raw_manifest, read_run
-from tunedeck.runner.monitor.logs import TrainerLogReader, downsample, load_history, tail_lines
-from tunedeck.runner.protocol import ACTIVE_STATUSES, MANIFEST, TRAINER_LOG
+from tunedeck.runner.rundir.logs import TrainerLogReader, downsample, load_history, tail_lines
+from tunedeck.runner.rundir.manifest import RunManifest, read_manifest
+from tunedeck.runner.rundir.protocol import ACTIVE_STATUSES, MANIFEST, TRAINER_LOG
+from tunedeck.runner.rundir.runs import computed_status, raw_manifest, read_run
 
 from .summary import Scenario
 

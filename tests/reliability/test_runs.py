@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tunedeck.runner.monitor.logs import TrainerLogReader
+from tunedeck.runner.rundir.logs import TrainerLogReader
 
 from .fleet import CI_CKPT_POINTS, DRIVERS, SECRETS, TrialLog
 from .helpers import read_all_bytes, tunedeck

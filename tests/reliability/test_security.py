@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from tunedeck.runner.config.validate import validate_path
-from tunedeck.runner.control.manifest import RunManifest, manifest_trusted
 from tunedeck.runner.fsutil import atomic_write_json, ensure_dir
+from tunedeck.runner.rundir.manifest import RunManifest, manifest_trusted
 
 from .helpers import REPO, cli_env, tunedeck, wait_for, write_run_dir
 from .test_pid_reuse import STRANGER

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.widgets import Input, Log, Static
 
 from tunedeck import themes
-from tunedeck.runner.protocol import STDOUT_LOG
+from tunedeck.runner.rundir.protocol import STDOUT_LOG
 from tunedeck.tui import data
 from tunedeck.tui import format as fmt
 from tunedeck.tui.screens.base import RegistryScreen

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, MANIFEST, TRAINER_LOG, TRAINER_STATE
+from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, MANIFEST, TRAINER_LOG, TRAINER_STATE
 
 RUN_MARKERS = frozenset({MANIFEST, TRAINER_LOG, TRAINER_STATE})
 # Never worth descending into: they hold no runs and can hold a great many files.
@@ -86,6 +86,8 @@ def run_kind(path: str | os.PathLike[str]) -> str:
         return "llamafactory"
     if (p / TRAINER_STATE).is_file():
         return "transformers"
-    if any((c / TRAINER_STATE).is_file() for c in p.glob(f"{CHECKPOINT_PREFIX}*") if c.is_dir()):
+    from tunedeck.runner.rundir.checkpoints import checkpoint_paths
+
+    if any((c / TRAINER_STATE).is_file() for c in checkpoint_paths(p)):
         return "transformers"  # still training: transformers writes the top-level state at the end
     return "unknown"

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import RunNotFound
-from tunedeck.runner.protocol import (
+from tunedeck.runner.rundir.protocol import (
     ACTIVE_STATUSES,
-    CHECKPOINT_PREFIX,
     FROZEN_CONFIG,
     MANIFEST,
     TRAINER_LOG,
@@ -34,6 +33,7 @@ STARTING_GRACE_S = 60.0
 # A run without a manifest whose log moved within this window is shown as running.
 FOREIGN_ACTIVE_WINDOW_S = 600.0
 _TAIL_LINES = 64
+_TAIL_BYTES = 256 * 1024  # the end of trainer_log.jsonl that status reads (>= 64 records)
 
 
 @dataclass(frozen=True)
@@ -173,68 +173,17 @@ def _int(v: Any) -> int | None:
     return int(f) if f is not None and math.isfinite(f) else None
 
 
-def _last_log_records(run_dir: Path) -> list[dict[str, Any]]:
-    from tunedeck.runner.monitor.logs import tail_lines
-
-    out: list[dict[str, Any]] = []
-    for line in tail_lines(run_dir / TRAINER_LOG, _TAIL_LINES, collapse_cr=False):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a partial last line or garbage
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def _trainer_state_records(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from tunedeck.runner.monitor.logs import trainer_state_path
-
-    p = trainer_state_path(run_dir)
-    if p is None:
-        return [], {}
-    try:
-        data = json.loads(p.read_bytes())
-    except (OSError, ValueError):
-        return [], {}
-    if not isinstance(data, dict):
-        return [], {}
-    hist = data.get("log_history")
-    recs = [r for r in hist if isinstance(r, dict)] if isinstance(hist, list) else []
-    return recs[-_TAIL_LINES:], data
-
-
 def checkpoint_refs(run_dir: Path) -> tuple[CheckpointRef, ...]:
-    """``checkpoint-N`` directories, oldest first, each with the monitor's completeness
-    rule (:func:`tunedeck.runner.monitor.checkpoints.checkpoint_complete`)."""
-    found: list[CheckpointRef] = []
-    try:
-        it = os.scandir(run_dir)
-    except OSError:
-        return ()
-    with it:
-        for e in it:
-            if not e.name.startswith(CHECKPOINT_PREFIX):
-                continue
-            tail = e.name[len(CHECKPOINT_PREFIX):]
-            if not tail.isdigit() or not e.is_dir(follow_symlinks=False):
-                continue
-            found.append(CheckpointRef(int(tail), e.path, _complete(Path(e.path))))
-    found.sort(key=lambda c: c.step)
-    return tuple(found)
+    """``checkpoint-N`` directories, oldest first, each judged by THE completeness rule
+    (:func:`tunedeck.runner.rundir.checkpoints.checkpoint_complete`)."""
+    from tunedeck.runner.rundir.checkpoints import checkpoint_complete, checkpoint_dirs
 
-
-def _complete(ck: Path) -> bool:
-    from tunedeck.runner.monitor.checkpoints import checkpoint_complete
-
-    return checkpoint_complete(ck)
+    return tuple(CheckpointRef(step, str(p), checkpoint_complete(p))
+                 for step, p in checkpoint_dirs(run_dir))
 
 
 def _kind(run_dir: Path) -> str:
-    from tunedeck.runner.monitor.discover import run_kind
+    from tunedeck.runner.rundir.discover import run_kind
 
     kind = run_kind(run_dir)
     return kind if kind != "unknown" else "transformers"
@@ -253,7 +202,7 @@ def _mtime(p: Path) -> float | None:
 def computed_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
     """The status a reader should show for a raw manifest: ``lost`` when the
     manifest claims an active run but its supervisor is gone (pid + start time)."""
-    from tunedeck.runner.control.procs import ref_alive
+    from tunedeck.runner.rundir.procs import ref_alive
 
     try:
         status = RunStatus(m.get("status"))
@@ -273,7 +222,7 @@ def computed_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
 def run_ended(m: dict[str, Any]) -> bool:
     """Has the run (not just an attempt) ended? A terminal status with the supervisor done
     (``finished_at`` written) or gone. During an automatic restart the supervisor lives on."""
-    from tunedeck.runner.control.procs import ref_alive
+    from tunedeck.runner.rundir.procs import ref_alive
 
     st = computed_status(m)
     if st in ACTIVE_STATUSES:
@@ -286,17 +235,12 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
     run = Path(run_dir)
     now = time.time()
     m = raw_manifest(run)
-    log_path = run / TRAINER_LOG
-    recs = _last_log_records(run)
-    state: dict[str, Any] = {}
-    log_mtime = _mtime(log_path)
-    if not recs:
-        recs, state = _trainer_state_records(run)
-        if recs:
-            from tunedeck.runner.monitor.logs import trainer_state_path
+    from tunedeck.runner.rundir.logs import read_log_records
 
-            sp = trainer_state_path(run)
-            log_mtime = _mtime(sp) if sp else None
+    logged = read_log_records(run, tail_bytes=_TAIL_BYTES)
+    recs = logged.records[-_TAIL_LINES:]
+    state = logged.state
+    log_mtime = _mtime(logged.path) if logged.path else _mtime(run / TRAINER_LOG)
     last = recs[-1] if recs else {}
 
     def newest(key: str, *alts: str) -> float | None:
@@ -411,7 +355,7 @@ def _is_run_dir(p: Path) -> bool:
 
 
 def _discover(root: Path, max_depth: int) -> list[Path]:
-    from tunedeck.runner.monitor.discover import discover_runs
+    from tunedeck.runner.rundir.discover import discover_runs
 
     return discover_runs(root, max_depth)
 
@@ -419,7 +363,7 @@ def _discover(root: Path, max_depth: int) -> list[Path]:
 def list_runs(root: str | os.PathLike[str] | None = None, *, max_depth: int = 4) -> list[RunSnapshot]:
     """Runs under ``root`` (discovered: tunedeck, LLaMA-Factory, transformers) plus the
     registered runs that live under it; with no root, every registered run. Newest first."""
-    from tunedeck.runner.control.registry import entries
+    from tunedeck.runner.rundir.registry import entries
 
     dirs: dict[str, Path] = {}
     root_p = Path(root).resolve() if root is not None else None
@@ -440,7 +384,7 @@ def resolve_run(ref: str, root: str | os.PathLike[str] | None = None) -> Path:
 
     Raises :class:`RunNotFound` naming close matches.
     """
-    from tunedeck.runner.control import registry
+    from tunedeck.runner.rundir import registry
 
     if not ref or "\x00" in ref:
         raise RunNotFound("empty run reference")

@@ -18,10 +18,11 @@ import re
 from array import array
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, TRAINER_LOG, TRAINER_STATE
+from tunedeck.runner.rundir.protocol import TRAINER_LOG, TRAINER_STATE
 
 # Metrics kept as columns. LLaMA-Factory's keys plus ours (see DESIGN.md).
 METRICS: tuple[str, ...] = (
@@ -236,6 +237,17 @@ class TrainerLogReader:
         self._skipping = False  # inside an over-long line: drop bytes up to its newline
         self._missing = False
 
+    def start_at_tail(self, nbytes: int) -> None:
+        """Read only the last ``nbytes`` of the file from the next poll (the first, cut
+        line is skipped): what ``status`` needs, without reading a long log."""
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            return
+        if size > nbytes:
+            self._offset = size - nbytes
+            self._skipping = True
+
     @property
     def offset(self) -> int:
         """Bytes consumed so far (including a partial last line held back)."""
@@ -422,21 +434,86 @@ def trainer_state_path(run_dir: str | os.PathLike[str]) -> Path | None:
     top = run / TRAINER_STATE
     if top.is_file():
         return top
-    best: tuple[int, Path] | None = None
+    from tunedeck.runner.rundir.checkpoints import checkpoint_dirs  # it imports this module
+
+    for _, ck in reversed(checkpoint_dirs(run)):
+        if (ck / TRAINER_STATE).is_file():
+            return ck / TRAINER_STATE
+    return None
+
+
+def _step_of(rec: dict[str, Any]) -> float | None:
+    for key in ("current_steps", "step"):
+        v = rec.get(key)
+        if _is_num(v) and -_MAX_STEP <= v <= _MAX_STEP:
+            return float(v)
+    return None
+
+
+def merge_steps(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records as :class:`MetricHistory` sees them: a step logged twice is one record (the
+    later line's keys win), a step going backwards (a resume from an earlier checkpoint)
+    drops the abandoned records from that step on."""
+    out: list[dict[str, Any]] = []
+    last: float | None = None
+    for rec in records:
+        step = _step_of(rec)
+        if step is not None and last is not None and step <= last:
+            while out and (prev := _step_of(out[-1])) is not None and prev > step:
+                out.pop()
+            if out and _step_of(out[-1]) == step:
+                out[-1] = {**out[-1], **rec}
+                last = step
+                continue
+        out.append(rec)
+        if step is not None:
+            last = step
+    return out
+
+
+@dataclass(frozen=True)
+class LogRecords:
+    """A run's metric records, oldest first (see :func:`read_log_records`)."""
+
+    records: list[dict[str, Any]]
+    source: str | None             # TRAINER_LOG | TRAINER_STATE | None (nothing logged)
+    path: Path | None = None       # the file they came from
+    state: dict[str, Any] = field(default_factory=dict)  # trainer_state.json, for the fallback
+
+
+def read_log_records(run_dir: str | os.PathLike[str], *, tail_bytes: int | None = None) -> LogRecords:
+    """THE record reader of a run: ``trainer_log.jsonl`` (garbage and a partial last line
+    skipped, steps merged by :func:`merge_steps`), else ``trainer_state.json``'s
+    ``log_history`` with LLaMA-Factory's keys added (``current_steps``, ``total_steps``).
+    ``tail_bytes`` reads only the end of the log (``status``: cheap on a long run)."""
+    run = Path(run_dir)
+    log = run / TRAINER_LOG
+    reader = TrainerLogReader(log)
+    if tail_bytes is not None:
+        reader.start_at_tail(tail_bytes)
+    recs = reader.poll(limit=None)
+    if recs:
+        return LogRecords(merge_steps(recs), TRAINER_LOG, log)
+    sp = trainer_state_path(run)
+    if sp is None:
+        return LogRecords([], None)
     try:
-        entries = list(os.scandir(run))
-    except OSError:
-        return None
-    for e in entries:
-        if not e.name.startswith(CHECKPOINT_PREFIX):
-            continue
-        suffix = e.name[len(CHECKPOINT_PREFIX) :]
-        if not suffix.isdigit():
-            continue
-        cand = Path(e.path) / TRAINER_STATE
-        if (best is None or int(suffix) > best[0]) and cand.is_file():
-            best = (int(suffix), cand)
-    return best[1] if best else None
+        data = json.loads(sp.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return LogRecords([], None)
+    if not isinstance(data, dict):
+        return LogRecords([], None)
+    hist = data.get("log_history")
+    total = data.get("max_steps")
+    out = []
+    for rec in hist if isinstance(hist, list) else []:
+        if isinstance(rec, dict):
+            r = dict(rec)
+            r.setdefault("current_steps", rec.get("step"))
+            if isinstance(total, int) and not isinstance(total, bool):
+                r.setdefault("total_steps", total)
+            out.append(r)
+    return LogRecords(merge_steps(out), TRAINER_STATE, sp, data)
 
 
 def history_from_trainer_state(path: str | os.PathLike[str]) -> MetricHistory:

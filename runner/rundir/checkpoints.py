@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunedeck.runner.monitor.logs import MetricHistory, history_from_trainer_state
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
+from tunedeck.runner.rundir.logs import MetricHistory, history_from_trainer_state
+from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, INCOMPLETE_MARKER, TRAINER_STATE
 
 if TYPE_CHECKING:
     from tunedeck.runner.monitor.host import DiskInfo
@@ -57,7 +57,9 @@ def checkpoint_step(name: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def _checkpoint_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+def checkpoint_dirs(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """THE checkpoint listing: ``(N, path)`` of each ``checkpoint-N`` directory directly in
+    ``run_dir`` (symlinks not followed), by step; nothing for an unreadable directory."""
     out = []
     try:
         with os.scandir(run_dir) as it:
@@ -251,17 +253,37 @@ def scan_checkpoints(
     ``loss``/``eval_loss`` are the last values logged at or before N, from
     ``history`` or else from the newest checkpoint's ``trainer_state.json``.
     """
-    infos = [_inspect(p, step) for step, p in _checkpoint_dirs(Path(run_dir))]
+    infos = [_inspect(p, step) for step, p in checkpoint_dirs(Path(run_dir))]
     if history is None:
         history = _history_for(infos)
     return _with_metrics(infos, history) if history is not None else infos
 
 
+def checkpoint_paths(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The ``checkpoint-N`` directories of ``run_dir``, by step."""
+    return [p for _, p in checkpoint_dirs(run_dir)]
+
+
+def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
+    """Layout and completeness of one checkpoint directory (no metrics, no tree size)."""
+    p = Path(path)
+    return _inspect(p, checkpoint_step(p.name) or 0, with_size=False)
+
+
+def list_checkpoints(run_dir: str | os.PathLike[str], *, with_size: bool = False) -> list[CheckpointInfo]:
+    """Every checkpoint of ``run_dir`` judged by THE rule, by step, without metrics."""
+    return [_inspect(p, step, with_size=with_size) for step, p in checkpoint_dirs(run_dir)]
+
+
+def tree_size(path: str | os.PathLike[str]) -> int:
+    """Bytes of every file under ``path`` (symlinks not followed)."""
+    return _tree_size(str(path))[0]
+
+
 def checkpoint_complete(path: str | os.PathLike[str]) -> bool:
     """The one completeness rule (status, stop, resume, the TUI): weights present and
     non-empty, every shard of an index, trainer_state.json whole, no incomplete marker."""
-    p = Path(path)
-    return _inspect(p, checkpoint_step(p.name) or 0, with_size=False).complete
+    return inspect_checkpoint(path).complete
 
 
 def latest_complete(run_dir: str | os.PathLike[str]) -> CheckpointInfo | None:
@@ -270,11 +292,17 @@ def latest_complete(run_dir: str | os.PathLike[str]) -> CheckpointInfo | None:
     Cheap: inspects from the newest down and stops at the first complete one;
     no metrics are read.
     """
-    for step, p in reversed(_checkpoint_dirs(Path(run_dir))):
+    for step, p in reversed(checkpoint_dirs(Path(run_dir))):
         info = _inspect(p, step, with_size=False)
         if info.complete:
             return _inspect(p, step)
     return None
+
+
+def newest_complete(run_dir: str | os.PathLike[str]) -> Path | None:
+    """Path of the newest complete checkpoint (what ``resume`` and a restart start from)."""
+    found = latest_complete(run_dir)
+    return found.path if found is not None else None
 
 
 class CheckpointWatcher:
@@ -297,7 +325,7 @@ class CheckpointWatcher:
         except OSError:
             return None
         children = []
-        for step, p in _checkpoint_dirs(self.run_dir):
+        for step, p in checkpoint_dirs(self.run_dir):
             try:
                 children.append((step, os.stat(p).st_mtime_ns))
             except OSError:
@@ -311,7 +339,7 @@ class CheckpointWatcher:
         if rescanned:
             self._key = key
             self.scans += 1
-            self._raw = [_inspect(p, step) for step, p in _checkpoint_dirs(self.run_dir)]
+            self._raw = [_inspect(p, step) for step, p in checkpoint_dirs(self.run_dir)]
         hkey = (id(history), len(history), history.rewinds) if history is not None else None
         if rescanned or hkey != self._history_key:
             self._history_key = hkey

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from tunedeck.runner.fsutil import atomic_write_text
-from tunedeck.runner.protocol import MANIFEST, RunStatus
+from tunedeck.runner.rundir.protocol import MANIFEST, RunStatus
 
 
 class ProcRef(BaseModel):
