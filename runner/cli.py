@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gpus": ("gpus", "show GPUs, memory, utilisation and which run uses them"),
     "watch": ("watch", "lightweight auto-refreshing view for a tmux pane (no TUI)"),
     "demo": ("demo", "build the tiny offline model and data, train it, show progress"),
+    "chat": ("chat", "talk to a run's checkpoint (or a config / exported model), tokens streamed"),
+    "export": ("export", "merge a run's LoRA into its base model and write a deployable folder"),
     "make-tiny-model": ("make_tiny_model", "build a tiny LLaMA model + tokenizer offline"),
     "make-demo-data": ("make_demo_data", "write the demo instruction datasets + dataset_info.json"),
     "tui": ("tui", "open the terminal UI (same as running tunedeck with no command)"),

@@ -105,3 +105,23 @@ def make_demo_config(tiny_model_dir: Path, demo_data_dir: Path) -> MakeConfig:
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_demo_run(tmp_path_factory: pytest.TempPathFactory, make_demo_config: MakeConfig) -> Path:
+    """A finished 300-step demo LoRA run (the demo's settings), laid out as `tunedeck launch`
+    leaves it: checkpoint-100/200/300, final adapter, and the frozen ``config.yaml``.
+    For chat, export, serve and predict tests: the model answers in the demo data's shape."""
+    import shutil
+
+    from tests.train_helpers import diagnostics, run_trainer
+
+    tmp = tmp_path_factory.mktemp("demo-run")
+    cfg = make_demo_config(tmp, max_steps=300, save_steps=100, learning_rate=3.0e-3,
+                           per_device_train_batch_size=8, cutoff_len=128, lr_scheduler_type="cosine",
+                           warmup_steps=20, logging_steps=10)
+    proc = run_trainer(cfg)
+    assert proc.returncode == 0, diagnostics(proc)
+    out = tmp / "out"
+    shutil.copyfile(cfg, out / "config.yaml")
+    return out

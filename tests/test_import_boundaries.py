@@ -15,14 +15,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import tunedeck.runner
 from tunedeck.runner.cli import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "trl", "swanlab", "textual")
 # Modules that run inside the training subprocess may import the training stack.
-TRAIN_SIDE = ("tunedeck.runner.train", "tunedeck.runner.data")
+# So may the inference engine (chat, export, serve, predict load models); runner.infer.spec
+# (what to load) stays on the control path.
+TRAIN_SIDE = ("tunedeck.runner.train", "tunedeck.runner.data", "tunedeck.runner.infer.engine",
+              "tunedeck.runner.infer.export")
 
 
 def _loaded_after(code: str) -> list[str]:

@@ -589,9 +589,10 @@ def _declare() -> list[Param]:  # noqa: C901 - one long table, read top to botto
 
     # -- export / inference (guide §10.4) --------------------------------------
     p("export_dir", "inference", "path", None, "Folder for the exported (merged) model.", target=M)
-    p("export_size", "inference", "int", 5, "Shard size of the exported model in GB.", target=M, min=1)
+    p("export_size", "inference", "number", 5, "Largest shard of the exported model, in GB (10**9 bytes); fractions are a tunedeck extension (LLaMA-Factory takes whole GB).",
+      target=M, min=0, min_exclusive=True)
     p("export_device", "inference", "enum", "cpu", "Device used for export.", target=M, choices=("cpu", "auto"))
-    p("export_quantization_bit", "inference", "int", None, "GPTQ bits for the exported model.", target=M, choices=(2, 3, 4, 8))
+    p("export_quantization_bit", "inference", "int", None, "GPTQ bits for the exported model (needs a merged model: not with adapters attached).", target=M, choices=(2, 3, 4, 8))
     p("export_quantization_dataset", "inference", "path", None, "Calibration dataset for export quantization.", target=M)
     p("export_quantization_nsamples", "inference", "int", 128, "Calibration samples for export quantization.", target=M, min=1)
     p("export_quantization_maxlen", "inference", "int", 1024, "Maximum calibration length for export quantization.", target=M, min=1)

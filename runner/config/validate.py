@@ -686,6 +686,12 @@ def _rule_method(ctx: _Ctx) -> None:
     if ctx.get("export_quantization_bit") is not None and not ctx.get("export_quantization_dataset"):
         ctx.add("error", "export-quant-dataset", "export_quantization_bit", "export quantization needs a calibration dataset",
                 "set export_quantization_dataset")
+    if ctx.get("export_quantization_bit") is not None and ctx.get("adapter_name_or_path"):
+        # LLaMA-Factory's export refuses it too ("Please merge adapters before quantizing the model.").
+        ctx.add("error", "export-quant-adapters", ctx.first_set("export_quantization_bit", "adapter_name_or_path"),
+                "cannot quantize while adapters are attached",
+                "export the merged model first (without export_quantization_bit), then quantize that "
+                "folder as model_name_or_path with no adapter_name_or_path")
     for a, b in (("image_max_pixels", "image_min_pixels"), ("video_max_pixels", "video_min_pixels")):
         if _is_number(ctx.get(a)) and _is_number(ctx.get(b)) and ctx.get(a) < ctx.get(b):
             ctx.add("error", "pixels-range", ctx.first_set(a, b), f"{a} is smaller than {b}")

@@ -12,6 +12,7 @@ Faults let tests and the triage code exercise real failure paths without a GPU:
 - ``stop@N``      send this process SIGTERM at the end of step N (a stop request that lands
                   exactly on a step boundary, for deterministic stop/resume tests)
 - ``preempt@N``   same with SIGUSR1
+- ``slowtoken@S`` sleep S seconds per generated token in chat/serve/predict (streaming tests)
 - ``hang@exit``   never leave after writing ``trainer_exit.json`` (a worker stuck in its
                   teardown, as torch's gloo/DDP destructors can leave one)
 
@@ -38,6 +39,7 @@ class Faults:
     stop_step: int | None = None
     preempt_step: int | None = None
     hang_at_exit: bool = False
+    slow_token_seconds: float = 0.0
 
     @property
     def any(self) -> bool:
@@ -71,6 +73,8 @@ def parse_faults(spec: str | None) -> Faults:
                 fields["stop_step"] = int(arg)
             elif kind == "preempt":
                 fields["preempt_step"] = int(arg)
+            elif kind == "slowtoken":
+                fields["slow_token_seconds"] = float(arg)
             elif kind == "hang" and arg == "exit":
                 fields["hang_at_exit"] = True
             else:
@@ -78,7 +82,7 @@ def parse_faults(spec: str | None) -> Faults:
         except ValueError:
             raise ValueError(
                 f"{FAULT_ENV}: cannot understand {part!r} (expected oom@N, nan@N, enospc@save, "
-                "slow@SECONDS, slow-save@SECONDS, exit@N, stop@N, preempt@N or hang@exit)"
+                "slow@SECONDS, slow-save@SECONDS, exit@N, stop@N, preempt@N, slowtoken@SECONDS or hang@exit)"
             ) from None
     return Faults(**fields)  # type: ignore[arg-type]
 
