@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.control import procs as P
+from tunedeck.runner.control.alerts import ALERT_STATUSES, Notifier, RunWatch, make_alert, notify_urls
 from tunedeck.runner.control.classify import ExitInfo, classify_exit
 from tunedeck.runner.control.launch import (
     RUN_ID_ENV,
@@ -109,6 +110,13 @@ class Supervisor:
         self.m: RunManifest = m
         self.env = {k: v for k, v in os.environ.items() if k != LOCK_FD_ENV}
         self.env.setdefault(RUN_ID_ENV, m.id)
+        self.notifier: Notifier | None = None
+        self.watch: RunWatch | None = None
+        with contextlib.suppress(Exception):  # alerts are a courtesy; the run never depends on them
+            urls = notify_urls()
+            if urls:
+                self.notifier = Notifier(urls, log=_say)
+                _say(f"alerts: {len(urls)} destination(s)")
 
     # -- signals ------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -177,7 +185,28 @@ class Supervisor:
                 break
             self._prepare_restart(attempt, info, patch)
         self._finish()
+        if self.m.status.value in ALERT_STATUSES:
+            self._alert(self.m.status.value)
         return 0
+
+    def _alert(self, status: str, detail: str | None = None) -> None:
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.send(make_alert(self.run_dir, status, detail=detail))
+        except Exception as exc:
+            _say(f"alert {status} not sent: {type(exc).__name__}: {exc}")
+
+    def _watch_tick(self, now: float) -> None:
+        if self.watch is None:
+            return
+        try:
+            for status, detail in self.watch.tick(now):
+                _say(f"alert: the run is {status}: {detail}")
+                self._alert(status, detail)
+        except Exception as exc:
+            _say(f"stall/idle watch off: {type(exc).__name__}: {exc}")
+            self.watch = None
 
     # -- one attempt ------------------------------------------------------------------
     def _run_attempt(self, attempt: Attempt) -> ExitInfo:
@@ -225,6 +254,10 @@ class Supervisor:
         self.write()
 
         known: dict[int, P.ProcId] = {pid: P.ProcId(pid, ct)}
+        self.watch = None
+        if self.notifier is not None:
+            with contextlib.suppress(Exception):
+                self.watch = RunWatch(run_dir, pids=lambda: [p.pid for p in known.values()])
         next_tree = 0.0
         rc: int | None = None
         while True:
@@ -242,6 +275,8 @@ class Supervisor:
                 _say("SIGUSR1 (preemption warning): passing it to the trainer")
                 P.signal_all(known.values(), [pid], signal.SIGUSR1)
             self._exit_watchdog(now, known, pid)
+            if not self.stopping and rc is None:
+                self._watch_tick(now)
             if (self.stopping or self.exit_hung) and not self.killed and self.kill_at is not None \
                     and now >= self.kill_at:
                 self._kill(known, pid)
@@ -536,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     # the user's umask (002 is common), so nobody else can edit a checkpoint or a log.
     os.umask(os.umask(0) | 0o022)
     lock: RunLock | None = None
+    sup: Supervisor | None = None
     fd = os.environ.get(LOCK_FD_ENV)
     if fd and fd.isdigit():
         lock = adopt(int(fd), run_dir)
@@ -556,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if lock is not None:
             lock.release()
+        # The run is recorded and its lock free: now wait (bounded) for the last alert.
+        if sup is not None and sup.notifier is not None and not sup.notifier.close(timeout=90.0):
+            _say("alerts: gave up waiting for the notifier")
 
 
 if __name__ == "__main__":
