@@ -10,9 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tunedeck.runner.control.alerts import Notifier, RunWatch, make_alert
 from tests.alert_helpers import closed_port_url, receiver
 from tests.control_helpers import control_env, end_of_tail, manifest, tunedeck, wait_for
+from tunedeck.runner.control.alerts import Notifier, RunWatch, make_alert
 
 RUN_TIMEOUT = 300
 

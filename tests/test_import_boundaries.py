@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 import tunedeck.runner
 from tunedeck.runner.cli import COMMANDS
 

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from tunedeck.runner.data.processors import IGNORE_INDEX, encode_supervised
 from tunedeck.runner.errors import ConfigError, TunedeckError
 from tunedeck.runner.infer import GenConfig, resolve

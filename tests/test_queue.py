@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tunedeck.runner.control import runqueue as q
 from tests.control_helpers import control_env, end_of_tail, manifest, tunedeck, wait_for
+from tunedeck.runner.control import runqueue as q
 
 RUN_TIMEOUT = 400
 

@@ -47,7 +47,7 @@ async def test_a_step_logged_twice_by_a_resume_is_one_point_in_the_chart_and_tok
 async def test_the_dashboard_lists_registered_runs_outside_its_root_once_and_the_root_changes_in_the_app(
     tmp_path: Path,
 ) -> None:
-    from tunedeck.runner.control.registry import register
+    from tunedeck.runner.rundir.registry import register
 
     now = time.time()
     root = tmp_path / "here"

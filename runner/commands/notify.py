@@ -22,7 +22,13 @@ def _safe(url: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import socket
 
-    from tunedeck.runner.control.alerts import NOTIFY_ENV, Alert, deliver, notify_urls, settings_path
+    from tunedeck.runner.control.alerts import (
+        NOTIFY_ENV,
+        Alert,
+        deliver,
+        notify_urls,
+        settings_path,
+    )
     from tunedeck.runner.errors import ConfigError
 
     urls = list(args.url or notify_urls())

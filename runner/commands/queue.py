@@ -45,7 +45,7 @@ def _start(quiet: bool = False) -> None:
 
 
 def rows(entries: list) -> list[list[str]]:  # type: ignore[type-arg]
-    from tunedeck.runner.control.runs import read_run
+    from tunedeck.runner.rundir.runs import read_run
 
     out = [["ID", "STATE", "NAME", "GPUS", "RUN / NOTE"]]
     for e in entries:

@@ -129,7 +129,7 @@ def next_command(status: str, ref: str) -> str:
 
 def make_alert(run_dir: Path, status: str, *, detail: str | None = None) -> Alert:
     """An alert for a run directory, with its newest loss read from the log."""
-    from tunedeck.runner.control.runs import read_run
+    from tunedeck.runner.rundir.runs import read_run
 
     snap = read_run(run_dir)
     ref = snap.id if snap.kind == "tunedeck" else str(run_dir)
@@ -242,8 +242,8 @@ class RunWatch:
 
     def __init__(self, run_dir: Path, pids: Callable[[], list[int]] | None = None,
                  nvml: Any = None) -> None:
-        from tunedeck.runner.monitor.logs import TrainerLogReader
-        from tunedeck.runner.protocol import TRAINER_LOG
+        from tunedeck.runner.rundir.logs import TrainerLogReader
+        from tunedeck.runner.rundir.protocol import TRAINER_LOG
 
         self.reader = TrainerLogReader(run_dir / TRAINER_LOG)
         self.reader.poll(limit=0)  # what earlier attempts logged is not news

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.control.registry import tunedeck_home
 from tunedeck.runner.errors import ConfigError, TunedeckError
+from tunedeck.runner.rundir.registry import tunedeck_home
 
 POLL = 1.0
 FREE_MEM_BYTES = 1 << 30  # a GPU using more than this (not ours) is taken
@@ -216,8 +216,8 @@ def slots_free(gpus: list[int] | None, nvml: Any = None) -> tuple[bool, str]:
     them all), a GPU whose memory is used beyond ``FREE_MEM_BYTES``. Without NVML (a CPU
     box) there is one slot: free when no tunedeck run is live.
     """
-    from tunedeck.runner.control.runs import list_runs
     from tunedeck.runner.monitor.nvml import get_nvml
+    from tunedeck.runner.rundir.runs import list_runs
 
     live = [s for s in list_runs() if s.active]
     snap = (nvml or get_nvml()).snapshot()
@@ -300,7 +300,7 @@ class QueueRunner:
     def recover(self, e: QueueEntry) -> QueueEntry:
         """An entry left 'starting' by a runner that died mid-launch: launched if its run
         was registered, else queued again."""
-        from tunedeck.runner.control.registry import entries
+        from tunedeck.runner.rundir.registry import entries
 
         for r in entries():
             if e.output_dir and str(r.run_dir) == str(Path(e.output_dir).resolve()) \
@@ -367,9 +367,9 @@ class QueueRunner:
 
     def run(self) -> int:
         """Hold the one-per-machine lock and work the queue until it is empty or paused."""
-        from tunedeck.runner.control.manifest import ProcRef
         from tunedeck.runner.control.procs import create_time
         from tunedeck.runner.fsutil import atomic_write_json, ensure_dir
+        from tunedeck.runner.rundir.manifest import ProcRef
 
         ensure_dir(queue_dir())
         fd = os.open(queue_dir() / "runner.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

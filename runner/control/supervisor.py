@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.control import procs as P
-from tunedeck.runner.control.alerts import ALERT_STATUSES, Notifier, RunWatch, make_alert, notify_urls
+from tunedeck.runner.control.alerts import (
+    ALERT_STATUSES,
+    Notifier,
+    RunWatch,
+    make_alert,
+    notify_urls,
+)
 from tunedeck.runner.control.classify import ExitInfo, classify_exit
 from tunedeck.runner.control.launch import (
     RUN_ID_ENV,

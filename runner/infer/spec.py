@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import ConfigError, RunNotFound, TunedeckError
-from tunedeck.runner.protocol import CHECKPOINT_PREFIX, MANIFEST
+from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, MANIFEST
 
 EXPORT_RECORD = "tunedeck_export.json"
 # LLaMA-Factory's generating arguments (hparams/generating_args.py), in its order.
@@ -168,7 +168,7 @@ def resolve(target: str | Path, checkpoint: str | None = None,
         return _from_config(t, checkpoint, ov, run_dir=None)
     if t.is_dir() and (t / "config.json").is_file() and not _is_run_dir(t):
         return _from_export(t, checkpoint, ov)
-    from tunedeck.runner.control.runs import resolve_run
+    from tunedeck.runner.rundir.runs import resolve_run
 
     try:
         run_dir = resolve_run(str(target))
@@ -200,7 +200,7 @@ def _path_bases(config_path: Path, run_dir: Path | None) -> list[Path]:
     """Where a relative path in a config may be anchored: cwd, the launch cwd, the config's dir."""
     bases = [Path.cwd()]
     if run_dir is not None:
-        from tunedeck.runner.control.runs import raw_manifest
+        from tunedeck.runner.rundir.runs import raw_manifest
 
         m = raw_manifest(run_dir) or {}
         if m.get("cwd"):
@@ -270,7 +270,7 @@ def _on(values: Mapping[str, Any], key: str) -> bool:
 def _pick(out_dir: Path | None, spec: str | None, cfg: Path) -> tuple[Path | None, int | None]:
     """The checkpoint directory for ``spec`` (``None``: the final weights if the run saved
     them, else the newest complete checkpoint; neither: ``None`` -> the config's own model)."""
-    from tunedeck.runner.monitor.checkpoints import (
+    from tunedeck.runner.rundir.checkpoints import (
         checkpoint_complete,
         checkpoint_step,
         latest_complete,
