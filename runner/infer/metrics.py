@@ -9,7 +9,7 @@ LLaMA-Factory's ``ComputeSimilarity`` (its ``train/sft/metric.py``) and its
 
 each x100 and rounded to 4 places, then averaged over the pairs. We do the same, so a user
 comparing our ``predict_results.json`` with theirs on the same predictions sees the same
-numbers. ``jieba``, ``rouge-chinese`` and ``nltk`` come with the ``[infer]`` extra.
+numbers. ``jieba``, ``rouge-chinese`` and ``nltk`` come with the ``[train]`` extra.
 """
 
 from __future__ import annotations
