@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "notify": ("notify", "list alert destinations (apprise URLs); --test sends a test message"),
     "gpus": ("gpus", "show GPUs, memory, utilisation and which run uses them"),
     "watch": ("watch", "lightweight auto-refreshing view for a tmux pane (no TUI)"),
+    "serve": ("serve", "serve a run's checkpoints over an OpenAI-compatible API, as a supervised job"),
+    "predict": ("predict", "generate for an eval set row by row and score it (bleu-4, rouge-1/2/l)"),
     "demo": ("demo", "build the tiny offline model and data, train it, show progress"),
     "chat": ("chat", "talk to a run's checkpoint (or a config / exported model), tokens streamed"),
     "export": ("export", "merge a run's LoRA into its base model and write a deployable folder"),

@@ -74,6 +74,9 @@ class RunManifest(BaseModel):
     stop_requested_by: str | None = None
     checkpoint: str | None = None     # newest complete checkpoint when the run ended
     survivors: list[ProcRef] = Field(default_factory=list)  # processes left after a stop (should be [])
+    # -- after training: what the supervised process is (runner.control.service) --
+    job: str = "train"                # "train" | "serve" | "predict"
+    details: dict[str, Any] = Field(default_factory=dict)  # e.g. a server's url, a predict's source run
 
     def begin_attempt(self) -> None:
         """Clear what belonged to the previous attempt (end status, pids, stop request)."""

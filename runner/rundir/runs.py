@@ -295,6 +295,9 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
                 "launched_config": m.get("config_path"),
                 "max_restarts": _int(m.get("max_restarts")) or 0,
                 "stop_requested_at": _num(m.get("stop_requested_at")),
+                # what the supervised process is: "train", or "serve" / "predict" after training
+                "job": m.get("job") if isinstance(m.get("job"), str) else "train",
+                **({"details": m["details"]} if isinstance(m.get("details"), dict) and m["details"] else {}),
             },
         }
     else:

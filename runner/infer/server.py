@@ -1,0 +1,382 @@
+"""An OpenAI-compatible server for a run's checkpoints, with transformers (``infer_backend:
+huggingface``): ``python -m tunedeck.runner.infer.server SERVE_JSON``.
+
+``tunedeck serve`` starts this as a supervised job (see :mod:`tunedeck.runner.infer.serve`);
+the job directory's ``serve.json`` says what to serve, and the server writes ``server.json``
+(its URL and model ids) once the weights are loaded and the socket listens.
+
+Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (JSON or
+server-sent events with ``stream: true``), ``POST /v1/completions``. Chat prompts go through
+the run's own template (the training formatter). Several LoRA checkpoints of one base are
+served as named adapters of one model (``model`` in a request picks one), something
+LLaMA-Factory's API, which serves one adapter named "default", cannot. Requests are answered
+one at a time (a CPU or a single GPU gains nothing from more). With an API key
+(``TUNEDECK_SERVE_API_KEY`` in the environment, never on the command line) every request must
+carry ``Authorization: Bearer KEY``; the key is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunedeck.runner.errors import TunedeckError
+from tunedeck.runner.fsutil import atomic_write_json, read_json
+
+API_KEY_ENV = "TUNEDECK_SERVE_API_KEY"
+SERVE_SPEC = "serve.json"     # what to serve (written by `tunedeck serve`)
+SERVER_INFO = "server.json"   # where it listens (written by the server once ready)
+
+log = logging.getLogger("tunedeck.serve")
+
+
+@dataclass
+class Served:
+    """One model id a client can ask for."""
+
+    id: str
+    loaded: Any            # runner.infer.engine.Loaded
+    adapter: str | None    # the peft adapter to activate for it (several on one base)
+
+
+class ModelPool:
+    """The loaded models; ``pick(name)`` activates the right adapter. One request at a time."""
+
+    def __init__(self, served: list[Served]) -> None:
+        self.served = served
+        self.by_id = {s.id: s for s in served}
+        self.lock = threading.Lock()
+
+    def ids(self) -> list[str]:
+        return [s.id for s in self.served]
+
+    def pick(self, name: str | None) -> Served:
+        if not name or name not in self.by_id:
+            if name and name not in self.by_id and len(self.served) > 1:
+                raise KeyError(name)
+            return self.served[0]
+        return self.by_id[name]
+
+    def activate(self, s: Served) -> None:
+        if s.adapter is not None:
+            s.loaded.model.set_adapter(s.adapter)
+
+
+def model_id(spec: Any, run_name: str | None) -> str:
+    """``name`` for a run's final weights, ``name@checkpoint-N`` for a checkpoint."""
+    base = run_name or spec.label.split(" @ ")[0]
+    if spec.checkpoint is not None:
+        return f"{base}@{Path(str(spec.checkpoint)).name}"
+    return base
+
+
+def load_pool(specs: Sequence[Any], names: Sequence[str], progress: Any = print) -> ModelPool:
+    """Load every spec; LoRA checkpoints of the same base share one model as named adapters."""
+    from tunedeck.runner.infer.engine import load_model
+
+    served: list[Served] = []
+    shared: dict[tuple[str, tuple[str, ...]], Any] = {}
+    for spec, name in zip(specs, names, strict=True):
+        key = (spec.model_name_or_path, tuple(spec.adapters[:-1]))
+        lora = spec.finetuning_type == "lora" and len(spec.adapters) >= 1
+        host = shared.get(key) if lora else None
+        if host is not None and hasattr(host.model, "load_adapter"):
+            progress(f"adapter {spec.adapters[-1]} as {name!r}")
+            host.model.load_adapter(spec.adapters[-1], adapter_name=name, is_trainable=False)
+            served.append(Served(name, host, name))
+            continue
+        loaded = load_model(spec, progress)
+        if lora and hasattr(loaded.model, "load_adapter"):
+            shared[key] = loaded
+            # peft names the first adapter "default"; serve it under that name
+            served.append(Served(name, loaded, "default"))
+        else:
+            served.append(Served(name, loaded, None))
+    return ModelPool(served)
+
+
+# ---------------------------------------------------------------------------------------------
+# requests -> generation settings
+
+def gen_for(loaded: Any, body: dict[str, Any]) -> Any:
+    """The spec's generation settings with the request's OpenAI fields applied."""
+    gen = loaded.spec.generation
+    if body.get("temperature") is not None:
+        t = float(body["temperature"])
+        gen = gen.with_("do_sample", t > 0)
+        if t > 0:
+            gen = gen.with_("temperature", t)
+    if body.get("top_p") is not None:
+        gen = gen.with_("top_p", float(body["top_p"]))
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if limit is not None:
+        gen = gen.with_("max_new_tokens", int(limit))
+    for ours in ("top_k", "repetition_penalty", "do_sample"):   # extensions LLaMA-Factory accepts too
+        if body.get(ours) is not None:
+            gen = gen.with_(ours, body[ours])
+    return gen
+
+
+def _messages(body: dict[str, Any]) -> tuple[list[dict[str, str]], str | None]:
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise ValueError("messages must be a non-empty list")
+    system = None
+    out: list[dict[str, str]] = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
+            raise ValueError(f"messages[{i}]: role must be system, user, assistant or tool")
+        content = m.get("content")
+        if isinstance(content, list):  # [{"type": "text", "text": ...}]
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}]: content must be text")
+        if m["role"] == "system":
+            if i != 0:
+                raise ValueError("only the first message may be a system message")
+            system = content
+            continue
+        out.append({"role": "observation" if m["role"] == "tool" else m["role"], "content": content})
+    return out, system
+
+
+# ---------------------------------------------------------------------------------------------
+# the app
+
+def create_app(pool: ModelPool, api_key: str | None) -> Any:
+    """The FastAPI application over ``pool`` (``api_key`` None: no authentication)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI(title="tunedeck", docs_url=None, redoc_url=None, openapi_url=None)
+    gate = asyncio.Lock()   # one generation at a time
+
+    def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Any:
+        if api_key is not None:
+            given = request.headers.get("authorization", "")
+            token = given[7:] if given.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), api_key.encode()):
+                return error(401, "invalid or missing API key (Authorization: Bearer KEY)",
+                             "authentication_error")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": pool.ids()}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        now = int(time.time())
+        return {"object": "list", "data": [
+            {"id": i, "object": "model", "created": now, "owned_by": "tunedeck"} for i in pool.ids()]}
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ValueError("the request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ValueError("the request body must be a JSON object")
+        if int(body.get("n") or 1) != 1:
+            raise ValueError("n must be 1")
+        return body
+
+    def choose(body: dict[str, Any]) -> Served:
+        try:
+            return pool.pick(body.get("model"))
+        except KeyError:
+            raise LookupError(f"model {body.get('model')!r} is not served here; "
+                              f"GET /v1/models lists {', '.join(pool.ids())}") from None
+
+    async def answer(served: Served, ids: list[int], gen: Any, stream: bool, kind: str) -> Any:
+        from tunedeck.runner.infer.engine import generate_stream
+
+        rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        stop = threading.Event()
+
+        def pieces() -> Iterator[str]:
+            pool.activate(served)
+            return generate_stream(served.loaded, ids, gen, stop)
+
+        def usage(text: str) -> dict[str, int]:
+            n = len(served.loaded.tokenizer.encode(text, add_special_tokens=False))
+            return {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}
+
+        def chunk(delta: dict[str, Any] | str, finish: str | None) -> str:
+            if kind == "chat":
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+                obj = "chat.completion.chunk"
+            else:
+                choice = {"index": 0, "text": delta, "finish_reason": finish}
+                obj = "text_completion"
+            return "data: " + json.dumps({"id": rid, "object": obj, "created": created,
+                                          "model": served.id, "choices": [choice]}) + "\n\n"
+
+        if not stream:
+            async with gate:
+                text = await asyncio.to_thread(lambda: "".join(pieces()))
+            finish = "length" if _hit_limit(served, text, gen) else "stop"
+            if kind == "chat":
+                choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                          "finish_reason": finish}
+                obj = "chat.completion"
+            else:
+                choice = {"index": 0, "text": text, "finish_reason": finish}
+                obj = "text_completion"
+            return JSONResponse({"id": rid, "object": obj, "created": created, "model": served.id,
+                                 "choices": [choice], "usage": usage(text)})
+
+        async def events() -> AsyncIterator[str]:
+            async with gate:
+                it = await asyncio.to_thread(pieces)
+                parts: list[str] = []
+                if kind == "chat":
+                    yield chunk({"role": "assistant", "content": ""}, None)
+                try:
+                    while True:
+                        piece = await asyncio.to_thread(next, it, None)
+                        if piece is None:
+                            break
+                        parts.append(piece)
+                        yield chunk({"content": piece} if kind == "chat" else piece, None)
+                finally:
+                    stop.set()   # a client that went away stops the generation
+                    await asyncio.to_thread(it.close)
+                text = "".join(parts)
+                yield chunk({} if kind == "chat" else "", "length" if _hit_limit(served, text, gen) else "stop")
+                yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        from tunedeck.runner.infer.engine import format_chat
+
+        try:
+            body = await body_of(request)
+            served = choose(body)
+            messages, system = _messages(body)
+            ids = format_chat(served.loaded, messages, system)
+            gen = gen_for(served.loaded, body)
+        except LookupError as exc:
+            return error(404, str(exc), "model_not_found")
+        except (ValueError, TypeError, TunedeckError) as exc:
+            return error(400, str(exc))
+        return await answer(served, ids, gen, bool(body.get("stream")), "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        try:
+            body = await body_of(request)
+            served = choose(body)
+            prompt = body.get("prompt")
+            if isinstance(prompt, list) and len(prompt) == 1:
+                prompt = prompt[0]
+            if not isinstance(prompt, str):
+                raise ValueError("prompt must be one string")
+            ids = served.loaded.tokenizer.encode(prompt, add_special_tokens=True)
+            gen = gen_for(served.loaded, body)
+        except LookupError as exc:
+            return error(404, str(exc), "model_not_found")
+        except (ValueError, TypeError, TunedeckError) as exc:
+            return error(400, str(exc))
+        return await answer(served, ids, gen, bool(body.get("stream")), "completion")
+
+    return app
+
+
+def _hit_limit(served: Served, text: str, gen: Any) -> bool:
+    n = len(served.loaded.tokenizer.encode(text, add_special_tokens=False))
+    return n >= int(gen.max_new_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# the process
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: a free one), bound before the server says where it is."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise TunedeckError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                            hint="choose another --port (0 picks a free one)") from exc
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/v1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m tunedeck.runner.infer.server SERVE_JSON", file=sys.stderr)
+        return 2
+    job_dir = Path(args[0]).resolve().parent
+    spec_doc = read_json(args[0])
+    if not isinstance(spec_doc, dict):
+        print(f"cannot read {args[0]}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    from tunedeck.runner.infer.spec import resolve
+
+    try:
+        specs = [resolve(spec_doc["target"], ck, spec_doc.get("overrides") or {})
+                 for ck in (spec_doc.get("checkpoints") or [None])]
+        names = spec_doc.get("model_ids") or [model_id(s, spec_doc.get("run_name")) for s in specs]
+        sock = bind(spec_doc.get("host", "127.0.0.1"), int(spec_doc.get("port", 8000)))
+        pool = load_pool(specs, names, progress=lambda t: print(f"loading {t}", flush=True))
+    except TunedeckError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    host, port = sock.getsockname()[:2]
+    import uvicorn
+
+    api_key = os.environ.get(API_KEY_ENV) or None
+    config = uvicorn.Config(create_app(pool, api_key), log_level="info", access_log=True,
+                            timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+
+    info = {"url": url_of(host, port), "host": host, "port": port, "models": pool.ids(),
+            "pid": os.getpid(), "api_key": api_key is not None, "started_at": time.time()}
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            atomic_write_json(job_dir / SERVER_INFO, info)
+            print(f"serving {', '.join(pool.ids())} at {info['url']}", flush=True)
+        await task
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
