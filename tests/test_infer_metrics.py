@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from tunedeck.runner.infer.metrics import pair_scores, score_pairs
 
 

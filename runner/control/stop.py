@@ -107,8 +107,9 @@ def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: boo
     left = [p.pid for p in P.survivors(m2.procs or ([m2.trainer] if m2.trainer else []))]
     holders = P.nvml_holders([p.pid for p in m2.procs])
     ck = m2.checkpoint
-    clean = st is RunStatus.STOPPED and _checkpoint_complete(ck, run) and not left and \
-        "SIGKILL" not in (m2.message or "")
+    # A server or a predict job keeps no checkpoint: clean is ended on request, nothing left.
+    saved = _checkpoint_complete(ck, run) if m2.job == "train" else True
+    clean = st is RunStatus.STOPPED and saved and not left and "SIGKILL" not in (m2.message or "")
     if st in (RunStatus.STARTING, RunStatus.RUNNING, RunStatus.STOPPING):
         msg = f"run {m.id} did not stop within {timeout + _GRACE_AFTER_TIMEOUT:.0f}s (status {st.value})"
     else:

@@ -193,6 +193,18 @@ def job_dir_for(spec: Any, explicit: str | None) -> Path:
     raise ConfigError("tell tunedeck where the server's run directory goes", hint="--dir DIR")
 
 
+def model_id(spec: Any, run_name: str | None) -> str:
+    """``name`` for a run's final weights, ``name@checkpoint-N`` for a checkpoint and
+    ``name@base`` for the base model a LoRA run started from."""
+    base = run_name or spec.label.split(" @ ")[0]
+    if spec.kind == "run" and spec.checkpoint is None and not spec.adapters:
+        return f"{base}@base"
+    if spec.checkpoint is not None and spec.run_dir is not None and \
+            Path(str(spec.checkpoint)).resolve() != Path(str(spec.run_dir)).resolve():
+        return f"{base}@{Path(str(spec.checkpoint)).name}"
+    return base
+
+
 def _probe_health(host: str, port: int) -> bool:
     import urllib.error
     import urllib.request
@@ -210,9 +222,8 @@ def wait_ready(job_dir: Path, started_after: float, timeout: float) -> dict[str,
 
     Our server writes ``server.json`` itself; for vLLM / SGLang we write it once their
     ``/health`` answers."""
-    from tunedeck.runner.fsutil import atomic_write_json
     from tunedeck.runner.control.manifest import read_manifest
-    from tunedeck.runner.fsutil import read_json
+    from tunedeck.runner.fsutil import atomic_write_json, read_json
     from tunedeck.runner.monitor.logs import tail_lines
     from tunedeck.runner.protocol import STDOUT_LOG
 
@@ -243,7 +254,6 @@ def start(target: str, checkpoints: Sequence[str | None], overrides: dict[str, A
     """Resolve, plan, write ``serve.json`` and start the supervised job (no waiting)."""
     from tunedeck.runner.control.service import start_job
     from tunedeck.runner.fsutil import atomic_write_json, ensure_dir
-    from tunedeck.runner.infer.server import model_id
     from tunedeck.runner.infer.spec import resolve
 
     check_exposure(host, api_key)

@@ -32,12 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from tunedeck.runner.errors import TunedeckError
 from tunedeck.runner.fsutil import atomic_write_json, read_json
-
-API_KEY_ENV = "TUNEDECK_SERVE_API_KEY"
-SERVE_SPEC = "serve.json"     # what to serve (written by `tunedeck serve`)
-SERVER_INFO = "server.json"   # where it listens (written by the server once ready)
+from tunedeck.runner.infer.serve import API_KEY_ENV, SERVER_INFO, model_id
 
 log = logging.getLogger("tunedeck.serve")
 
@@ -73,13 +72,6 @@ class ModelPool:
         if s.adapter is not None:
             s.loaded.model.set_adapter(s.adapter)
 
-
-def model_id(spec: Any, run_name: str | None) -> str:
-    """``name`` for a run's final weights, ``name@checkpoint-N`` for a checkpoint."""
-    base = run_name or spec.label.split(" @ ")[0]
-    if spec.checkpoint is not None:
-        return f"{base}@{Path(str(spec.checkpoint)).name}"
-    return base
 
 
 def load_pool(specs: Sequence[Any], names: Sequence[str], progress: Any = print) -> ModelPool:
@@ -157,9 +149,6 @@ def _messages(body: dict[str, Any]) -> tuple[list[dict[str, str]], str | None]:
 
 def create_app(pool: ModelPool, api_key: str | None) -> Any:
     """The FastAPI application over ``pool`` (``api_key`` None: no authentication)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
-
     app = FastAPI(title="tunedeck", docs_url=None, redoc_url=None, openapi_url=None)
     gate = asyncio.Lock()   # one generation at a time
 
@@ -375,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         await task
 
     asyncio.run(serve())
+    from tunedeck.runner.protocol import TRAINER_EXIT
+
+    # uvicorn ended on SIGTERM/SIGINT (tunedeck stop): say so, as a trainer would.
+    atomic_write_json(job_dir / TRAINER_EXIT, {"reason": "stopped", "exit_code": 0,
+                                               "message": f"server at {info['url']} stopped"})
     return 0
 
 
