@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from tunedeck.runner.infer.metrics import pair_scores, score_pairs
 
 

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from tunedeck.runner.control.follow import follow
     from tunedeck.runner.fsutil import read_json
     from tunedeck.runner.infer import predict as predict_job
-    from tunedeck.runner.protocol import RunStatus
+    from tunedeck.runner.rundir.protocol import RunStatus
 
     job = predict_job.start(args.target, args.checkpoint, parse_overrides(args.overrides),
                             job_dir=args.dir, batch_size=args.batch_size, overwrite=args.overwrite)

@@ -105,7 +105,7 @@ def _batches(items: list[Example], start: int, size: int) -> Iterator[tuple[int,
 
 
 def _log(job_dir: Path, done: int, total: int, started: float, first_done: int) -> None:
-    from tunedeck.runner.protocol import TRAINER_LOG
+    from tunedeck.runner.rundir.protocol import TRAINER_LOG
 
     elapsed = time.time() - started
     rate = (done - first_done) / elapsed if elapsed > 0 and done > first_done else 0.0
@@ -245,7 +245,7 @@ def summary(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tunedeck.runner.protocol import TRAINER_EXIT
+    from tunedeck.runner.rundir.protocol import TRAINER_EXIT
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:

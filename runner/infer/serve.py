@@ -222,10 +222,10 @@ def wait_ready(job_dir: Path, started_after: float, timeout: float) -> dict[str,
 
     Our server writes ``server.json`` itself; for vLLM / SGLang we write it once their
     ``/health`` answers."""
-    from tunedeck.runner.control.manifest import read_manifest
     from tunedeck.runner.fsutil import atomic_write_json, read_json
-    from tunedeck.runner.monitor.logs import tail_lines
-    from tunedeck.runner.protocol import STDOUT_LOG
+    from tunedeck.runner.rundir.logs import tail_lines
+    from tunedeck.runner.rundir.manifest import read_manifest
+    from tunedeck.runner.rundir.protocol import STDOUT_LOG
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -281,7 +281,7 @@ def start(target: str, checkpoints: Sequence[str | None], overrides: dict[str, A
 
 def _run_name(spec: Any) -> str:
     if spec.run_dir is not None:
-        from tunedeck.runner.control.manifest import read_manifest
+        from tunedeck.runner.rundir.manifest import read_manifest
 
         m = read_manifest(spec.run_dir)
         if m is not None and m.name:

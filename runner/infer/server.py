@@ -34,6 +34,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
 from tunedeck.runner.errors import TunedeckError
 from tunedeck.runner.fsutil import atomic_write_json, read_json
 from tunedeck.runner.infer.serve import API_KEY_ENV, SERVER_INFO, model_id
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         await task
 
     asyncio.run(serve())
-    from tunedeck.runner.protocol import TRAINER_EXIT
+    from tunedeck.runner.rundir.protocol import TRAINER_EXIT
 
     # uvicorn ended on SIGTERM/SIGINT (tunedeck stop): say so, as a trainer would.
     atomic_write_json(job_dir / TRAINER_EXIT, {"reason": "stopped", "exit_code": 0,
