@@ -91,3 +91,18 @@ def test_only_loopback_may_go_without_a_key(host: str, ok: bool) -> None:
         with pytest.raises(ConfigError, match="--api-key"):
             serve.check_exposure(host, None)
         serve.check_exposure(host, "a-key")
+
+
+def test_predict_on_vllm_builds_the_engine_and_sampling_llamafactory_uses(tmp_path: Path) -> None:
+    from tunedeck.runner.infer.predict import vllm_engine_kwargs, vllm_sampling_kwargs
+    from tunedeck.runner.infer.spec import GenConfig
+
+    spec = _spec(tmp_path, 8, rank=16)
+    kw = vllm_engine_kwargs(spec, n_devices=4)
+    assert kw["model"] == "/models/base" and kw["dtype"] == "auto" and kw["tensor_parallel_size"] == 4
+    assert kw["enable_lora"] is True and kw["max_model_len"] == 4096 and kw["gpu_memory_utilization"] == 0.85
+    greedy = vllm_sampling_kwargs(GenConfig(temperature=0.0, max_new_tokens=64), [2, 7], 42)
+    assert greedy["temperature"] == 0.0 and greedy["top_k"] == -1 and greedy["top_p"] == 1.0
+    assert greedy["max_tokens"] == 64 and greedy["stop_token_ids"] == [2, 7] and greedy["seed"] == 42
+    sampled = vllm_sampling_kwargs(GenConfig(), [2], None)   # LLaMA-Factory's defaults
+    assert (sampled["temperature"], sampled["top_p"], sampled["top_k"]) == (0.95, 0.7, 50)

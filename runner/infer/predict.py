@@ -129,15 +129,87 @@ def score_file(path: Path) -> tuple[dict[str, float], int]:
     return meter.means(), meter.count
 
 
+def vllm_engine_kwargs(spec: Any, n_devices: int) -> dict[str, Any]:
+    """``vllm.LLM(...)`` for predict, as LLaMA-Factory's ``scripts/vllm_infer.py`` builds it."""
+    values = dict(spec.values)
+    if len(spec.adapters) > 1:
+        raise ConfigError("vLLM applies one LoRA adapter: merge the earlier ones first",
+                          key="adapter_name_or_path", hint="tunedeck export RUN, then predict on the export")
+    kw: dict[str, Any] = {
+        "model": spec.model_name_or_path,
+        "trust_remote_code": spec.trust_remote_code,
+        "dtype": spec.infer_dtype,
+        "max_model_len": int(values.get("vllm_maxlen") or (spec.cutoff_len + spec.generation.max_new_tokens)),
+        "tensor_parallel_size": max(1, n_devices),
+        "gpu_memory_utilization": float(values.get("vllm_gpu_util") or 0.9),
+        "disable_log_stats": True,
+        "enable_lora": bool(spec.adapters),
+        "enforce_eager": bool(values.get("vllm_enforce_eager")),
+    }
+    if spec.adapters:
+        kw["max_lora_rank"] = int(values.get("vllm_max_lora_rank") or 32)
+    return kw
+
+
+def vllm_sampling_kwargs(gen: Any, stop_ids: list[int], seed: int | None) -> dict[str, Any]:
+    """``vllm.SamplingParams(...)`` equal to the transformers generation settings."""
+    sampling = gen.do_sample and gen.temperature > 0
+    return {
+        "repetition_penalty": gen.repetition_penalty or 1.0,
+        "temperature": gen.temperature if sampling else 0.0,
+        "top_p": (gen.top_p or 1.0) if sampling else 1.0,
+        "top_k": (gen.top_k or -1) if sampling else -1,
+        "stop_token_ids": stop_ids,
+        "max_tokens": gen.max_new_tokens,
+        "skip_special_tokens": gen.skip_special_tokens,
+        "seed": seed,
+    }
+
+
+class _VllmLoaded:
+    """What predict needs of a loaded model, with vLLM generating (CUDA only)."""
+
+    def __init__(self, spec: Any) -> None:
+        from tunedeck.runner.infer.engine import prepare_tokenizer, stop_token_ids
+        from tunedeck.runner.infer.serve import _cuda_devices, require_gpu_backend
+
+        require_gpu_backend("vllm")
+        from vllm import LLM, SamplingParams  # type: ignore[import-not-found]
+        from vllm.lora.request import LoRARequest  # type: ignore[import-not-found]
+
+        self.spec = spec
+        self.tokenizer, self.template, _ = prepare_tokenizer(spec)
+        stops = stop_token_ids(self.tokenizer, self.template)
+        self.llm = LLM(**vllm_engine_kwargs(spec, _cuda_devices()))
+        self.params = SamplingParams(**vllm_sampling_kwargs(spec.generation, stops, spec.values.get("seed")))
+        self.lora = LoRARequest("default", 1, spec.adapters[-1]) if spec.adapters else None
+
+    def generate(self, batch: list[list[int]]) -> list[str]:
+        outs = self.llm.generate([{"prompt_token_ids": ids} for ids in batch], self.params,
+                                 lora_request=self.lora)
+        return [o.outputs[0].text for o in outs]
+
+
 def run(job_dir: Path, spec_doc: dict[str, Any]) -> dict[str, Any]:
     """Generate what is missing, then score everything; returns predict_results."""
-    from tunedeck.runner.infer.engine import generate, load_model, seed_everything
     from tunedeck.runner.infer.spec import resolve
 
     spec = resolve(spec_doc["target"], spec_doc.get("checkpoint"), spec_doc.get("overrides") or {})
     values = dict(spec.values)
-    loaded = load_model(spec, progress=lambda t: print(f"loading {t}", flush=True))
-    seed_everything(values.get("seed"))
+    if spec.infer_backend == "vllm":
+        loaded: Any = _VllmLoaded(spec)
+        answer = loaded.generate
+    elif spec.infer_backend == "huggingface":
+        from tunedeck.runner.infer.engine import generate, load_model, seed_everything
+
+        loaded = load_model(spec, progress=lambda t: print(f"loading {t}", flush=True))
+        seed_everything(values.get("seed"))
+
+        def answer(batch: list[list[int]]) -> list[str]:
+            return generate(loaded, batch, spec.generation)
+    else:
+        raise ConfigError(f"predict runs on infer_backend huggingface or vllm, not {spec.infer_backend}",
+                          key="infer_backend")
     config_dir = Path(spec.config_path).parent if spec.config_path else None
     examples = load_examples(loaded, values, config_dir)
     out = job_dir / PREDICTIONS
@@ -153,7 +225,7 @@ def run(job_dir: Path, spec_doc: dict[str, Any]) -> dict[str, Any]:
     _log(job_dir, done, total, started, first)
     with open(out, "a", encoding="utf-8") as f:
         for i, batch in _batches(examples, done, size):
-            answers = generate(loaded, [e.prompt_ids for e in batch], spec.generation)
+            answers = answer([e.prompt_ids for e in batch])
             lines = []
             for e, a in zip(batch, answers, strict=True):
                 lines.append(json.dumps({
