@@ -26,6 +26,9 @@ def test_resume_from_the_last_step_trains_no_step_and_every_view_agrees(tmp_path
     assert first.returncode == 0, (first.stdout, first.stderr, end_of_tail(out_dir))
     run_id = manifest(out_dir)["id"]
     assert sorted(p.name for p in out_dir.glob("checkpoint-*")) == ["checkpoint-3"]
+    # `stop` on a finished run says so, without promising to wait for a checkpoint.
+    stop = tunedeck(["stop", run_id], env, timeout=120)
+    assert "stopping" not in stop.stderr and "not running (status finished)" in stop.stdout, stop
 
     said = "a resume would do nothing: checkpoint-3 is already at max_steps 3"
     tri = tunedeck(["triage", run_id, "--json"], env, timeout=120)

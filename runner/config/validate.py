@@ -898,14 +898,14 @@ def _file_model(ctx: _Ctx) -> None:
     path, cands = ctx.resolve(value)
     offline = (ctx.env_value("HF_HUB_OFFLINE") or "").strip().lower() in ("1", "true", "yes", "on")
     if path is None:
-        if _looks_local(ctx, value) or not _looks_like_hub_id(value):
+        nested = value.count("/") > 1 and not _looks_local(ctx, value)  # a/b/c is no hub id either
+        if _looks_local(ctx, value) or nested:
             # The hub would answer "Repo id must be in the form ..." seconds into the run, so
             # launch refuses it (LAUNCH_BLOCKING); a config written for another machine still
             # validates here.
             ctx.add("warning", "model-path-missing", "model_name_or_path",
                     f"model folder {value} does not exist on this machine (looked in "
-                    f"{', '.join(str(c) for c in cands)})" + ("" if _looks_like_hub_id(value) else
-                                                              ", and it is not a hub id (org/name)")
+                    f"{', '.join(str(c) for c in cands)})" + (", and it is not a hub id (org/name)" if nested else "")
                     + "; `tunedeck launch` refuses it here",
                     "fix the path (relative paths are read from the config's folder, then the "
                     "working directory)")
@@ -922,6 +922,11 @@ def _file_model(ctx: _Ctx) -> None:
                 ctx.add("warning", "model-download", "model_name_or_path", msg + " unless HF_HUB_OFFLINE is set",
                         "download it once and point at the local folder")
             return
+        # A bare name: a legacy hub model (gpt2) or a folder on another machine.
+        ctx.add("warning", "model-missing", "model_name_or_path",
+                f"{value} is neither a folder on this machine nor cached from the hub",
+                "fix the path, or check the hub name")
+        return
     if path.is_dir():
         if (path / "config.json").is_file():
             _model_limits(ctx, path / "config.json")
