@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from config_helpers import BASE, DROP, SAMPLES, line_of, run_cli, write_config, yaml_text
 
-from tunedeck.runner.config.validate import LAUNCH_BLOCKING, Finding, check_value, validate_doc, validate_path
+from tunedeck.runner.config.validate import (
+    LAUNCH_BLOCKING,
+    Finding,
+    check_value,
+    validate_doc,
+    validate_path,
+)
 from tunedeck.runner.config.yamlio import ConfigDoc
 
 

@@ -11,7 +11,14 @@ import json
 
 import pytest
 
-from tests.control_helpers import control_env, end_of_tail, log_steps, manifest, status_json, tunedeck
+from tests.control_helpers import (
+    control_env,
+    end_of_tail,
+    log_steps,
+    manifest,
+    status_json,
+    tunedeck,
+)
 
 pytestmark = pytest.mark.slow
 

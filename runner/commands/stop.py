@@ -29,10 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunedeck.runner.control.stop import stop_run
-    from tunedeck.runner.rundir.runs import resolve_run
-
-    from tunedeck.runner.control.runs import computed_status, raw_manifest
-    from tunedeck.runner.protocol import ACTIVE_STATUSES, RunStatus
+    from tunedeck.runner.rundir.protocol import ACTIVE_STATUSES, RunStatus
+    from tunedeck.runner.rundir.runs import computed_status, raw_manifest, resolve_run
 
     run_dir = resolve_run(args.run, args.root)
     # Promise a wait only to a run that is running (stop_run says why it is not, at once).

@@ -719,13 +719,12 @@ def launch(
     """
     from tunedeck.runner.config.yamlio import ConfigDoc
     from tunedeck.runner.control.lock import acquire
+    from tunedeck.runner.control.requirements import require_training_stack
     from tunedeck.runner.control.secrets import redact_env, redact_values
     from tunedeck.runner.fsutil import ensure_dir
     from tunedeck.runner.rundir import registry
     from tunedeck.runner.rundir.manifest import Attempt, RunManifest, read_manifest
     from tunedeck.runner.rundir.procs import ref_alive
-
-    from tunedeck.runner.control.requirements import require_training_stack
 
     opts = options or LaunchOptions()
     say = warn or (lambda _t: None)

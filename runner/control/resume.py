@@ -168,12 +168,11 @@ def resume(
         write_plan_files,
     )
     from tunedeck.runner.control.lock import acquire
+    from tunedeck.runner.control.requirements import require_training_stack
     from tunedeck.runner.control.secrets import REDACTED, is_secret_key, redact_values
     from tunedeck.runner.fsutil import atomic_write_text
     from tunedeck.runner.rundir.manifest import Attempt, read_manifest
     from tunedeck.runner.rundir.procs import ref_alive
-
-    from tunedeck.runner.control.requirements import require_training_stack
 
     say = warn or (lambda _t: None)
     run = Path(run_dir)
