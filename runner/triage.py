@@ -783,45 +783,43 @@ def _traceback_tail(tail: list[str], n: int = 6) -> list[str]:
 
 
 def _resume_past_end(ctx: _Ctx) -> Diagnosis | None:
+    from tunedeck.runner.control.resume import resume_end
+
     inp = ctx.inp
     if inp.checkpoint_step is None or (inp.status or "") in ("running", "starting", "stopping"):
         return None
-    max_steps = ctx.int_("max_steps", -1)
-    epochs = ctx.num("num_train_epochs", 3.0)
-    ck = inp.checkpoint_step
-    if max_steps > 0 and ck >= max_steps:
-        new = ck + max_steps
+    end = resume_end(inp.checkpoint_step, inp.checkpoint_epoch, ctx.v, _total_steps(ctx))
+    if end is None:
+        return None
+    ck = end.checkpoint_step
+    if end.key == "max_steps":
+        max_steps = ctx.int_("max_steps", -1)
         return Diagnosis(
             "resume_past_end",
-            f"a resume would do nothing: checkpoint-{ck} is already at max_steps {max_steps}",
+            f"a resume would do nothing: {end.message}",
             (f"checkpoint step {ck} >= max_steps {max_steps}",),
             (ctx.suggest(f"Raise max_steps above {ck}",
-                         f"The trainer restores global_step {ck} and stops at once because "
-                         f"max_steps is {max_steps}. Raise max_steps (the patch adds another "
+                         f"The trainer restores global_step {ck}, finds max_steps {max_steps} "
+                         "reached and trains 0 steps. Raise max_steps (the patch adds another "
                          f"{max_steps} steps).",
-                         {"max_steps": new}, "10.3 resume", memory=False),))
+                         end.patch, "10.3 resume", memory=False),))
+    epochs = ctx.num("num_train_epochs", 3.0)
     total = _total_steps(ctx)
-    done_epochs = inp.checkpoint_epoch
-    if max_steps <= 0 and ((total and ck >= total) or (
-            done_epochs is not None and done_epochs >= epochs - 1e-6)):
-        new_epochs = float(math.floor(max(epochs, done_epochs or 0)) + 1)
-        ev = []
-        if total:
-            ev.append(f"checkpoint step {ck} >= total steps {total}")
-        if done_epochs is not None:
-            ev.append(f"checkpoint epoch {done_epochs:g} of num_train_epochs {epochs:g}")
-        return Diagnosis(
-            "resume_past_end",
-            f"a resume would do nothing: checkpoint-{ck} already finished all "
-            f"{epochs:g} epochs",
-            tuple(ev),
-            (ctx.suggest(f"Raise num_train_epochs above {epochs:g}",
-                         "The trainer restores the epoch counter and finds no epoch left, so "
-                         "it skips straight to the end (LLaMA-Factory issues #2776/#7085). "
-                         "Raise num_train_epochs; the learning-rate schedule is recomputed "
-                         "over the new total.",
-                         {"num_train_epochs": new_epochs}, "10.3 resume", memory=False),))
-    return None
+    ev = []
+    if total:
+        ev.append(f"checkpoint step {ck} >= total steps {total}")
+    if inp.checkpoint_epoch is not None:
+        ev.append(f"checkpoint epoch {inp.checkpoint_epoch:g} of num_train_epochs {epochs:g}")
+    return Diagnosis(
+        "resume_past_end",
+        f"a resume would do nothing: {end.message}",
+        tuple(ev),
+        (ctx.suggest(f"Raise num_train_epochs above {epochs:g}",
+                     "The trainer restores the epoch counter and finds no epoch left, so "
+                     "it skips straight to the end (LLaMA-Factory issues #2776/#7085). "
+                     "Raise num_train_epochs; the learning-rate schedule is recomputed "
+                     "over the new total.",
+                     end.patch, "10.3 resume", memory=False),))
 
 
 def _stalled(ctx: _Ctx) -> Diagnosis | None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,12 @@ def process_tree() -> Iterator[Tree]:
     try:
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
+        # `$!` is known as soon as the shell forks; on a busy machine the child may not have
+        # exec'd `sleep` yet (it still reads as `sh`). Wait for the exec, not for a time.
+        deadline = time.monotonic() + 60
+        while psutil.Process(child).cmdline() != ["sleep", "120"]:
+            assert time.monotonic() < deadline, "the child never exec'd sleep"
+            time.sleep(0.01)
         yield Tree(proc.pid, child, psutil.Process(proc.pid).create_time())
     finally:
         # Kill the child first: the shell's `wait` reaps it at once and the shell

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from config_helpers import BASE, DROP, SAMPLES, line_of, run_cli, write_config, yaml_text
 
-from tunedeck.runner.config.validate import Finding, check_value, validate_doc, validate_path
+from tunedeck.runner.config.validate import (
+    LAUNCH_BLOCKING,
+    Finding,
+    check_value,
+    validate_doc,
+    validate_path,
+)
 from tunedeck.runner.config.yamlio import ConfigDoc
 
 
@@ -406,13 +412,25 @@ def test_invalid_dataset_info_names_its_line(tmp_path: Path) -> None:
     assert "line 4" in f.message and f.severity == "error"
 
 
-def test_missing_paths_elsewhere_are_warnings_not_errors(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "c.yaml", {"model_name_or_path": "/nonexistent/models/7B",
-                                              "dataset_dir": "nowhere", "dataset": "x"})
-    findings = validate_path(path, check_files=True, cuda_available=True)
-    codes = {f.code: f.severity for f in findings}
-    assert codes.get("model-missing") == "warning" and codes.get("dataset-dir-missing") == "warning"
-    assert not [f for f in findings if f.severity == "error"]
+def test_a_missing_path_that_looks_local_blocks_launch_at_its_line(tmp_path: Path, monkeypatch) -> None:
+    # The trainer would hand it to the hub and fail seconds later with "Repo id must be in
+    # the form 'repo_name' or 'namespace/repo_name'": launch refuses it (a config meant for
+    # another machine still validates; tests/test_control_plan.py runs the launch).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    for value in ("/nonexistent/models/7B", "./models/tiny", "~/no-such-dir-tunedeck/7B", "models/tiny-llama",
+                  "a/b/c"):
+        path = write_config(tmp_path / "c.yaml", {"model_name_or_path": value})
+        f = _by_code(validate_path(path, check_files=True, cuda_available=True), "model-path-missing")
+        assert f and f[0].line == line_of(path, "model_name_or_path"), value
+        assert f[0].code in LAUNCH_BLOCKING and "launch` refuses it" in f[0].message
+    path = write_config(tmp_path / "c.yaml", {"dataset_dir": "./data2", "dataset": "x"})
+    f = _by_code(validate_path(path, check_files=True, cuda_available=True), "dataset-dir-path-missing")
+    assert f and f[0].code in LAUNCH_BLOCKING and f[0].line == line_of(path, "dataset_dir")
+    # A bare name is LLaMA-Factory's default folder for another machine: still a warning.
+    path = write_config(tmp_path / "c.yaml", {"dataset_dir": "nowhere", "dataset": "x"})
+    f = _by_code(validate_path(path, check_files=True, cuda_available=True), "dataset-dir-missing")
+    assert f and f[0].severity == "warning" and f[0].code not in LAUNCH_BLOCKING
 
 
 def test_hub_id_that_is_not_local_warns_about_the_download(tmp_path: Path, monkeypatch) -> None:
@@ -462,9 +480,12 @@ def test_output_dir_with_checkpoints_says_it_will_resume(tmp_path: Path) -> None
     path = write_config(tmp_path / "c.yaml", {"output_dir": "out", "overwrite_output_dir": False})
     f = _by_code(validate_path(path, check_files=True, cuda_available=True), "will-resume")[0]
     assert f.severity == "warning" and "checkpoint-200" in f.message and f.line == line_of(path, "output_dir")
+    assert "overwrite_output_dir: true" not in (f.fix or "") and "--overwrite" in (f.fix or "")
     path = write_config(tmp_path / "c.yaml", {"output_dir": "out", "overwrite_output_dir": True})
     findings = validate_path(path, check_files=True, cuda_available=True)
-    assert not _by_code(findings, "will-resume") and _by_code(findings, "overwrite-checkpoints")
+    assert not _by_code(findings, "will-resume")
+    over = _by_code(findings, "overwrite-checkpoints")[0]
+    assert over.severity == "warning" and "refuses" in over.message and "--overwrite" in (over.fix or "")
 
 
 def test_newest_checkpoint_incomplete_is_flagged(tmp_path: Path) -> None:

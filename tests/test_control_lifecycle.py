@@ -210,7 +210,7 @@ def test_stop_still_stops_the_trainer_when_the_supervisor_was_killed(tmp_path, m
     wait_for(lambda: len(log_steps(out_dir)) >= 2, RUN_TIMEOUT, "two logged steps")
     sup = manifest(out_dir)["supervisor"]["pid"]
     os.kill(sup, signal.SIGKILL)
-    wait_for(lambda: status_json(run_id, env)["status"] == "lost", 30, "status lost")
+    wait_for(lambda: status_json(run_id, env)["status"] == "lost", 120, "status lost")
     assert manifest(out_dir)["status"] == "running"  # readers compute lost; they never rewrite
 
     stop = tunedeck(["stop", run_id, "--timeout", "120", "--json"], env, timeout=RUN_TIMEOUT)

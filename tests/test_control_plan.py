@@ -287,3 +287,47 @@ def test_thread_counts_share_the_cores_given_to_the_run_unless_the_user_set_them
     monkeypatch.delenv("OMP_NUM_THREADS")
     cfg = build_launch_plan({"use_cpu": True, "OMP_NUM_THREADS": 5}, config_path=tmp_path / "c.yaml")
     assert cfg.env["OMP_NUM_THREADS"] == "5"
+
+
+def test_validate_never_advises_what_launch_then_refuses(tmp_path: Path, make_demo_config) -> None:
+    _fake_checkpoint(tmp_path / "out", 2)
+    env = control_env(tmp_path / "home")
+    for overwrite in (False, True):
+        cfg = make_demo_config(tmp_path, overwrite_output_dir=overwrite)
+        val = tunedeck(["validate", str(cfg), "--json"], env, cwd=tmp_path)
+        fixes = [f.get("fix") or "" for f in json.loads(val.stdout)[0]["findings"]]
+        assert not [x for x in fixes if "overwrite_output_dir: true" in x], fixes
+        assert [x for x in fixes if "tunedeck launch --overwrite" in x], fixes
+    # ... and launch with overwrite_output_dir: true says the same thing (exit 4, run busy).
+    out = tunedeck(["launch", str(cfg)], env, cwd=tmp_path)
+    assert out.returncode == 4 and "--overwrite" in out.stderr, out.stderr
+    assert [p.name for p in (tmp_path / "out").glob("checkpoint-*")] == ["checkpoint-2"]
+
+
+def test_launch_refuses_a_missing_local_model_path_naming_key_file_and_line(tmp_path: Path,
+                                                                          make_demo_config) -> None:
+    (tmp_path / "models").mkdir()
+    cfg = make_demo_config(tmp_path, model_name_or_path="models/tiny-llama")
+    line = next(i for i, t in enumerate(cfg.read_text().splitlines(), 1) if t.startswith("model_name_or_path"))
+    out = tunedeck(["launch", str(cfg)], control_env(tmp_path / "home"), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert f"{cfg}:{line}:" in out.stderr and "model_name_or_path" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_relaunch_after_a_failed_launch_leaves_one_run_of_that_name(tmp_path: Path, make_demo_config) -> None:
+    cfg = make_demo_config(tmp_path, max_steps=3, save_steps=50)
+    env = control_env(tmp_path / "home", TUNEDECK_FAULT="exit@1")
+    first = tunedeck(["launch", str(cfg), "--name", "mine", "--follow"], env, cwd=tmp_path, timeout=300)
+    assert first.returncode != 0, first.stderr
+    second = tunedeck(["launch", str(cfg), "--name", "mine"], control_env(tmp_path / "home"), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    new_id = second.stdout.strip()
+    assert "is replaced by run " + new_id in second.stderr, second.stderr
+    runs = json.loads(tunedeck(["runs", "--json"], env).stdout)
+    assert [r["id"] for r in runs if r["name"] == "mine"] == [new_id]
+    st = tunedeck(["status", "mine", "--json"], env)
+    assert st.returncode == 0 and json.loads(st.stdout)["id"] == new_id, st.stderr
+    stop = tunedeck(["stop", "mine", "--json"], env, timeout=300)
+    assert json.loads(stop.stdout)["status"] in ("stopped", "finished"), stop.stdout

@@ -219,6 +219,27 @@ def test_a_step_logged_twice_counts_once_and_the_later_line_wins(tmp_path: Path)
     assert list(cold.steps("loss")) == list(range(1, 13)) and cold.values("loss")[6] == 0.5
 
 
+def test_watch_once_draws_a_step_logged_twice_once(tmp_path: Path) -> None:
+    # LLaMA-Factory's auto-resume after a crash at step 7 (checkpoint-6) logs step 7 again;
+    # `watch --once` draws one curve column per step (12 steps, not 13 points).
+    import subprocess
+    import sys
+
+    from tests.control_helpers import control_env
+
+    out = tmp_path / "lf-run"
+    out.mkdir()
+    lines = [rec(s, loss=3.0 - s / 10) for s in range(1, 8)] + [rec(s, loss=3.0 - s / 10) for s in range(7, 13)]
+    (out / "trainer_log.jsonl").write_text("".join(line(r) for r in lines))
+    w = subprocess.run([sys.executable, "-m", "tunedeck.runner.cli", "watch", "--once", "--all", "--root",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120,
+                       env={**control_env(tmp_path / "home"), "COLUMNS": "200", "TUNEDECK_FAKE_NVML": "none"})
+    assert w.returncode == 0, w.stderr
+    row = next(t for t in w.stdout.splitlines() if "lf-run" in t)
+    curve = max(row.split(), key=lambda word: sum(ch in "▁▂▃▄▅▆▇█" for ch in word))
+    assert len(curve) == 12, row
+
+
 def test_nan_loss_is_kept_but_skipped_by_min_and_downsample() -> None:
     h = MetricHistory()
     h.extend([rec(1, loss=float("nan")), rec(2, loss=3.0), rec(3, loss=1.0), rec(4, loss=math.inf)])

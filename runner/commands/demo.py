@@ -162,10 +162,12 @@ def summarize(run_dir: Path, seconds: float) -> tuple[list[str], dict[str, Any]]
 def run(args: argparse.Namespace) -> int:
     from tunedeck.runner.control.follow import follow, outcome_exit_code
     from tunedeck.runner.control.launch import LaunchOptions, launch
+    from tunedeck.runner.control.requirements import require_training_stack
     from tunedeck.runner.errors import ConfigError
 
     if args.max_steps is not None and args.max_steps < 1:
         raise ConfigError("--max-steps must be at least 1", file="command line")
+    require_training_stack("run the demo")
     t0 = time.monotonic()
     home = demo_home(args.dir)
 

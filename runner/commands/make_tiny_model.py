@@ -26,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--hidden must be a multiple of 4 and at least 16", file="command line")
     if args.layers < 1:
         raise ConfigError("--layers must be at least 1", file="command line")
+    from tunedeck.runner.control.requirements import require_training_stack
+
+    require_training_stack("build the tiny model")
     # The training stack is imported only now that the command really runs.
     from tunedeck.runner.train.tiny import build_tiny_model, read_build_info
 

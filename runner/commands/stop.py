@@ -29,10 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tunedeck.runner.control.stop import stop_run
-    from tunedeck.runner.rundir.runs import resolve_run
+    from tunedeck.runner.rundir.protocol import ACTIVE_STATUSES, RunStatus
+    from tunedeck.runner.rundir.runs import computed_status, raw_manifest, resolve_run
 
     run_dir = resolve_run(args.run, args.root)
-    if not args.no_wait:
+    # Promise a wait only to a run that is running (stop_run says why it is not, at once).
+    live = computed_status(raw_manifest(run_dir) or {}) in (*ACTIVE_STATUSES, RunStatus.LOST)
+    if not args.no_wait and live:
         print(f"stopping {run_dir} (up to {args.timeout:.0f}s for a checkpoint)...", file=sys.stderr, flush=True)
     res = stop_run(run_dir, timeout=args.timeout, wait=not args.no_wait)
     if args.json:

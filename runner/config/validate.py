@@ -876,6 +876,15 @@ def _looks_like_hub_id(s: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", s)) and not s.startswith((".", "~"))
 
 
+def _looks_local(ctx: _Ctx, value: str) -> bool:
+    """A path the user meant on this disk: ``./x``, ``/x``, ``~/x``, or ``models/x`` where a
+    folder ``models`` exists beside the config (or the working directory)."""
+    if value.startswith((".", "/", "~")):
+        return True
+    first = Path(value).parts[0] if Path(value).parts else ""
+    return bool(first) and "/" in value and any((b / first).is_dir() for b in ctx.bases)
+
+
 def _hf_cache_has(repo: str) -> bool:
     home = os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
@@ -889,6 +898,18 @@ def _file_model(ctx: _Ctx) -> None:
     path, cands = ctx.resolve(value)
     offline = (ctx.env_value("HF_HUB_OFFLINE") or "").strip().lower() in ("1", "true", "yes", "on")
     if path is None:
+        nested = value.count("/") > 1 and not _looks_local(ctx, value)  # a/b/c is no hub id either
+        if _looks_local(ctx, value) or nested:
+            # The hub would answer "Repo id must be in the form ..." seconds into the run, so
+            # launch refuses it (LAUNCH_BLOCKING); a config written for another machine still
+            # validates here.
+            ctx.add("warning", "model-path-missing", "model_name_or_path",
+                    f"model folder {value} does not exist on this machine (looked in "
+                    f"{', '.join(str(c) for c in cands)})" + (", and it is not a hub id (org/name)" if nested else "")
+                    + "; `tunedeck launch` refuses it here",
+                    "fix the path (relative paths are read from the config's folder, then the "
+                    "working directory)")
+            return
         if _looks_like_hub_id(value) and not Path(value).is_absolute():
             if _hf_cache_has(value):
                 return
@@ -901,8 +922,10 @@ def _file_model(ctx: _Ctx) -> None:
                 ctx.add("warning", "model-download", "model_name_or_path", msg + " unless HF_HUB_OFFLINE is set",
                         "download it once and point at the local folder")
             return
-        ctx.add("warning", "model-missing", "model_name_or_path", f"model folder {value} does not exist on this machine",
-                "fix the path before launching here")
+        # A bare name: a legacy hub model (gpt2) or a folder on another machine.
+        ctx.add("warning", "model-missing", "model_name_or_path",
+                f"{value} is neither a folder on this machine nor cached from the hub",
+                "fix the path, or check the hub name")
         return
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -950,7 +973,10 @@ def _file_adapters(ctx: _Ctx) -> None:
         if isinstance(val, str) and val and not _looks_like_hub_id(val):
             path, _ = ctx.resolve(val)
             if path is None:
-                ctx.add("warning", "model-missing", key, f"{val} does not exist on this machine")
+                local = _looks_local(ctx, val)
+                ctx.add("warning", "model-path-missing" if local else "model-missing", key,
+                        f"{val} does not exist on this machine"
+                        + ("; `tunedeck launch` refuses it here" if local else ""))
 
 
 def _file_datasets(ctx: _Ctx) -> None:
@@ -964,9 +990,11 @@ def _file_datasets(ctx: _Ctx) -> None:
     directory, cands = dsc.resolve_dir(ddir, ctx.bases)
     key = ctx.first_set("dataset_dir", "dataset")
     if directory is None:
-        ctx.add("warning", "dataset-dir-missing", key,
+        local = _looks_local(ctx, ddir)
+        ctx.add("warning", "dataset-dir-path-missing" if local else "dataset-dir-missing", key,
                 f"dataset folder {ddir} does not exist on this machine (looked in {', '.join(str(c) for c in cands)}), "
-                "so the datasets cannot be checked", "fix dataset_dir before launching here")
+                "so the datasets cannot be checked" + ("; `tunedeck launch` refuses it here" if local else ""),
+                "fix dataset_dir before launching here")
         return
     info, issues = dsc.load_dataset_info(directory)
     for i in issues:
@@ -1030,8 +1058,13 @@ def _file_checkpoints(ctx: _Ctx) -> None:
         return
     if ctx.on("overwrite_output_dir"):
         if ckpts:
-            ctx.add("advice", "overwrite-checkpoints", "overwrite_output_dir",
-                    f"output_dir holds {len(ckpts)} checkpoint(s); this run starts from scratch and ignores them")
+            # `tunedeck launch` refuses this (run busy, exit 4): starting over would mix a new
+            # run's checkpoints into the old ones. Say what launch will accept.
+            ctx.add("warning", "overwrite-checkpoints", "overwrite_output_dir",
+                    f"output_dir holds {len(ckpts)} checkpoint(s) and overwrite_output_dir is true: "
+                    "`tunedeck launch` refuses to start over them",
+                    f"`tunedeck launch --overwrite` deletes them and starts from step 0; or pick a new "
+                    f"output_dir; or set overwrite_output_dir: false to resume from {ckpts[-1].path.name}")
         return
     if ckpts:
         newest = ckpts[-1]
@@ -1044,13 +1077,18 @@ def _file_checkpoints(ctx: _Ctx) -> None:
             if any((out / f).exists() for f in WEIGHT_FILES):
                 msg += " although the final weights are there (the run looks finished, so it may stop at once)"
             ctx.add("warning", "will-resume", "output_dir", msg,
-                    "set overwrite_output_dir: true or pick a new output_dir to start fresh")
+                    "to start fresh: `tunedeck launch --overwrite` (deletes the old checkpoints) "
+                    "or pick a new output_dir")
         return
     if any((out / f).exists() for f in WEIGHT_FILES):
         ctx.add("error", "output-dir-not-empty", "output_dir",
                 "already holds model weights but no checkpoint, so the run can neither resume nor start clean",
                 "set overwrite_output_dir: true or pick a new output_dir")
 
+
+# Warnings in `validate` (a config may be meant for another machine) that `tunedeck launch`
+# treats as errors: on this machine the run would fail seconds after starting.
+LAUNCH_BLOCKING = frozenset({"model-path-missing", "dataset-dir-path-missing"})
 
 _FILE_RULES: tuple[Callable[[_Ctx], None], ...] = (
     _file_model, _file_adapters, _file_datasets, _file_template, _file_checkpoints,

@@ -677,17 +677,19 @@ def supervisor_env(plan: LaunchPlan, secrets: Mapping[str, Any], run_id: str) ->
 def _validate(doc: Any) -> list[str]:
     """Run the config validator: raise ConfigError on the first error (nothing is
     launched), return the warnings as printable lines."""
-    from tunedeck.runner.config.validate import validate_doc
+    from tunedeck.runner.config.validate import LAUNCH_BLOCKING, validate_doc
 
     findings = list(validate_doc(doc))
-    errors = [f for f in findings if f.severity == "error"]
+    # A missing local path only warns in `validate` (the config may be for another box);
+    # launching here, it is an error before anything starts.
+    errors = [f for f in findings if f.severity == "error" or f.code in LAUNCH_BLOCKING]
     if errors:
         first = errors[0]
         more = (f" (and {len(errors) - 1} more error(s): `tunedeck validate` lists them all)"
                 if len(errors) > 1 else "")
         raise ConfigError(first.message + more, file=first.file or doc.source, line=first.line,
                           column=first.column, key=first.key, hint=first.fix)
-    return [f.format() for f in findings if f.severity == "warning"]
+    return [f.format() for f in findings if f.severity == "warning" and f.code not in LAUNCH_BLOCKING]
 
 
 def resolve_output_dir(values: Mapping[str, Any], cwd: Path, source: str) -> Path:
@@ -717,6 +719,7 @@ def launch(
     """
     from tunedeck.runner.config.yamlio import ConfigDoc
     from tunedeck.runner.control.lock import acquire
+    from tunedeck.runner.control.requirements import require_training_stack
     from tunedeck.runner.control.secrets import redact_env, redact_values
     from tunedeck.runner.fsutil import ensure_dir
     from tunedeck.runner.rundir import registry
@@ -727,6 +730,8 @@ def launch(
     say = warn or (lambda _t: None)
     cwd_p = Path(cwd) if cwd is not None else Path.cwd()
     doc = ConfigDoc.load(config_path, overrides)
+    # Before anything is written: no run directory, manifest or registry entry.
+    require_training_stack("launch", str(doc.values().get("stage") or ""))
     warnings = _validate(doc)
     for w in warnings:
         say(w)
@@ -813,7 +818,18 @@ def launch(
         m.cwd = str(cwd_p)
         m.launch_options = {**opts.plan_kwargs(), "cpu": plan.cpu}
         m.write(run_dir)
+        if old is not None and old.id != run_id:
+            # The previous run's manifest is replaced: its registry entry would be a second
+            # run of the same name pointing at this directory (and make the name ambiguous).
+            registry.unregister(old.id)
+            say(f"note: run {old.id} ({old.status.value}) in {run_dir} is replaced by run {run_id}")
         registry.register(run_id, name, run_dir)
+        twins = [e for e in registry.entries() if e.name == name and e.id != run_id
+                 and e.run_dir.resolve() != run_dir.resolve()]
+        if twins:
+            say(f"note: {len(twins) + 1} runs are named {name!r} (also "
+                + ", ".join(f"{e.id} in {e.run_dir}" for e in twins[:3])
+                + f"); refer to this one by its id {run_id}")
 
         pid = start_supervisor(run_dir, lock.fd, supervisor_env(plan, secrets, run_id), cwd_p, m)
     finally:

@@ -75,32 +75,77 @@ def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
     return ck
 
 
-def end_of_training_warning(ck: Path, values: dict[str, Any]) -> str | None:
-    """A warning when the checkpoint already reached the end the config asks for."""
+@dataclass(frozen=True)
+class ResumeEnd:
+    """A checkpoint that already reached the end the config asks for: a resume trains nothing."""
+
+    checkpoint_step: int
+    key: str                      # "max_steps" or "num_train_epochs": the key to raise
+    message: str                  # "checkpoint-300 is already at max_steps 300"
+    patch: dict[str, Any]         # a value of ``key`` that would train further
+
+
+def resume_end(step: int | None, epoch: float | None, values: dict[str, Any] | Any,
+               total_steps: int | None = None) -> ResumeEnd | None:
+    """Whether resuming at ``step`` (``epoch``) would train nothing under ``values``.
+
+    The one rule shared by ``tunedeck resume``'s warning, triage's "a resume would do
+    nothing", the TUI's resume dialog and the trainer itself (which then does zero steps
+    instead of transformers' one extra step). ``max_steps > 0`` wins over epochs, as in
+    transformers; ``total_steps`` (from the log) also counts as the end of the epochs.
+    """
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return None
+    raw_max = values.get("max_steps")
+    try:
+        max_steps = int(raw_max) if raw_max is not None else -1
+    except (TypeError, ValueError):
+        max_steps = -1
+    if max_steps > 0:
+        if step >= max_steps:
+            return ResumeEnd(step, "max_steps",
+                             f"checkpoint-{step} is already at max_steps {max_steps}",
+                             {"max_steps": step + max_steps})
+        return None
+    try:
+        epochs = float(values.get("num_train_epochs", 3.0))
+    except (TypeError, ValueError):
+        return None
+    done_epochs = isinstance(epoch, (int, float)) and math.isfinite(epoch) and epoch >= epochs - 1e-6
+    if done_epochs or (total_steps and step >= total_steps):
+        return ResumeEnd(step, "num_train_epochs",
+                         f"checkpoint-{step} already finished all {epochs:g} epochs",
+                         {"num_train_epochs": float(math.floor(max(epochs, float(epoch or 0))) + 1)})
+    return None
+
+
+def checkpoint_state(ck: Path) -> tuple[int | None, float | None]:
+    """``(global_step, epoch)`` from a checkpoint's trainer_state.json (None where unreadable)."""
     try:
         state = json.loads((ck / TRAINER_STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return None, None
     if not isinstance(state, dict):
+        return None, None
+    step, epoch = state.get("global_step"), state.get("epoch")
+    return (step if isinstance(step, int) else None,
+            float(epoch) if isinstance(epoch, (int, float)) else None)
+
+
+def checkpoint_resume_end(ck: Path, values: dict[str, Any] | Any) -> ResumeEnd | None:
+    """:func:`resume_end` for a checkpoint directory."""
+    step, epoch = checkpoint_state(ck)
+    return resume_end(step, epoch, values)
+
+
+def end_of_training_warning(ck: Path, values: dict[str, Any]) -> str | None:
+    """A warning when the checkpoint already reached the end the config asks for."""
+    end = checkpoint_resume_end(ck, values)
+    if end is None:
         return None
-    step = state.get("global_step")
-    epoch = state.get("epoch")
-    max_steps = values.get("max_steps")
-    if isinstance(max_steps, int) and max_steps > 0 and isinstance(step, int):
-        if step >= max_steps:
-            return (f"{ck.name} is at step {step} and max_steps is {max_steps}: the resumed run will end "
-                    f"at once; raise max_steps (e.g. max_steps={max_steps * 2}) to train further")
-        return None
-    epochs = values.get("num_train_epochs", 3.0)
-    try:
-        epochs_f = float(epochs)
-    except (TypeError, ValueError):
-        return None
-    if isinstance(epoch, (int, float)) and math.isfinite(epoch) and epoch >= epochs_f - 1e-6:
-        return (f"{ck.name} has finished epoch {epoch:g} and num_train_epochs is {epochs_f:g}: the resumed "
-                f"run will end at once; raise num_train_epochs (e.g. num_train_epochs={int(epochs_f) + 1}) "
-                "to train further")
-    return None
+    (key, value), = end.patch.items()
+    return (f"a resume would do nothing: {end.message}; the resumed run will train 0 steps. "
+            f"Raise {key} (e.g. {key}={value:g}) to train further")
 
 
 def resume(
@@ -123,6 +168,7 @@ def resume(
         write_plan_files,
     )
     from tunedeck.runner.control.lock import acquire
+    from tunedeck.runner.control.requirements import require_training_stack
     from tunedeck.runner.control.secrets import REDACTED, is_secret_key, redact_values
     from tunedeck.runner.fsutil import atomic_write_text
     from tunedeck.runner.rundir.manifest import Attempt, read_manifest
@@ -130,6 +176,8 @@ def resume(
 
     say = warn or (lambda _t: None)
     run = Path(run_dir)
+    # Before anything changes: a resume that cannot start must leave a finished run finished.
+    require_training_stack("resume")
     m = read_manifest(run)
     if m is None:
         raise TunedeckError(

@@ -1,4 +1,4 @@
-"""The run-directory protocol (see ../shared/DESIGN.md): file names, statuses, exit codes.
+"""The run-directory protocol (docs/protocol.md): file names, statuses, exit codes.
 
 This module is imported by the trainer (inside ``accelerate launch``), by the
 supervisor, by the CLI and by the TUI; it must stay dependency-free.

@@ -75,6 +75,13 @@ def register(run_id: str, name: str, run_dir: str | Path) -> None:
         )
 
 
+def unregister(run_id: str) -> None:
+    """Drop ``run_id`` from the index (its directory now belongs to another run). Never raises."""
+    if is_safe_id(run_id):
+        with contextlib.suppress(OSError):
+            (runs_dir() / f"{run_id}.json").unlink()
+
+
 def _parse(path: Path) -> RegistryEntry | None:
     try:
         data = json.loads(path.read_bytes())

@@ -408,7 +408,9 @@ def resolve_run(ref: str, root: str | os.PathLike[str] | None = None) -> Path:
     by_prefix = [x for x in known if x.id.startswith(ref)] if registry.is_safe_id(ref) else []
     if len(by_prefix) == 1:
         return by_prefix[0].run_dir
-    by_name = [x for x in known if x.name == ref]
+    # Entries pointing at one directory are one run (a registry written before a relaunch
+    # replaced the directory's manifest can hold both ids).
+    by_name = list({x.run_dir.resolve(): x for x in known if x.name == ref}.values())
     if len(by_name) == 1:
         return by_name[0].run_dir
     if len(by_name) > 1 or len(by_prefix) > 1:

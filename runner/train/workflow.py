@@ -392,6 +392,20 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
         trainer.save_metrics("eval", metrics)
         return Outcome.make("finished", trainer.state.global_step, "evaluation finished")
 
+    if resume:
+        from tunedeck.runner.control.resume import checkpoint_resume_end
+
+        end = checkpoint_resume_end(Path(resume), {"max_steps": args.max_steps,
+                                                   "num_train_epochs": args.num_train_epochs})
+        if end is not None:
+            # transformers would restore the step and still run one more before it checks
+            # max_steps (checkpoint-300 -> checkpoint-301); the shared rule says the end is
+            # reached, so nothing is trained and nothing is written.
+            ctx.step = end.checkpoint_step
+            callbacks[0].close()
+            msg = f"a resume would do nothing: {end.message}; trained 0 steps"
+            say(ctx, msg)
+            return Outcome.make("finished", end.checkpoint_step, msg, Path(resume).name)
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     finally:
