@@ -552,8 +552,12 @@ class EditorScreen(RegistryScreen[None]):
         # Tab scrolls the focused control into view, but its name, help and advice sit
         # above it: bring the whole field into view (the control wins if both can't fit).
         f = self._field_of(event.widget)
+        for other in self.fields.values():
+            if other.current and other is not f:
+                other.set_current(False)
         if f is None:
             return
+        f.set_current(True)
         if self.compact:
             for other in self.fields.values():
                 if other.detail and other is not f:

@@ -60,6 +60,8 @@ class FieldHeader(Static):
         p = f.param
         t = Text()
         name_style = "bold reverse" if f.error else "bold underline" if f.is_set else "bold"
+        # The focused field is marked in a character, not only a colour (NO_COLOR).
+        t.append("▶ " if f.current else "", style="bold")
         t.append(p.name, style=name_style)
         meta = "choice" if p.type == "enum" else p.type
         default = value_to_text(p.default) if p.default is not None else "unset"
@@ -95,6 +97,7 @@ class ParamField:
         self.error: str | None = None
         self.kind = control_kind(param)
         self.detail = True  # show help and advice (the editor folds them on short terminals)
+        self.current = False  # has the focus: the header marks it
         self.header = FieldHeader(self)
         self.switch_word: Static | None = None
         self.control = self._make_control()
@@ -152,6 +155,12 @@ class ParamField:
         self.control.set_class(message is not None, "-invalid")
         if self.header.is_mounted:
             self.header.refresh_text()
+
+    def set_current(self, current: bool) -> None:
+        if current != self.current:
+            self.current = current
+            if self.header.is_mounted:
+                self.header.refresh_text()
 
     def set_detail(self, detail: bool) -> None:
         if detail != self.detail:
