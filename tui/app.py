@@ -251,43 +251,67 @@ class TunedeckApp(App[int]):
         """The dashboard plots another metric: sample its series now."""
         self.shown_metric = metric
         if self._polls_started and self.selected_run_dir is not None:
-            self._poll_detail(reschedule=False)
+            self._poll_detail_now()
 
     def select_run(self, run_dir: Path | None) -> None:
         changed = run_dir != self.selected_run_dir
         self.selected_run_dir = run_dir
         if changed and self._polls_started:
-            self._poll_detail(reschedule=False)
+            self._poll_detail_now()
 
-    def _poll_detail(self, reschedule: bool = True) -> None:
+    # The selected run is sampled by one chain of polls: at most one sample in flight, and
+    # each answer schedules the next. A request for a sample now (another run selected,
+    # another metric) never starts a second sampler beside it (the incremental readers are
+    # not shared between threads, and two answers in the queue coalesce into one: the
+    # chain's own answer could be dropped and the panel froze, e.g. after a resume).
+    _detail_busy = False
+    _detail_again = False
+    _detail_timer: Any = None
+
+    def _poll_detail_now(self) -> None:
+        if self._detail_busy:
+            self._detail_again = True  # the answer in flight schedules the next poll at once
+            return
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+        self._poll_detail()
+
+    def _poll_detail(self) -> None:
+        self._detail_timer = None
+        if self._detail_busy:
+            self._detail_again = True
+            return
         run_dir = self.selected_run_dir
         if run_dir is None:
-            if reschedule:
-                self.set_timer(DETAIL_INTERVAL, self._poll_detail, name="detail-poll")
+            self._detail_timer = self.set_timer(DETAIL_INTERVAL, self._poll_detail, name="detail-poll")
             return
         run = next((r for r in (self.runs_view.runs if self.runs_view else ()) if Path(r.run_dir) == run_dir), None)
         gpus = self.gpu_view.snapshot if self.gpu_view else None
         metric = self.shown_metric
-        self.run_worker(lambda: self._sample_detail(run_dir, run, gpus, reschedule, metric), thread=True,
-                        group="detail", exclusive=not reschedule, exit_on_error=False,
-                        name="detail-sampler")
+        self._detail_busy = True
+        self._detail_again = False
+        self.run_worker(lambda: self._sample_detail(run_dir, run, gpus, metric), thread=True,
+                        group="detail", exit_on_error=False, name="detail-sampler")
 
-    def _sample_detail(self, run_dir: Path, run: Any, gpus: Any, reschedule: bool, metric: str) -> None:
+    def _sample_detail(self, run_dir: Path, run: Any, gpus: Any, metric: str) -> None:
         try:
             self._detail_sampler.forget({run_dir})
             detail = self._detail_sampler.sample(run_dir, run, gpus, metric=metric)
         except Exception as exc:  # noqa: BLE001
             detail = data.RunDetail(run_dir, run, {}, (f"cannot read run: {exc}",), (), ())
-        self.post_message(RunDetailSampled(detail, reschedule))
+        self.post_message(RunDetailSampled(detail))
 
     @on(RunDetailSampled)
     def _detail_sampled(self, message: RunDetailSampled) -> None:
+        self._detail_busy = False
         dash = self.dashboard
         if dash is not None and dash.is_mounted:
             with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
                 dash.apply_detail(message.detail)
-        if message.reschedule:
-            self.set_timer(DETAIL_INTERVAL, self._poll_detail, name="detail-poll")
+        if self._detail_again:
+            self.call_later(self._poll_detail)
+        else:
+            self._detail_timer = self.set_timer(DETAIL_INTERVAL, self._poll_detail, name="detail-poll")
 
     async def sample_once(self) -> None:
         """Sample GPUs, runs and the selected run once, off the UI thread, and show them.

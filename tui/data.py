@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -231,8 +232,15 @@ class RunDetailSampler:
         self._histories: dict[Path, Any] = {}
         self._ckpt: dict[Path, Any] = {}
         self._series: dict[tuple[Path, str], tuple[int, int, float | None, tuple[float, ...]]] = {}
+        # The readers keep byte offsets: two threads polling one would read a chunk twice.
+        # The app has one sample in flight; the lock covers a test's sample_once beside it.
+        self._lock = threading.Lock()
 
     def forget(self, keep: set[Path]) -> None:
+        with self._lock:
+            self._forget(keep)
+
+    def _forget(self, keep: set[Path]) -> None:
         for d in list(self._histories):
             if d not in keep:
                 self._histories.pop(d, None)
@@ -273,6 +281,11 @@ class RunDetailSampler:
 
     def sample(self, run_dir: Path, run: Any | None, gpus: Any | None = None,
                tail_lines: int = 60, metric: str = "loss") -> RunDetail:
+        with self._lock:
+            return self._sample(run_dir, run, gpus, tail_lines, metric)
+
+    def _sample(self, run_dir: Path, run: Any | None, gpus: Any | None,
+                tail_lines: int, metric: str) -> RunDetail:
         from tunedeck.runner.rundir import logs
 
         follower = self.history(run_dir)

@@ -36,14 +36,13 @@ class RunsSampled(_Sample):
         self.view = view
 
 
-class RunDetailSampled(_Sample):
-    def __init__(self, detail: RunDetail, reschedule: bool = True) -> None:
+class RunDetailSampled(Message, bubble=False):
+    """The selected run's sample. Never coalesced: each one carries the poll chain on
+    (the app has one sample in flight at a time, so they never pile up)."""
+
+    def __init__(self, detail: RunDetail) -> None:
         super().__init__()
         self.detail = detail
-        self.reschedule = reschedule  # False: a one-off sample after a selection change
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, RunDetailSampled) and message.detail.run_dir == self.detail.run_dir
 
 
 class EditorAnalysed(_Sample):

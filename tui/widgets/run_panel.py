@@ -155,7 +155,11 @@ class RunPanel(Vertical):
     def show(self, detail: RunDetail | None, *, force: bool = False) -> None:
         if not force and detail is not None and self.detail is not None and self._body_ready and \
                 _same(detail, self.detail):
-            return  # nothing new: no repaint (the idle dashboard stays cheap)
+            # Nothing new to read: only the checkpoints' ages move on ("12s ago" must not
+            # freeze); _put repaints only when their text changed.
+            self.detail = detail
+            self._put(self.query_one("#run-checkpoints", Static), self._checkpoints(detail), False)
+            return
         self.detail = detail
         var = self.app.theme_variables
         header = self.query_one("#run-header", Static)
