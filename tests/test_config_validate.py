@@ -329,7 +329,9 @@ def test_following_the_guide_silences_its_advice(tmp_path: Path) -> None:
                                        "plot_loss": True, "warmup_steps": 100, "max_grad_norm": 1.0,
                                        "weight_decay": 0.01, "val_size": 0.1, "eval_strategy": "steps",
                                        "save_total_limit": 3, "bf16": True, "flash_attn": "fa2",
-                                       "pure_bf16": True, "enable_liger_kernel": True})
+                                       "pure_bf16": True, "enable_liger_kernel": True,
+                                       # written out, a deliberate difference from LLaMA-Factory is not advised on
+                                       "include_num_input_tokens_seen": "non_padding"})
     assert [f.format() for f in findings] == []
 
 

@@ -1186,7 +1186,19 @@ def _advice(ctx: _Ctx) -> None:
                 "set output_dir to a folder for this run")
 
 
-_ADVICE_RULES: tuple[Callable[[_Ctx], None], ...] = (_advice,)
+def _lf_differences(ctx: _Ctx) -> None:
+    """Where tunedeck's default deliberately differs from LLaMA-Factory's and the config
+    leaves the key unset: say so, so a LLaMA-Factory config holds no surprise."""
+    if not ctx.on("do_train"):
+        return
+    for key, p in PARAMS.items():
+        if p.differs and key not in ctx.given and key not in ctx.bad:
+            ctx.add("advice", "lf-default", key,
+                    f"unset: tunedeck uses {_show(p.default)} where LLaMA-Factory uses {_show(p.lf_default)}, "
+                    f"because {p.differs}", f"set {key}: {_show(p.lf_default)} to train as LLaMA-Factory does")
+
+
+_ADVICE_RULES: tuple[Callable[[_Ctx], None], ...] = (_advice, _lf_differences)
 
 
 def summarize(findings: Iterable[Finding]) -> dict[str, int]:

@@ -321,6 +321,9 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
             "updated_at": log_mtime,
         }
 
+    results = _train_results(run)
+    if results:
+        snap_kw["extra"] = {**snap_kw.get("extra", {}), **results}
     eta = parse_duration(last.get("remaining_time"))
     if eta is not None and age is not None and status in ACTIVE_STATUSES:
         eta = max(0.0, eta - age)
@@ -346,6 +349,27 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
         last_log_age_s=age,
         **snap_kw,
     )
+
+
+_RESULT_KEYS = ("train_loss", "train_runtime", "train_samples_per_second", "train_steps_per_second",
+                "train_tokens_per_second", "num_input_tokens_seen")
+
+
+def _train_results(run: Path) -> dict[str, Any]:
+    """The final whole-run figures of ``train_results.json`` (tunedeck's, LLaMA-Factory's and
+    transformers' name), with tunedeck's per-attempt figures as ``attempt_results``."""
+    try:
+        with open(run / "train_results.json", "rb") as fh:
+            data = json.loads(fh.read())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, Any] = {k: data[k] for k in _RESULT_KEYS if isinstance(data.get(k), (int, float))}
+    attempts = data.get("attempts")
+    if isinstance(attempts, list):
+        out["attempt_results"] = [a for a in attempts if isinstance(a, dict)]
+    return out
 
 
 # ----------------------------------------------------------------------------

@@ -19,97 +19,6 @@ from typing import Any
 
 from tunedeck.runner.train.outcome import ConfigProblem
 
-# LLaMA-Factory's defaults for the keys the runner itself reads (hparams/*.py). Used
-# for anything ``tunedeck.runner.config.schema.apply_defaults`` did not fill.
-RUNNER_DEFAULTS: dict[str, Any] = {
-    # model
-    "adapter_name_or_path": None,
-    "cache_dir": None,
-    "model_revision": "main",
-    "trust_remote_code": False,
-    "use_fast_tokenizer": True,
-    "resize_vocab": False,
-    "flash_attn": "auto",
-    "rope_scaling": None,
-    "enable_liger_kernel": False,
-    "use_unsloth": False,
-    "disable_gradient_checkpointing": False,
-    "upcast_layernorm": False,
-    "train_from_scratch": False,
-    "quantization_bit": None,
-    "quantization_method": "bnb",
-    "quantization_type": "nf4",
-    "double_quantization": True,
-    # method
-    "stage": "sft",
-    "finetuning_type": "lora",
-    "pure_bf16": False,
-    "plot_loss": False,
-    "overwrite_output_dir": False,
-    "create_new_adapter": False,
-    # lora
-    "lora_rank": 8,
-    "lora_alpha": None,
-    "lora_dropout": 0.0,
-    "lora_target": "all",
-    "additional_target": None,
-    "use_rslora": False,
-    "use_dora": False,
-    "pissa_init": False,
-    "loraplus_lr_ratio": None,
-    # freeze
-    "freeze_trainable_layers": 2,
-    "freeze_trainable_modules": "all",
-    "freeze_extra_modules": None,
-    # optimizers
-    "use_galore": False,
-    "galore_target": "all",
-    "galore_rank": 16,
-    "galore_update_interval": 200,
-    "galore_scale": 2.0,
-    "galore_proj_type": "std",
-    "galore_layerwise": False,
-    "use_apollo": False,
-    "apollo_target": "all",
-    "apollo_rank": 16,
-    "apollo_update_interval": 200,
-    "apollo_scale": 32.0,
-    "apollo_proj": "random",
-    "apollo_proj_type": "std",
-    "apollo_scale_type": "channel",
-    "apollo_layerwise": False,
-    "apollo_scale_front": False,
-    "use_badam": False,
-    "badam_mode": "layer",
-    "badam_start_block": None,
-    "badam_switch_mode": "ascending",
-    "badam_switch_interval": 50,
-    "badam_update_ratio": 0.05,
-    "badam_mask_mode": "adjacent",
-    "badam_verbose": 0,
-    # preference stages
-    "pref_beta": 0.1,
-    "pref_ftx": 0.0,
-    "pref_loss": "sigmoid",
-    "dpo_label_smoothing": 0.0,
-    "simpo_gamma": 0.5,
-    "kto_chosen_weight": 1.0,
-    "kto_rejected_weight": 1.0,
-    "ref_model": None,
-    # experiment tracking
-    "use_swanlab": False,
-    "swanlab_project": "llamafactory",
-    "swanlab_workspace": None,
-    "swanlab_run_name": None,
-    "swanlab_mode": "cloud",
-    "swanlab_api_key": None,
-    "swanlab_logdir": None,
-    # data (read by the runner as well as by tunedeck.runner.data)
-    "cutoff_len": 2048,
-    "packing": None,
-    "neat_packing": False,
-}
-
 # LLaMA-Factory keys that are not TrainingArguments fields but that LF examples
 # commonly carry; handled above or deliberately ignored with a note in the log.
 IGNORED_TRAINING_KEYS = {"save_safetensors": "always on in transformers 5 (not a TrainingArguments field any more)"}
@@ -126,35 +35,39 @@ def split_list(value: Any) -> list[str]:
     return [str(value)]
 
 
-def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The schema's defaults (when the schema provides ``apply_defaults``), then ours."""
-    out = dict(values)
-    try:
-        from tunedeck.runner.config import schema
+def tokens_seen_mode(value: Any) -> str:
+    """``include_num_input_tokens_seen`` as transformers 5 takes it: ``no``, ``all`` or
+    ``non_padding``. Unset counts real tokens (the throughput column needs them); a YAML
+    ``no``/``false`` turns counting off, ``true`` means ``all`` as in transformers."""
+    if value is None:
+        return "non_padding"
+    if isinstance(value, bool):
+        return "all" if value else "no"
+    text = str(value).strip().lower()
+    if text in ("no", "false", "off", "0", "none"):
+        return "no"
+    if text in ("yes", "true", "on", "1", "all"):
+        return "all"
+    return text
 
-        alias = getattr(schema, "alias_target", None)
-        if callable(alias):
-            for key in list(out):
-                new = alias(key)
-                if new and new not in out:
-                    out[new] = out.pop(key)
-        apply = getattr(schema, "apply_defaults", None)
-        if callable(apply):
-            applied = apply(out)
-            if isinstance(applied, Mapping):
-                out = dict(applied)
-    except ImportError:  # pragma: no cover - the schema module always exists
-        pass
-    for key, default in RUNNER_DEFAULTS.items():
-        if out.get(key) is None and default is not None:
-            out[key] = default
-        out.setdefault(key, default)
+
+def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with old key names renamed and every default filled from the schema
+    (:func:`tunedeck.runner.config.schema.apply_defaults`, the one table of defaults)."""
+    from tunedeck.runner.config import schema
+
+    out = dict(values)
+    for key in list(out):
+        new = schema.alias_target(key)
+        if new and new not in out:
+            out[new] = out.pop(key)
+    out = schema.apply_defaults(out)
+    for key, p in schema.PARAMS.items():
+        # An explicit null for a key that takes no null means "the default".
+        if out.get(key) is None and p.default is not None and p.target != "env" and not p.accepts_null:
+            out[key] = p.default
     if out.get("lora_alpha") in (None, 0):
         out["lora_alpha"] = int(out["lora_rank"]) * 2
-    if out.get("neat_packing"):
-        out["packing"] = True
-    if out.get("packing") is None:
-        out["packing"] = out.get("stage") == "pt"
     return out
 
 
@@ -375,18 +288,15 @@ def build_plan(values: Mapping[str, Any], *, training_fields: Iterable[str], cud
         resume = None
 
     training["output_dir"] = str(v["output_dir"])
-    if "remove_unused_columns" not in values:
-        training["remove_unused_columns"] = False  # our collators need every column
     if "label_names" not in values and stage in ("sft", "pt"):
         training["label_names"] = ["labels"]
-    inc = values.get("include_num_input_tokens_seen")
-    if not isinstance(inc, str) or inc in ("no", "false", "False"):
-        # Throughput in trainer_log.jsonl needs the token count; count real tokens.
-        training["include_num_input_tokens_seen"] = "non_padding"
+    training["include_num_input_tokens_seen"] = tokens_seen_mode(v.get("include_num_input_tokens_seen"))
     if v.get("disable_gradient_checkpointing"):
         training["gradient_checkpointing"] = False
     if training.get("gradient_checkpointing") and "gradient_checkpointing_kwargs" not in values:
-        training["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        # LLaMA-Factory's flavour: re-entrant unless use_reentrant_gc is false.
+        reentrant = v.get("use_reentrant_gc")
+        training["gradient_checkpointing_kwargs"] = {"use_reentrant": True if reentrant is None else bool(reentrant)}
     if v.get("enable_liger_kernel"):
         training["use_liger_kernel"] = True
     if v.get("pure_bf16"):

@@ -18,6 +18,7 @@ from typing import IO, Any
 import torch
 from transformers import TrainerCallback
 
+from tunedeck.runner.fsutil import atomic_write_bytes
 from tunedeck.runner.rundir.protocol import TRAINER_LOG
 from tunedeck.runner.train.faults import Faults
 from tunedeck.runner.train.outcome import Diverged
@@ -59,7 +60,9 @@ class TrainerLogCallback(TrainerCallback):
     percentage, elapsed_time, remaining_time, throughput, total_tokens``) plus ours
     (``grad_norm, timestamp, step_time, vram_allocated, vram_reserved``). The ETA and
     throughput use only this process's time and steps, so they are right after a resume.
-    The file is opened in append mode and flushed per record; it is never truncated here.
+    The file is opened in append mode and flushed per record. When training begins at
+    step N (a resume), records past N (written by an attempt that died after its last
+    checkpoint) are dropped in one atomic rewrite, so every step appears once, in order.
     """
 
     def __init__(self, output_dir: str | Path) -> None:
@@ -76,6 +79,8 @@ class TrainerLogCallback(TrainerCallback):
         self._t0 = self._last_t = time.time()
         self._step0 = self._last_step = state.global_step
         self._tokens0 = state.num_input_tokens_seen or 0
+        if state.is_world_process_zero:
+            trim_log(self.path, state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -128,6 +133,48 @@ class TrainerLogCallback(TrainerCallback):
             with contextlib.suppress(OSError):
                 self._fh.close()
             self._fh = None
+
+
+def trim_log(path: Path, step: int) -> bool:
+    """Drop the records of ``path`` past ``step`` (and a torn last line); True if it changed.
+
+    Everything up to the first record past ``step`` is kept byte for byte (unreadable
+    lines too: they are not ours to judge); after it, only records at or before ``step``
+    survive. The new file replaces the old one atomically, so a crash here leaves one or
+    the other, never a shortened log.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    keep: list[bytes] = []
+    past = False
+    changed = False
+    lines = data.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        rec_step = _record_step(line)
+        if rec_step is None:
+            torn = i == len(lines) - 1 and not line.endswith(b"\n")
+            if past or torn:
+                changed = True
+                continue
+            keep.append(line)
+        elif rec_step > step:
+            past = changed = True
+        else:
+            keep.append(line)
+    if changed:
+        atomic_write_bytes(path, b"".join(keep))
+    return changed
+
+
+def _record_step(line: bytes) -> int | None:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    v = rec.get("current_steps") if isinstance(rec, dict) else None
+    return v if isinstance(v, int) else None
 
 
 def _jsonable(v: Any) -> Any:

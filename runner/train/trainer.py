@@ -5,7 +5,11 @@
 - a non-finite loss is recorded for :class:`tunedeck.runner.train.callbacks.StopCallback`;
 - the tokens counted for throughput are the real (non-padding) ones, also for
   ``neat_packing`` masks that hold sub-sequence indices instead of 0/1;
-- the in-step faults of ``TUNEDECK_FAULT`` (oom, nan, enospc, slow-save).
+- the in-step faults of ``TUNEDECK_FAULT`` (oom, nan, enospc, slow-save);
+- numbers that survive a stop: a stop on a step that is not a logging step still logs
+  that step's loss; every checkpoint carries the loss not yet logged and the figures of
+  every attempt so far (:data:`PROGRESS_FILE`), so a resumed run logs the same losses as
+  an uninterrupted one and ends with whole-run ``train_loss``, runtime and throughput.
 """
 
 from __future__ import annotations
@@ -13,16 +17,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import json
 import os
 import time
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, FAULT_ENV, INCOMPLETE_MARKER
 from tunedeck.runner.train.callbacks import RunFlags
 from tunedeck.runner.train.faults import Faults
 from tunedeck.runner.train.outcome import is_disk_full
+
+
+# Written into every checkpoint: the loss accumulated since the last log (so a resume
+# continues the same averaging window) and the figures of each attempt up to that step.
+PROGRESS_FILE = "tunedeck_progress.json"
 
 
 class TunedeckTrainerMixin:
@@ -36,6 +47,133 @@ class TunedeckTrainerMixin:
         self.tunedeck_flags = flags
         self.tunedeck_faults = faults
         self.tunedeck_badam = badam
+        self.tunedeck_resume: str | None = None
+        self.tunedeck_carry: dict[str, Any] | None = None  # the resumed checkpoint's PROGRESS_FILE
+        self.tunedeck_attempt_t0 = time.time()
+        self.tunedeck_attempt_tokens0 = 0
+        self.tunedeck_stop_logged: int | None = None
+        self.add_callback(_CarryCallback(self))  # type: ignore[attr-defined]
+
+    def train(self, resume_from_checkpoint=None, *args: Any, **kwargs: Any):  # type: ignore[override]
+        self.tunedeck_resume = resume_from_checkpoint if isinstance(resume_from_checkpoint, str) else None
+        return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
+
+    # -- losses and figures across attempts -------------------------------------
+    def _tunedeck_pending_loss(self) -> float:
+        """Sum of the per-step losses since the last log (mean over ranks)."""
+        tr = getattr(self, "_tr_loss", None)
+        if not isinstance(tr, torch.Tensor):
+            return 0.0
+        from transformers.trainer_pt_utils import nested_gather
+
+        return float(nested_gather(tr.detach(), self.args.parallel_mode).mean().item())  # type: ignore[attr-defined]
+
+    def _tunedeck_restore(self) -> None:
+        """At train begin: continue the loss window of the checkpoint we resumed from."""
+        ck = self.tunedeck_resume
+        step = self.state.global_step  # type: ignore[attr-defined]
+        self.tunedeck_attempt_t0 = time.time()
+        self.tunedeck_attempt_tokens0 = int(self.state.num_input_tokens_seen or 0)  # type: ignore[attr-defined]
+        if not ck or step <= 0:
+            return
+        carry = _read_progress(os.path.join(ck, PROGRESS_FILE))
+        if carry is None or carry.get("step") != step:
+            return
+        pending = float(carry.get("pending_loss") or 0.0)
+        last = int(carry.get("last_logged_step", step))
+        tr = getattr(self, "_tr_loss", None)
+        if isinstance(tr, torch.Tensor) and 0 <= last <= step:
+            tr += pending
+            self._globalstep_last_logged = last
+        else:
+            carry = dict(carry, pending_loss=0.0, logged_loss=float(carry.get("logged_loss", 0.0)) + pending)
+        self.tunedeck_carry = carry
+
+    def _tunedeck_progress(self) -> dict[str, Any]:
+        """What :data:`PROGRESS_FILE` holds at this step (collective: every rank calls it)."""
+        step = int(self.state.global_step)  # type: ignore[attr-defined]
+        pending = self._tunedeck_pending_loss()
+        carry = self.tunedeck_carry or {}
+        offset = float(carry.get("logged_loss", 0.0))
+        logged = offset + float(getattr(self, "_total_loss_scalar", 0.0))
+        return {
+            "step": step,
+            "pending_loss": pending,
+            "last_logged_step": int(getattr(self, "_globalstep_last_logged", step)),
+            "logged_loss": logged,
+            "attempts": [*carry.get("attempts", []), self._tunedeck_attempt(step, logged + pending)],
+        }
+
+    def _tunedeck_attempt(self, step: int, loss_total: float, runtime: float | None = None) -> dict[str, Any]:
+        carry = self.tunedeck_carry or {}
+        start = _start_step(self)
+        before = float(carry.get("logged_loss", 0.0)) + float(carry.get("pending_loss", 0.0))
+        steps = max(0, step - start)
+        runtime = time.time() - self.tunedeck_attempt_t0 if runtime is None else runtime
+        args = self.args  # type: ignore[attr-defined]
+        batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+        tokens = int(self.state.num_input_tokens_seen or 0) - self.tunedeck_attempt_tokens0  # type: ignore[attr-defined]
+        out: dict[str, Any] = {
+            "start_step": start,
+            "end_step": step,
+            "train_loss": (loss_total - before) / steps if steps else None,
+            "train_runtime": round(runtime, 4),
+            "train_samples": steps * batch,
+            "train_samples_per_second": round(steps * batch / runtime, 3) if runtime > 0 else None,
+            "train_steps_per_second": round(steps / runtime, 3) if runtime > 0 else None,
+        }
+        if tokens > 0:
+            out["num_input_tokens_seen"] = tokens
+            out["train_tokens_per_second"] = round(tokens / runtime, 3) if runtime > 0 else None
+        return out
+
+    def tunedeck_run_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """``metrics`` of ``train()`` with whole-run figures: loss weighted by steps over all
+        attempts, runtime summed, throughput over the sum; ``attempts`` holds each one's."""
+        step = int(self.state.global_step)  # type: ignore[attr-defined]
+        carry = self.tunedeck_carry or {}
+        # _finalize_training has already drained the last window into _total_loss_scalar.
+        total = float(carry.get("logged_loss", 0.0)) + float(getattr(self, "_total_loss_scalar", 0.0))
+        runtime = float(metrics.get("train_runtime") or (time.time() - self.tunedeck_attempt_t0))
+        attempts = [*carry.get("attempts", []), self._tunedeck_attempt(step, total, runtime)]
+        out = dict(metrics)
+        if _start_step(self) > 0 and self.tunedeck_carry is None:
+            # Resumed from a checkpoint without our figures (LLaMA-Factory's, or older):
+            # transformers' own numbers for this attempt are all there is.
+            out["attempts"] = attempts
+            out["train_loss_covers"] = "this attempt only (the checkpoint carried no earlier figures)"
+            return out
+        all_runtime = sum(float(a.get("train_runtime") or 0.0) for a in attempts)
+        samples = sum(int(a.get("train_samples") or 0) for a in attempts)
+        steps = sum(int(a["end_step"]) - int(a["start_step"]) for a in attempts)
+        out["train_loss"] = total / step if step else out.get("train_loss")
+        out["train_runtime"] = round(all_runtime, 4)
+        if all_runtime > 0:
+            out["train_samples_per_second"] = round(samples / all_runtime, 3)
+            out["train_steps_per_second"] = round(steps / all_runtime, 3)
+            tokens = sum(int(a.get("num_input_tokens_seen") or 0) for a in attempts)
+            if tokens:
+                out["train_tokens_per_second"] = round(tokens / all_runtime, 3)
+        out["attempts"] = attempts
+        return out
+
+    def _maybe_log_save_evaluate(self, tr_loss, grad_norm, model, trial, epoch, ignore_keys_for_eval,  # type: ignore[override]
+                                 start_time, learning_rate=None):
+        flags = self.tunedeck_flags
+        step = self.state.global_step  # type: ignore[attr-defined]
+        last = getattr(self, "_globalstep_last_logged", step)
+        if (flags.stop_step == step and step > last and not self.control.should_log  # type: ignore[attr-defined]
+                and self.tunedeck_stop_logged != step):
+            # A stop between logging steps: log this step's loss (the mean since the last
+            # log) without closing the window, which the checkpoint carries to the resume.
+            self.tunedeck_stop_logged = step
+            logs: dict[str, float] = {"loss": self._tunedeck_pending_loss() / (step - last)}
+            if grad_norm is not None:
+                logs["grad_norm"] = grad_norm.item() if isinstance(grad_norm, torch.Tensor) else grad_norm
+            logs["learning_rate"] = learning_rate if learning_rate is not None else self._get_learning_rate()  # type: ignore[attr-defined]
+            self.log(logs, start_time)  # type: ignore[attr-defined]
+        return super()._maybe_log_save_evaluate(  # type: ignore[misc]
+            tr_loss, grad_norm, model, trial, epoch, ignore_keys_for_eval, start_time, learning_rate=learning_rate)
 
     # -- BAdam (LLaMA-Factory's use_badam, layer mode) ---------------------------
     def create_optimizer(self, model=None):  # type: ignore[override]
@@ -66,6 +204,20 @@ class TunedeckTrainerMixin:
         return self.optimizer
 
     # -- per micro-batch -----------------------------------------------------
+    def floating_point_ops(self, inputs):  # type: ignore[override]
+        # transformers recounts the model's parameters (a walk over every module) on each
+        # micro-batch just to add 6 x tokens x parameters to total_flos. The count does not
+        # change while training, so count once: about 4% of a small model's step on CPU.
+        model = self.model  # type: ignore[attr-defined]
+        name = getattr(model, "main_input_name", "input_ids")
+        if name not in inputs or not hasattr(model, "num_parameters"):
+            return 0
+        cached = getattr(self, "_tunedeck_nparams", None)
+        if cached is None or cached[0] is not model:
+            cached = (model, model.num_parameters(exclude_embeddings=True))
+            self._tunedeck_nparams = cached
+        return 6 * inputs[name].numel() * cached[1]
+
     def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
         step = self.state.global_step + 1  # type: ignore[attr-defined]
         faults = self.tunedeck_faults
@@ -143,9 +295,13 @@ class TunedeckTrainerMixin:
             raise
         finally:
             self.args.save_total_limit = limit  # type: ignore[attr-defined]
+        progress = self._tunedeck_progress()
         # Other ranks may still be writing their RNG state into the same directory.
         self.accelerator.wait_for_everyone()  # type: ignore[attr-defined]
         if main:
+            from tunedeck.runner.fsutil import atomic_write_json
+
+            atomic_write_json(os.path.join(ckpt, PROGRESS_FILE), progress)
             with contextlib.suppress(FileNotFoundError):
                 os.remove(marker)
             if limit:
@@ -158,6 +314,30 @@ class TunedeckTrainerMixin:
                     use_mtime=True,
                 )
         self.tunedeck_flags.last_checkpoint = name
+
+
+def _start_step(trainer: Any) -> int:
+    return int(getattr(trainer, "_initial_global_step", 0) or 0)
+
+
+def _read_progress(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("step"), int) else None
+
+
+class _CarryCallback(TrainerCallback):
+    """Hands ``on_train_begin`` to the trainer: transformers resets its loss window just
+    before it, so this is the one moment to continue the checkpoint's window."""
+
+    def __init__(self, trainer: TunedeckTrainerMixin) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._tunedeck_restore()
 
 
 def _release_partial(ckpt: str) -> None:

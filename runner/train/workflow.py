@@ -265,11 +265,16 @@ def _build_trainer(plan: RunPlan, args, model, tokenizer, bundle, flags, faults:
     return trainer
 
 
-def _finish(trainer, plan: RunPlan, train_result, ctx: _Context) -> None:
-    """Save the final model, state, metrics and the loss plot (LLaMA-Factory's outputs)."""
+def _finish(trainer, plan: RunPlan, train_result, ctx: _Context) -> dict[str, Any]:
+    """Save the final model, state, metrics and the loss plot (LLaMA-Factory's outputs);
+    returns the whole-run train metrics."""
     trainer.save_model()
-    metrics = dict(train_result.metrics)
+    # Whole-run figures (all attempts, weighted by steps) with each attempt's beside them.
+    metrics = trainer.tunedeck_run_metrics(dict(train_result.metrics))
+    attempts = metrics.pop("attempts", None)
     trainer.log_metrics("train", metrics)
+    if attempts is not None:
+        metrics["attempts"] = attempts
     trainer.save_metrics("train", metrics)
     trainer.save_state()
     if trainer.eval_dataset is not None and trainer.args.do_eval:
@@ -281,6 +286,7 @@ def _finish(trainer, plan: RunPlan, train_result, ctx: _Context) -> None:
 
         for path in plot_loss(plan.output_dir):
             say(ctx, f"saved {path}")
+    return metrics
 
 
 # The launcher keeps secrets out of the frozen config.yaml (a "***" placeholder stands
@@ -418,8 +424,7 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
         where = f"saved {ck}" if ck else "no checkpoint saved"
         return Outcome.make(flags.stop_reason, step, f"{flags.stop_reason} on request at step {step}; {where}", ck)
     signals.deferred = True
-    _finish(trainer, plan, result, ctx)
-    loss = result.metrics.get("train_loss")
+    loss = _finish(trainer, plan, result, ctx).get("train_loss")
     msg = f"finished {step} steps" + (f", mean train loss {loss:.4f}" if isinstance(loss, float) else "")
     return Outcome.make("finished", step, msg, flags.last_checkpoint)
 
