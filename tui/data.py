@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import shutil
 import time
@@ -587,13 +586,3 @@ def apply_suggestion(run_dir: Path, suggestion: Any) -> Path:
     from tunedeck.runner import triage as triage_mod
 
     return Path(triage_mod.apply_suggestion(run_dir, suggestion))
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
