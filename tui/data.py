@@ -429,11 +429,10 @@ def analyse(generation: int, text: str, path: Path | None, *, num_gpus: int | No
         return EditorAnalysis(generation, (), None, str(exc), memory_label, text, (), False)
     try:
         findings = tuple(validate.validate_doc(doc, check_files=True))
+        err: str | None = None
     except Exception as exc:  # noqa: BLE001
         findings = ()
         err = f"validator failed: {exc}"
-    else:
-        err = None
     values = doc.values()
     config_dir = path.parent if path else None
     estimate = None
