@@ -66,8 +66,10 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tunedeck {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        kwargs = {} if help_text is argparse.SUPPRESS else {"help": help_text, "description": help_text}
-        p = sub.add_parser(name, **kwargs)
+        if help_text is argparse.SUPPRESS:
+            p = sub.add_parser(name)
+        else:
+            p = sub.add_parser(name, help=help_text, description=help_text)
         if name == selected:
             mod = importlib.import_module(f"tunedeck.runner.commands.{module}")
             mod.add_arguments(p)

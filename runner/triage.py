@@ -36,6 +36,7 @@ from tunedeck.runner.estimate import (
     with_defaults,
 )
 from tunedeck.runner.fsutil import atomic_write_text, read_json
+from tunedeck.runner.rundir.health import stall_check, step_times
 from tunedeck.runner.rundir.protocol import (
     FROZEN_CONFIG,
     STDOUT_LOG,
@@ -61,8 +62,6 @@ _IGNORED_LINE = re.compile(r"^\[tunedeck\] fault injection")
 # The supervisor marks each attempt in stdout.log; only the newest attempt's lines count.
 _ATTEMPT_LINE = re.compile(r"^\[tunedeck [^\]]*\] attempt \d+: ")
 
-STALL_FACTOR = 10          # "many times the median interval between log lines"
-STALL_FLOOR_S = 120.0      # ... and never less than this
 FLAT_WINDOW = 20           # last N loss values looked at for "not converging"
 FLAT_MIN_POINTS = 8
 
@@ -216,50 +215,6 @@ def _losses(history: list[dict[str, Any]]) -> list[tuple[int, float]]:
         if isinstance(loss, (int, float)) and not isinstance(loss, bool):
             step = rec.get("current_steps", i)
             out.append((int(step) if isinstance(step, (int, float)) else i, float(loss)))
-    return out
-
-
-def _parse_hms(s: Any) -> float | None:
-    if isinstance(s, (int, float)):
-        return float(s)
-    if not isinstance(s, str):
-        return None
-    m = re.fullmatch(r"(?:(\d+) days?, )?(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)", s.strip())
-    if not m:
-        return None
-    d = int(m.group(1) or 0)
-    return d * 86400 + int(m.group(2)) * 3600 + int(m.group(3)) * 60 + float(m.group(4))
-
-
-def _log_intervals(history: list[dict[str, Any]]) -> list[float]:
-    """Seconds between consecutive log lines (from timestamps, else elapsed_time)."""
-    times: list[float] = []
-    for rec in history:
-        t = rec.get("timestamp")
-        if not isinstance(t, (int, float)):
-            t = _parse_hms(rec.get("elapsed_time"))
-        if isinstance(t, (int, float)):
-            times.append(float(t))
-    return [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
-
-
-def _step_times(history: list[dict[str, Any]]) -> list[float]:
-    """Seconds per optimizer step, in log order."""
-    out: list[float] = []
-    prev: tuple[int, float] | None = None
-    for rec in history:
-        st = rec.get("step_time")
-        if isinstance(st, (int, float)) and st > 0:
-            out.append(float(st))
-            continue
-        step = rec.get("current_steps")
-        t = rec.get("timestamp")
-        if not isinstance(t, (int, float)):
-            t = _parse_hms(rec.get("elapsed_time"))
-        if isinstance(step, (int, float)) and isinstance(t, (int, float)):
-            if prev is not None and step > prev[0] and t > prev[1]:
-                out.append((t - prev[1]) / (step - prev[0]))
-            prev = (int(step), float(t))
     return out
 
 
@@ -835,17 +790,10 @@ def _stalled(ctx: _Ctx) -> Diagnosis | None:
         cur, tot = last.get("current_steps"), last.get("total_steps")
         if not (isinstance(cur, (int, float)) and isinstance(tot, (int, float)) and cur < tot):
             return None
-    intervals = _log_intervals(inp.history)
-    if len(intervals) >= 2:
-        med = statistics.median(intervals)
-        limit = max(STALL_FACTOR * med, STALL_FLOOR_S)
-        basis = f"median interval between log lines {med:.1f} s"
-    else:
-        limit = 30 * 60.0
-        basis = "too few log lines for a median; using 30 min"
-    if inp.last_log_age_s <= limit:
+    stall = stall_check(inp.history, inp.last_log_age_s)  # THE stall rule (rundir.health)
+    if stall is None or not stall.stalled:
         return None
-    ev = [f"no new log line for {inp.last_log_age_s:.0f} s ({basis}; limit {limit:.0f} s)"]
+    ev = [stall.describe()]
     if inp.gpu_util_pct is not None:
         ev.append(f"GPU utilisation now {inp.gpu_util_pct:.0f}%")
     if status is None:
@@ -875,7 +823,7 @@ def _stalled(ctx: _Ctx) -> Diagnosis | None:
 def _slow_diag(ctx: _Ctx) -> Diagnosis | None:
     inp = ctx.inp
     ev: list[str] = []
-    st = _step_times(inp.history)
+    st = step_times(inp.history)
     if len(st) >= 8:
         q = max(2, len(st) // 4)
         early, late = statistics.median(st[:q]), statistics.median(st[-q:])

@@ -28,7 +28,7 @@ def _runner(home: Path) -> dict | None:
         data = json.loads((home / "queue" / "runner.json").read_text())
     except (OSError, ValueError):
         return None
-    from tunedeck.runner.control.procs import ref_alive
+    from tunedeck.runner.rundir.procs import ref_alive
 
     return data if ref_alive(data) else None
 

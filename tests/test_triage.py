@@ -218,7 +218,7 @@ def test_stalled_when_no_log_line_for_many_median_intervals() -> None:
     d = diagnose(make_input(status="running", history=hist, last_log_age_s=3600,
                             values={**LORA_7B, "dataloader_num_workers": 4}))
     st = first(d, "stalled")
-    assert "median interval between log lines 30.0 s" in st.evidence[0]
+    assert "median step 3.0 s x 10 steps per log line" in st.evidence[0]
     assert {"dataloader_num_workers": 0} in [s.patch for s in st.suggestions]
     fresh = diagnose(make_input(status="running", history=hist, last_log_age_s=60))
     assert "stalled" not in kinds(fresh)

@@ -12,7 +12,7 @@ parsed or names an invalid colour is skipped and reported, never a crash.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -275,9 +275,3 @@ def _parse(text: str, *, json_file: bool) -> Any:
 
     return YAML(typ="safe").load(text)
 
-
-def all_themes(extra: Iterable[Theme] = ()) -> dict[str, Theme]:
-    out = dict(BUILTIN)
-    for t in extra:
-        out[t.name] = t
-    return out

@@ -213,7 +213,3 @@ def iter_help(readonly: bool) -> Iterator[tuple[str, list[Action]]]:
         if acts:
             yield title, acts
 
-
-def is_allowed(action_id: str, *, readonly: bool) -> bool:
-    a = _BY_ID.get(action_id)
-    return a is not None and not (readonly and a.mutating)

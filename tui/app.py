@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App
+from textual.binding import BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
@@ -48,7 +49,7 @@ class TunedeckApp(App[int]):
     TITLE = "tunedeck"
     CSS_PATH = [str(p) for p in themes.APP_TCSS]
     COMMANDS = App.COMMANDS | {tunedeck_commands}
-    BINDINGS = actions.bindings_for("app", readonly=False)
+    BINDINGS: ClassVar[list[BindingType]] = list(actions.bindings_for("app", readonly=False))
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(
@@ -176,7 +177,8 @@ class TunedeckApp(App[int]):
 
     def _check_terminal(self) -> None:
         try:
-            alive = os.isatty(sys.__stdin__.fileno()) and os.isatty(sys.__stdout__.fileno())
+            alive = (sys.__stdin__ is not None and sys.__stdout__ is not None
+                     and os.isatty(sys.__stdin__.fileno()) and os.isatty(sys.__stdout__.fileno()))
         except (AttributeError, ValueError, OSError):
             alive = False
         if not alive:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import shutil
 import threading
@@ -148,62 +147,26 @@ def list_runs(root: Path) -> RunsView:
     return RunsSampler(root).sample()
 
 
-_SIGNATURE_FILES = ("tunedeck_run.json", "trainer_log.jsonl", "trainer_state.json", "trainer_exit.json")
-
-
-def _signature(run_dir: Path) -> tuple[Any, ...]:
-    sig: list[Any] = []
-    for name in ("", *_SIGNATURE_FILES):
-        try:
-            st = os.stat(run_dir / name) if name else os.stat(run_dir)
-            sig.append((st.st_mtime_ns, st.st_size))
-        except OSError:
-            sig.append(None)
-    return tuple(sig)
-
-
 class RunsSampler:
-    """The dashboard's runs: every run in the registry (what ``tunedeck runs`` lists:
-    the demo in the cache dir, a run launched into any directory) plus every run found
-    under ``root``, each directory once. For a dashboard that polls: a run that has
-    ended and whose files did not change is not read again (its status cannot change
-    without a write); active runs are always read (liveness and ages depend on the
-    clock). Used from one worker at a time."""
+    """The dashboard's runs: ``list_runs`` with every registered run (the demo in the
+    cache dir, a run launched into any directory) plus every run found under ``root``,
+    each directory once. Polled: ended, unchanged runs are not read again
+    (:class:`tunedeck.runner.rundir.runs.RunCache`). Used from one worker at a time."""
 
     def __init__(self, root: Path) -> None:
+        from tunedeck.runner.rundir.runs import RunCache
+
         self.root = root
-        self._cache: dict[Path, tuple[tuple[Any, ...], Any]] = {}
+        self._cache = RunCache()
 
     def sample(self) -> RunsView:
         from tunedeck.runner.rundir import runs as runs_mod
-        from tunedeck.runner.rundir.discover import discover_runs
-        from tunedeck.runner.rundir.registry import entries
 
         try:
-            root = self.root.resolve()
-            dirs: dict[Path, None] = dict.fromkeys(d.resolve() for d in discover_runs(root))
-            for e in entries():
-                dirs.setdefault(e.run_dir.resolve(), None)
-            snaps = []
-            fresh: dict[Path, tuple[tuple[Any, ...], Any]] = {}
-            for d in dirs:
-                sig = _signature(d)
-                cached = self._cache.get(d)
-                if cached is not None and cached[0] == sig and not _is_active(cached[1]):
-                    snap = cached[1]
-                else:
-                    snap = runs_mod.read_run(d)
-                fresh[d] = (sig, snap)
-                snaps.append(snap)
-            self._cache = fresh
+            snaps = runs_mod.list_runs(self.root, cache=self._cache, every_registered=True)
         except Exception as exc:  # noqa: BLE001 - a broken tree must not kill the dashboard
             return RunsView(self.root, (), error=f"cannot list runs under {self.root}: {exc}")
-        snaps.sort(key=lambda r: (r.updated_at or r.created_at or 0.0), reverse=True)
         return RunsView(self.root, tuple(snaps))
-
-
-def _is_active(run: Any) -> bool:
-    return str(getattr(run.status, "value", run.status)) in ("starting", "running", "stopping")
 
 
 def read_run(run_dir: Path) -> Any | None:
@@ -322,6 +285,21 @@ def _status(run: Any | None) -> str:
     return str(s.value if isinstance(s, RunStatus) else s or "")
 
 
+def _stall(run_dir: Path, run: Any | None) -> Any | None:
+    """THE stall rule (the one triage uses) on the end of the run's log."""
+    from tunedeck.runner.rundir.health import stall_check
+    from tunedeck.runner.rundir.logs import read_log_records
+
+    try:
+        records = read_log_records(run_dir, tail_bytes=STALL_TAIL_BYTES).records
+    except Exception:  # noqa: BLE001 - a broken log must not kill the dashboard
+        return None
+    return stall_check(records, getattr(run, "last_log_age_s", None))
+
+
+STALL_TAIL_BYTES = 128 * 1024  # enough records for the rule's medians
+
+
 def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries], hist: Any,
                checkpoints: Sequence[Any], gpus: Any | None) -> tuple[Alert, ...]:
     """Cheap checks for the banner: OOM, divergence, failure, stall, disk, low GPU use."""
@@ -337,16 +315,10 @@ def run_alerts(run_dir: Path, run: Any | None, series: Mapping[str, MetricSeries
     elif status == "lost":
         out.append(Alert("lost", "Supervisor vanished without a final status: the run is lost."))
     if status in ("running", "starting"):
-        idle = getattr(run, "last_log_age_s", None)
-        step_times = _finite(hist.values("step_time")[-200:]) if hist is not None else []
-        if idle is not None and (hist is None or len(hist)):  # stalled only after the first log line
-            import statistics
-
-            med = statistics.median(step_times) if step_times else 0.0
-            limit = max(120.0, 20 * med)
-            if idle > limit:
-                out.append(Alert("stalled", f"No new log line for {idle / 60:.0f} min "
-                                            f"(median step {med:.1f} s): the run may be stalled."))
+        stall = _stall(run_dir, run)
+        if stall is not None and stall.stalled:
+            out.append(Alert("stalled", f"No new log line for {stall.idle_s / 60:.0f} min "
+                                        f"({stall.basis}): the run may be stalled."))
         with contextlib.suppress(Exception):
             from tunedeck.runner.rundir.checkpoints import disk_headroom
 
@@ -470,11 +442,10 @@ def analyse(generation: int, text: str, path: Path | None, *, num_gpus: int | No
         return EditorAnalysis(generation, (), None, str(exc), memory_label, text, (), False)
     try:
         findings = tuple(validate.validate_doc(doc, check_files=True))
+        err: str | None = None
     except Exception as exc:  # noqa: BLE001
         findings = ()
         err = f"validator failed: {exc}"
-    else:
-        err = None
     values = doc.values()
     config_dir = path.parent if path else None
     estimate = None
@@ -627,13 +598,3 @@ def apply_suggestion(run_dir: Path, suggestion: Any) -> Path:
     from tunedeck.runner import triage as triage_mod
 
     return Path(triage_mod.apply_suggestion(run_dir, suggestion))
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -8,13 +8,12 @@ frame never builds a backlog.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from tunedeck.tui.data import EditorAnalysis, GpuView, RunDetail, RunsView, TriageView
+    from tunedeck.tui.data import EditorAnalysis, GpuView, RunDetail, RunsView
 
 
 class _Sample(Message, bubble=False):
@@ -49,17 +48,3 @@ class EditorAnalysed(_Sample):
     def __init__(self, analysis: EditorAnalysis) -> None:
         super().__init__()
         self.analysis = analysis
-
-
-class TriageReady(Message, bubble=False):
-    def __init__(self, view: TriageView) -> None:
-        super().__init__()
-        self.view = view
-
-
-class RunLaunched(Message):
-    """A run was started from the TUI; the dashboard selects it."""
-
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__()
-        self.run_dir = run_dir

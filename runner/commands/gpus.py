@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tunedeck.runner.monitor import MIN_POLL_INTERVAL as MIN_INTERVAL
 from tunedeck.runner.monitor.nvml import NO_DRIVER_MESSAGE, GpuSnapshot, get_nvml, snapshot_to_dict
-from tunedeck.runner.monitor.sampler import MIN_INTERVAL
 
 if TYPE_CHECKING:
     from tunedeck.runner.rundir.procs import RunProcesses

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-MIN_INTERVAL = 0.25  # polling faster than this only burns the CPU the training needs
+from tunedeck.runner.monitor import MIN_POLL_INTERVAL as MIN_INTERVAL
+
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
@@ -71,12 +72,9 @@ def build_frame(snaps: list[Any], gpu_snap: Any, histories: Histories, spark_wid
     from rich.text import Text
 
     from tunedeck.runner.control.follow import fmt_duration
+    from tunedeck.runner.rundir.procs import gpu_users
 
     parts: list[Any] = []
-    owners: dict[int, str] = {}
-    for s in snaps:
-        for pid in s.pids:
-            owners[pid] = s.name
     if gpu_snap is None or not getattr(gpu_snap, "available", False):
         msg = getattr(gpu_snap, "message", None) or "no NVIDIA driver: GPU monitoring is off"
         parts.append(Text(f"GPUs: {msg}", style="dim"))
@@ -84,9 +82,10 @@ def build_frame(snaps: list[Any], gpu_snap: Any, histories: Histories, spark_wid
         gt = Table(title="GPUs", title_justify="left", expand=False, pad_edge=False)
         for col in ("GPU", "name", "memory", "util", "temp", "power", "runs"):
             gt.add_column(col)
+        users = gpu_users(gpu_snap, snaps)  # THE pid -> run rule
         for g in gpu_snap.gpus:
             mem = f"{_fmt_bytes(g.mem_used)}/{_fmt_bytes(g.mem_total)}"
-            runs = sorted({owners[p.pid] for p in g.processes if p.pid in owners})
+            runs = sorted(name for name, _ in users.get(g.index, ()))
             gt.add_row(
                 str(g.index), g.name or "-", mem,
                 "-" if g.util_gpu is None else f"{g.util_gpu}%",

@@ -70,7 +70,7 @@ class Param:
     checked: bool = True           # False: a TrainingArguments pass-through tunedeck does not check
     required: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
-    # -- additions ---------------------------------------------------------------
+    # -- checks beyond the type ------------------------------------------------------
     nullable: bool | None = None   # None: null is accepted exactly when the default is None
     max_exclusive: bool = False
     alt_types: tuple[ParamType, ...] = ()  # other accepted shapes (resume_from_checkpoint: bool)
@@ -704,10 +704,6 @@ def get_param(name: str) -> Param | None:
 def alias_target(name: str) -> str | None:
     """The current name of a renamed key (``evaluation_strategy`` -> ``eval_strategy``)."""
     return _ALIASES.get(name)
-
-
-def get_group(group_id: str) -> Group | None:
-    return next((g for g in GROUPS if g.id == group_id), None)
 
 
 def params_in_group(group_id: str) -> list[Param]:

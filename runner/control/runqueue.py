@@ -245,8 +245,8 @@ def slots_free(gpus: list[int] | None, nvml: Any = None) -> tuple[bool, str]:
 # ----------------------------------------------------------------------------
 def runner_info() -> dict[str, Any] | None:
     """The live queue runner's pid/host, or None when none runs."""
-    from tunedeck.runner.control.procs import ref_alive
     from tunedeck.runner.fsutil import read_json
+    from tunedeck.runner.rundir.procs import ref_alive
 
     data = read_json(queue_dir() / "runner.json")
     if isinstance(data, dict) and ref_alive(data):
@@ -367,9 +367,9 @@ class QueueRunner:
 
     def run(self) -> int:
         """Hold the one-per-machine lock and work the queue until it is empty or paused."""
-        from tunedeck.runner.control.procs import create_time
         from tunedeck.runner.fsutil import atomic_write_json, ensure_dir
         from tunedeck.runner.rundir.manifest import ProcRef
+        from tunedeck.runner.rundir.procs import create_time
 
         ensure_dir(queue_dir())
         fd = os.open(queue_dir() / "runner.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -45,13 +45,13 @@ def start_job(
     ``secret_env`` reaches the job's environment but is recorded as ``***`` only.
     Raises :class:`RunBusy` when a live job already owns the directory.
     """
-    from tunedeck.runner.rundir import registry
     from tunedeck.runner.control.launch import _host, start_supervisor, wait_supervisor_up
     from tunedeck.runner.control.lock import acquire
-    from tunedeck.runner.control.procs import ref_alive
     from tunedeck.runner.control.secrets import redact_env
     from tunedeck.runner.fsutil import ensure_dir
+    from tunedeck.runner.rundir import registry
     from tunedeck.runner.rundir.manifest import Attempt, RunManifest, read_manifest
+    from tunedeck.runner.rundir.procs import ref_alive
 
     ensure_dir(run_dir)
     cwd_p = cwd or Path.cwd()

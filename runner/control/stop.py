@@ -48,10 +48,10 @@ def request_stop(run_dir: Path, *, timeout: float, by: str = "tunedeck stop") ->
 def _checkpoint_complete(path: str | None, run_dir: Path) -> bool:
     if not path:
         return False
-    from tunedeck.runner.rundir.runs import _complete
+    from tunedeck.runner.rundir.checkpoints import checkpoint_complete
 
     p = Path(path)
-    return _complete(p if p.is_absolute() else run_dir / p)
+    return checkpoint_complete(p if p.is_absolute() else run_dir / p)
 
 
 def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: bool = True,

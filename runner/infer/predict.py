@@ -241,7 +241,7 @@ def run(job_dir: Path, spec_doc: dict[str, Any]) -> dict[str, Any]:
             print(f"{done}/{total} rows", flush=True)
     runtime = time.time() - started
     means, n = score_file(out)
-    results = {f"predict_{k}": round(v, 4) for k, v in means.items()}
+    results: dict[str, Any] = {f"predict_{k}": round(v, 4) for k, v in means.items()}
     results.update({"predict_samples": n, "predict_runtime": round(runtime, 4),
                     "predict_samples_per_second": round((n - first) / runtime, 4) if runtime > 0 else 0.0,
                     "checkpoint": str(spec.checkpoint) if spec.checkpoint else None})

@@ -248,7 +248,9 @@ def create_app(pool: ModelPool, api_key: str | None) -> Any:
                         yield chunk({"content": piece} if kind == "chat" else piece, None)
                 finally:
                     stop.set()   # a client that went away stops the generation
-                    await asyncio.to_thread(it.close)
+                    close = getattr(it, "close", None)  # a generator: ends its work at once
+                    if close is not None:
+                        await asyncio.to_thread(close)
                 text = "".join(parts)
                 yield chunk({} if kind == "chat" else "", "length" if _hit_limit(served, text, gen) else "stop")
                 yield "data: [DONE]\n\n"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+MIN_POLL_INTERVAL = 0.25  # below this NVML answers are noise and the polling itself costs (nvitop)
+
 # A library does not print: the app (CLI, TUI) decides where our log records go.
 # Without this, Python's last-resort handler would write warnings to stderr,
 # under a running TUI too.

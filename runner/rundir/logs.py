@@ -445,7 +445,7 @@ def trainer_state_path(run_dir: str | os.PathLike[str]) -> Path | None:
 def _step_of(rec: dict[str, Any]) -> float | None:
     for key in ("current_steps", "step"):
         v = rec.get(key)
-        if _is_num(v) and -_MAX_STEP <= v <= _MAX_STEP:
+        if (type(v) is int or type(v) is float) and -_MAX_STEP <= v <= _MAX_STEP:
             return float(v)
     return None
 

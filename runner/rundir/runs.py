@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tunedeck.runner.rundir.protocol import (
     ACTIVE_STATUSES,
     FROZEN_CONFIG,
     MANIFEST,
+    TRAINER_EXIT,
     TRAINER_LOG,
     TRAINER_STATE,
     RunStatus,
@@ -387,21 +389,64 @@ def _discover(root: Path, max_depth: int) -> list[Path]:
     return discover_runs(root, max_depth)
 
 
-def list_runs(root: str | os.PathLike[str] | None = None, *, max_depth: int = 4) -> list[RunSnapshot]:
+_SIGNATURE_FILES = ("", MANIFEST, TRAINER_LOG, TRAINER_STATE, TRAINER_EXIT)
+
+
+def _signature(run_dir: Path) -> tuple[Any, ...]:
+    sig: list[Any] = []
+    for name in _SIGNATURE_FILES:
+        try:
+            st = os.stat(run_dir / name)
+            sig.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            sig.append(None)
+    return tuple(sig)
+
+
+class RunCache:
+    """For a caller that lists runs again and again (the dashboard): a run that has ended
+    and whose files did not change is not read again (its status cannot change without a
+    write); active runs are always read (liveness and ages depend on the clock)."""
+
+    def __init__(self) -> None:
+        self._snaps: dict[Path, tuple[tuple[Any, ...], RunSnapshot]] = {}
+
+    def read(self, run_dir: Path) -> RunSnapshot:
+        sig = _signature(run_dir)
+        cached = self._snaps.get(run_dir)
+        if cached is not None and cached[0] == sig and not cached[1].active:
+            return cached[1]
+        snap = read_run(run_dir)
+        self._snaps[run_dir] = (sig, snap)
+        return snap
+
+    def keep_only(self, run_dirs: Iterable[Path]) -> None:
+        keep = set(run_dirs)
+        self._snaps = {d: v for d, v in self._snaps.items() if d in keep}
+
+
+def list_runs(root: str | os.PathLike[str] | None = None, *, max_depth: int = 4,
+              cache: RunCache | None = None, every_registered: bool = False) -> list[RunSnapshot]:
     """Runs under ``root`` (discovered: tunedeck, LLaMA-Factory, transformers) plus the
-    registered runs that live under it; with no root, every registered run. Newest first."""
+    registered runs that live under it (``every_registered``: wherever they live); with no
+    root, every registered run. Newest first. ``cache`` skips re-reading ended runs whose
+    files did not change."""
     from tunedeck.runner.rundir.registry import entries
 
     dirs: dict[str, Path] = {}
     root_p = Path(root).resolve() if root is not None else None
     if root_p is not None:
         for d in _discover(root_p, max_depth):
-            dirs.setdefault(str(d.resolve()), d)
+            dirs.setdefault(str(d.resolve()), d.resolve() if cache is not None else d)
     for e in entries():
         rd = e.run_dir.resolve()
-        if root_p is None or rd == root_p or root_p in rd.parents:
+        if every_registered or root_p is None or rd == root_p or root_p in rd.parents:
             dirs.setdefault(str(rd), rd)
-    snaps = [read_run(d) for d in dirs.values()]
+    if cache is not None:
+        cache.keep_only(dirs.values())
+        snaps = [cache.read(d) for d in dirs.values()]
+    else:
+        snaps = [read_run(d) for d in dirs.values()]
     snaps.sort(key=lambda s: (s.updated_at or s.created_at or 0.0), reverse=True)
     return snaps
 

@@ -126,6 +126,10 @@ class CheckpointsScreen(RegistryScreen[None]):
             lines.append("This is the NEWEST COMPLETE checkpoint: resuming would fall back to an "
                          "older one and lose the progress since.")
 
+        def second(ok: bool | None) -> None:
+            if ok:
+                self._delete(c)
+
         def first(ok: bool | None) -> None:
             if not ok:
                 return
@@ -136,7 +140,7 @@ class CheckpointsScreen(RegistryScreen[None]):
                         [f"{c.path}", "Second confirmation: this is the run's latest resume point."],
                         yes="Delete it", id="confirm-delete-newest",
                     ),
-                    lambda ok2: self._delete(c) if ok2 else None,
+                    second,
                 )
             else:
                 self._delete(c)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,8 +216,4 @@ def describe_stop(run: Any) -> list[str]:
     return lines
 
 
-def quote_argv(argv: list[str]) -> str:
-    return shlex.join(argv)
-
-
-__all__ = ["DashboardScreen", "describe_stop", "fmt", "quote_argv"]
+__all__ = ["DashboardScreen", "describe_stop", "fmt"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.text import Text
@@ -22,6 +23,9 @@ from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tunedeck import themes
+
+if TYPE_CHECKING:
+    from tunedeck.runner.config.schema import Group, Param
 
 MAX_SHOWN = 40
 
@@ -68,20 +72,20 @@ def name_score(query: str, name: str, extra: str = "") -> float:
     return 0.0
 
 
-def find_matches(query: str, params: Iterable[object], groups: Sequence[object],
+def find_matches(query: str, params: Iterable[Param], groups: Sequence[Group],
                  limit: int = MAX_SHOWN) -> list[Target]:
     """Parameters and groups that ``query`` names, best first (ties keep schema order)."""
-    titles = {g.id: g.title for g in groups}  # type: ignore[attr-defined]
+    titles = {g.id: g.title for g in groups}
     out: list[tuple[float, int, Target]] = []
     for i, g in enumerate(groups):
-        s = max(name_score(query, g.title), name_score(query, g.id))  # type: ignore[attr-defined]
+        s = max(name_score(query, g.title), name_score(query, g.id))
         if s:
-            out.append((s, i, Target("group", g.id, g.title, g.description, s)))  # type: ignore[attr-defined]
+            out.append((s, i, Target("group", g.id, g.title, g.description, s)))
     for i, p in enumerate(params):
-        s = name_score(query, p.name, p.help)  # type: ignore[attr-defined]
+        s = name_score(query, p.name, p.help)
         if s:
             out.append((s, len(groups) + i,
-                        Target("param", p.name, p.name, titles.get(p.group, p.group), s)))  # type: ignore[attr-defined]
+                        Target("param", p.name, p.name, titles.get(p.group) or p.group, s)))
     out.sort(key=lambda t: (-t[0], t[1]))
     return [t for _s, _i, t in out[:limit]]
 
@@ -97,7 +101,7 @@ class ParamSearch(ModalScreen["Target | None"]):
         Binding("up", "move(-1)", "Previous", show=False, id="search.up"),
     ]
 
-    def __init__(self, params: Sequence[object], groups: Sequence[object], *, query: str = "") -> None:
+    def __init__(self, params: Sequence[Param], groups: Sequence[Group], *, query: str = "") -> None:
         super().__init__(id="param-search")
         self.params = list(params)
         self.groups = list(groups)

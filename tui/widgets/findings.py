@@ -48,11 +48,11 @@ class FindingsList(OptionList):
         highlighted = self.highlighted
         self.clear_options()
         opts = []
-        for i, (sev, key, text) in enumerate(items):
+        for i, (sev, item_key, text) in enumerate(items):
             t = Text()
             t.append(f"{ICONS.get(sev, '·')} {sev} ", style=fmt.style_for(var, VARS.get(sev, "muted"), bold=True))
-            if key:
-                t.append(f"{key}: ", style="bold")
+            if item_key:
+                t.append(f"{item_key}: ", style="bold")
             t.append(text)
             opts.append(Option(t, id=str(i)))
         self.add_options(opts)
