@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.control_helpers import REPO
+from control_helpers import REPO
 
 CHAT_TIMEOUT = 240
 
@@ -125,6 +125,7 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(trained_demo_run: Path) ->
 
 def test_session_commands_edit_history_settings_and_system() -> None:
     import pytest
+
     from tunedeck.runner.errors import TunedeckError
     from tunedeck.runner.infer.chat import ChatSession, parse_command
 

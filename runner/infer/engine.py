@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from tunedeck.runner.data.templates import Template, get_template
 from tunedeck.runner.errors import TunedeckError
 from tunedeck.runner.infer.spec import GenConfig, InferSpec
