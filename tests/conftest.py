@@ -114,7 +114,7 @@ def trained_demo_run(tmp_path_factory: pytest.TempPathFactory, make_demo_config:
     For chat, export, serve and predict tests: the model answers in the demo data's shape."""
     import shutil
 
-    from tests.train_helpers import diagnostics, run_trainer
+    from train_helpers import diagnostics, run_trainer
 
     tmp = tmp_path_factory.mktemp("demo-run")
     cfg = make_demo_config(tmp, max_steps=300, save_steps=100, learning_rate=3.0e-3,

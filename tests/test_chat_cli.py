@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.control_helpers import REPO
+from control_helpers import REPO
 
 CHAT_TIMEOUT = 240
 
