@@ -82,9 +82,14 @@ async def test_launch_watch_stop_and_resume_a_real_run_from_the_tui(
         first_points = loss_points()
         first_step = _run(app, run_dir).current_steps or 0
         spark = app.screen.query_one("#metric-spark")
-        first_len = len(spark.data or [])
-        await wait_for(pilot, lambda: loss_points() >= first_points + 3 and len(spark.data or []) > first_len,
-                       timeout=60, what="sparkline advancing")
+        chart = app.screen.query_one("#metric-chart")
+
+        def drawn() -> int:  # the chart where it fits, else the sparkline
+            return sum(len(ln.xs) for ln in chart.lines) if chart.display else len(spark.data or [])
+
+        first_len = drawn()
+        await wait_for(pilot, lambda: loss_points() >= first_points + 3 and drawn() > first_len,
+                       timeout=60, what="loss chart advancing")
         await wait_for(pilot, lambda: (_run(app, run_dir).current_steps or 0) > first_step, timeout=30,
                        what="progress advancing")
         pct = _run(app, run_dir).percentage

@@ -53,6 +53,7 @@ class MetricSeries:
     last: float | None
     minimum: float | None
     count: int
+    xy: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())  # (steps, values) for the chart
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class RunDetailSampler:
     def __init__(self) -> None:
         self._histories: dict[Path, Any] = {}
         self._ckpt: dict[Path, Any] = {}
-        self._series: dict[tuple[Path, str], tuple[int, int, float | None, tuple[float, ...]]] = {}
+        self._series: dict[tuple[Path, str], tuple[int, int, float | None, tuple[float, ...], Any]] = {}
         # The readers keep byte offsets: two threads polling one would read a chunk twice.
         # The app has one sample in flight; the lock covers a test's sample_once beside it.
         self._lock = threading.Lock()
@@ -227,20 +228,24 @@ class RunDetailSampler:
         rewinds = getattr(hist, "rewinds", 0)
         cached = self._series.get((run_dir, name))
         if cached is not None and cached[1] == rewinds and cached[0] <= n:
-            done, _, minimum, points = cached
+            done, _, minimum, points, xy = cached
         else:
-            done, minimum, points = 0, None, ()
+            done, minimum, points, xy = 0, None, (), ((), ())
         if n > done:  # fold in only what is new
             new_min = min((v for v in vals[done:] if math.isfinite(v)), default=None)
             if new_min is not None and (minimum is None or new_min < minimum):
                 minimum = new_min
         if shown and (n != done or (not points and n)):
+            from tunedeck.runner.chartdata import downsample_xy
+
             points = tuple(downsample(vals, SPARK_POINTS))
+            xy = downsample_xy(hist.steps(name), vals, SPARK_POINTS)
         elif not shown:
             points = points if n == done else ()  # stale series are dropped, not shown
-        self._series[(run_dir, name)] = (n, rewinds, minimum, points)
+            xy = xy if n == done else ((), ())
+        self._series[(run_dir, name)] = (n, rewinds, minimum, points, xy)
         last = next((vals[k] for k in range(n - 1, max(-1, n - 50), -1) if math.isfinite(vals[k])), None)
-        return MetricSeries(name, points, last, minimum, n)
+        return MetricSeries(name, points, last, minimum, n, xy)
 
     def sample(self, run_dir: Path, run: Any | None, gpus: Any | None = None,
                tail_lines: int = 60, metric: str = "loss") -> RunDetail:
@@ -255,7 +260,10 @@ class RunDetailSampler:
         with contextlib.suppress(Exception):
             follower.poll()
         hist = follower.history
-        series = {name: self._metric(run_dir, hist, name, shown=name == metric) for name, _ in METRICS}
+        # Eval loss is drawn on the loss chart's axes: sampled with it.
+        series = {name: self._metric(run_dir, hist, name,
+                                     shown=name == metric or (metric, name) == ("loss", "eval_loss"))
+                  for name, _ in METRICS}
         try:
             tail = tuple(logs.tail_lines(run_dir / STDOUT_LOG, tail_lines))
         except Exception:  # noqa: BLE001

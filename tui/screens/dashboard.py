@@ -179,7 +179,32 @@ class DashboardScreen(RegistryScreen[None]):
         if run is not None:
             self.tapp.open_logs(Path(run.run_dir))
 
+    def action_toggle_mark(self) -> None:
+        run = self.query_one(RunsTable).toggle_mark()
+        if run is None:
+            self.notify("No run selected.", severity="warning")
+
+    def action_compare(self) -> None:
+        from tunedeck.tui.screens.chart import ChartScreen
+
+        marked = self.query_one(RunsTable).marked_runs()
+        if len(marked) < 2:
+            self.notify("Mark two or more runs with space, then press c to compare them.",
+                        severity="warning")
+            return
+        self.app.push_screen(ChartScreen([(r.name or r.id, Path(r.run_dir)) for r in marked]))
+
+    def action_open_chart(self) -> None:
+        from tunedeck.tui.screens.chart import ChartScreen
+
+        run = self._need_run()
+        if run is not None:
+            self.app.push_screen(ChartScreen([(run.name or run.id, Path(run.run_dir))]))
+
     def action_open_checkpoints(self) -> None:
+        if len(self.query_one(RunsTable).marked_runs()) >= 2:
+            self.action_compare()
+            return
         run = self._need_run()
         if run is not None:
             self.tapp.open_checkpoints(Path(run.run_dir))

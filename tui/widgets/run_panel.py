@@ -15,8 +15,13 @@ from textual.reactive import reactive
 from textual.widget import MountError, Widget
 from textual.widgets import Sparkline, Static
 
+from tunedeck.runner.chartdata import ChartLine, ChartView
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data import METRICS, RunDetail
+from tunedeck.tui.widgets.curve_chart import CurveChart
+
+CHART_MIN_HEIGHT = 10  # rows the metric panel needs for a chart with axes (else a sparkline)
+CHART_MIN_WIDTH = 40
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -64,6 +69,7 @@ class MetricPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="metric-tabs")
         yield Sparkline([], summary_function=_mean, id="metric-spark")
+        yield CurveChart(id="metric-chart")
         yield Static(id="metric-stats")
 
     def on_mount(self) -> None:
@@ -74,7 +80,8 @@ class MetricPanel(Vertical):
         self._detail = detail
         if not self._ready:
             return  # shown from on_mount, once the children exist
-        key = (self.metric, detail.series.get(self.metric) if detail else None)
+        key = (self.metric, detail.series.get(self.metric) if detail else None,
+               detail.series.get("eval_loss") if detail else None, tuple(self.size))
         if not force and key == self._last_key:
             return
         self._last_key = key
@@ -88,9 +95,21 @@ class MetricPanel(Vertical):
         self.query_one("#metric-tabs", Static).update(tabs)
         series = detail.series.get(self.metric) if detail else None
         spark = self.query_one("#metric-spark", Sparkline)
+        chart = self.query_one("#metric-chart", CurveChart)
         values = list(series.values) if series else []
-        spark.display = bool(values)
-        if values != list(spark.data or []):
+        # A chart with axes where it fits; the one-line sparkline where space is tight.
+        use_chart = self.size.height >= CHART_MIN_HEIGHT and self.size.width >= CHART_MIN_WIDTH
+        spark.display = bool(values) and not use_chart
+        chart.display = bool(values) and use_chart
+        if use_chart:
+            lines = []
+            if series and series.xy[0]:
+                lines.append(ChartLine(dict(METRICS)[self.metric], *series.xy, 0, "smooth"))
+            ev = detail.series.get("eval_loss") if detail and self.metric == "loss" else None
+            if ev is not None and ev.xy[0]:
+                lines.append(ChartLine("eval loss", *ev.xy, 0, "eval"))
+            chart.set_lines(lines, ChartView(metric=self.metric))
+        elif values != list(spark.data or []):
             spark.data = values
         stats = self.query_one("#metric-stats", Static)
         if not series or not series.count:

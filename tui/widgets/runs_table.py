@@ -33,6 +33,7 @@ class RunsTable(DataTable[Any]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self._rows: dict[str, tuple[Any, ...]] = {}
         self._runs: dict[str, Any] = {}
+        self.marked: list[str] = []  # run keys marked for compare, in marking order
         self.name_width = 22
         self.bar_width = 8
 
@@ -55,6 +56,23 @@ class RunsTable(DataTable[Any]):
         self.move_cursor(row=self.get_row_index(run_dir))
         return True
 
+    def toggle_mark(self) -> Any | None:
+        """Mark or unmark the run under the cursor; returns it."""
+        run = self.run_at_cursor()
+        if run is None:
+            return None
+        key = run_key(run)
+        if key in self.marked:
+            self.marked.remove(key)
+        else:
+            self.marked.append(key)
+        self.update_cell(key, "name", self._cells(run)[0])
+        self._rows[key] = self._cells(run)
+        return run
+
+    def marked_runs(self) -> list[Any]:
+        return [self._runs[k] for k in self.marked if k in self._runs]
+
     def set_widths(self, width: int) -> None:
         """Give the name column what the others leave, on narrow terminals too."""
         self.name_width = max(10, min(40, width - 62))
@@ -74,8 +92,9 @@ class RunsTable(DataTable[Any]):
         else:  # a tunedeck run with no GPU is a CPU run; for a foreign run we cannot tell
             gpus = "cpu" if getattr(run, "kind", "tunedeck") == "tunedeck" else "--"
         eta = fmt.duration(run.eta_seconds, coarse=True) if status in ("running", "starting") else "--"
+        mark = "● " if run_key(run) in self.marked else ""
         return (
-            fmt.truncate(run.name or run.id, self.name_width),
+            mark + fmt.truncate(run.name or run.id, self.name_width - len(mark)),
             fmt.status_text(status, var),
             prog,
             fmt.number(run.loss),
