@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from control_helpers import REPO
 from train_helpers import wait_for
+
 from tunedeck.runner.errors import ConfigError, TunedeckError
 from tunedeck.runner.infer import resolve
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import json
+import math
 import os
 import time
 from typing import Any
@@ -29,7 +29,6 @@ from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, FAULT_ENV, INCOMP
 from tunedeck.runner.train.callbacks import RunFlags
 from tunedeck.runner.train.faults import Faults
 from tunedeck.runner.train.outcome import is_disk_full
-
 
 # Written into every checkpoint: the loss accumulated since the last log (so a resume
 # continues the same averaging window) and the figures of each attempt up to that step.
