@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,19 @@ def test_serve_answers_the_openai_client_needs_its_key_and_stops_clean(trained: 
         for f in job_dir.rglob("*"):
             if f.is_file():
                 assert KEY not in f.read_text(errors="replace"), f
+
+        # A chat can talk to the served run instead of loading the model: `tunedeck chat SERVER`
+        # streams the same greedy answer the server gives.
+        chatted = subprocess.run(
+            [sys.executable, "-m", "tunedeck.runner.cli", "chat", started["run_id"], "--model", "demo-lora@base",
+             "--api-key", KEY, "temperature=0", "max_new_tokens=12"],
+            input="Name a colour of the sky.\n", env=env, capture_output=True, text=True, timeout=300)
+        assert chatted.returncode == 0, chatted.stderr
+        assert whole.choices[0].message.content in chatted.stdout
+        assert "served at" in chatted.stderr
+        nokey = subprocess.run([sys.executable, "-m", "tunedeck.runner.cli", "chat", started["run_id"]],
+                               input="hi\n", env=env, capture_output=True, text=True, timeout=300)
+        assert nokey.returncode != 0 and "requires an API key" in nokey.stderr
 
         # The server is a run: listed, with its job kind.
         runs = json.loads(tunedeck(["runs", "--json"], env, timeout=60).stdout)

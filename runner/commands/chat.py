@@ -29,11 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("target", metavar="RUN|CONFIG",
-                        help="run id, run name, output_dir, an inference config, or an exported model dir")
+    parser.add_argument("target", metavar="RUN|CONFIG|SERVER",
+                        help="run id, run name, output_dir, an inference config, an exported model dir, "
+                             "or a running `tunedeck serve` job / server URL (talks to it over HTTP)")
     parser.add_argument("--checkpoint", metavar="N|latest|base|PATH", help="which weights to load")
     parser.add_argument("--system", metavar="TEXT", help="system prompt (default: the template's)")
     parser.add_argument("--seed", type=int, metavar="N", help="seed sampling for a reproducible answer")
+    parser.add_argument("--model", metavar="ID", help="with a server: which served model (default the first)")
+    parser.add_argument("--api-key", metavar="KEY", help="with a server that requires one "
+                        "(default $TUNEDECK_SERVE_API_KEY)")
     add_overrides_argument(parser)
 
 
@@ -45,16 +49,35 @@ def run(args: argparse.Namespace) -> int:
     from tunedeck.runner.infer import resolve
     from tunedeck.runner.infer.chat import ChatSession
 
+    interactive = sys.stdin.isatty()
+    remote = _served(args)
+    if remote is not None:
+        from tunedeck.runner.config.yamlio import parse_overrides
+        from tunedeck.runner.infer.spec import GenConfig
+
+        gen = GenConfig.from_values(parse_overrides(args.overrides or []))
+        session = ChatSession(label=remote.label, gen=gen, system=args.system, remote=remote)
+        _say(f"chat with {remote.label}; /help for commands"
+             + (", Ctrl+C stops an answer, Ctrl+D leaves" if interactive else ""))
+        return _interactive(session) if interactive else _batch(session)
+
     spec = resolve(args.target, args.checkpoint, args.overrides or [])
     from tunedeck.runner.infer.engine import load_model, seed_everything
 
-    interactive = sys.stdin.isatty()
     loaded = load_model(spec, progress=lambda s: _say(f"loading: {s}"))
     seed_everything(args.seed)
     session = ChatSession(label=spec.label, gen=spec.generation, system=args.system, loaded=loaded)
     _say(f"chat with {spec.label} (template {loaded.template.name}, {loaded.device}); "
          "/help for commands" + (", Ctrl+C stops an answer, Ctrl+D leaves" if interactive else ""))
     return _interactive(session) if interactive else _batch(session)
+
+
+def _served(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A running ``tunedeck serve`` job or a server URL as the target: talk to it over HTTP."""
+    from tunedeck.runner.infer.remote import connect
+
+    model = args.model or (None if args.checkpoint in (None, "latest") else args.checkpoint)
+    return connect(args.target, model=model, api_key=args.api_key)
 
 
 def _stream(session, *, echo: bool) -> str:  # type: ignore[no-untyped-def]

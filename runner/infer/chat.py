@@ -73,6 +73,7 @@ class ChatSession:
     system: str | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
     loaded: Loaded | None = None
+    remote: Any = None   # a runner.infer.remote.RemoteModel: answers come from a served run
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -141,15 +142,19 @@ class ChatSession:
         """Stream the answer to the pending user message; the answer (complete, or as far as it
         got when stopped) joins the history when the stream ends."""
         from tunedeck.runner.infer.engine import generate_stream
+        from tunedeck.runner.infer.remote import stream_chat
 
-        if self.loaded is None:
+        if self.loaded is None and self.remote is None:
             raise TunedeckError(f"{self.label}: the model is not loaded yet")
         if not self.messages or self.messages[-1]["role"] != "user":
             raise TunedeckError("no message to answer")
-        ids = self.prompt_ids()
+        if self.remote is not None:
+            pieces = stream_chat(self.remote, self.messages, self.system, self.gen, stop_event)
+        else:
+            pieces = generate_stream(self.loaded, self.prompt_ids(), self.gen, stop_event)
         parts: list[str] = []
         try:
-            for piece in generate_stream(self.loaded, ids, self.gen, stop_event):
+            for piece in pieces:
                 parts.append(piece)
                 yield piece
         finally:
