@@ -70,8 +70,12 @@ def _trainer(out: Path, die_after: str | None, limit: int | None) -> Any:
     t.state = TrainerState(stateful_callbacks=[t.control])
     t.hp_search_backend = None
 
-    class Handler:
-        callbacks: list[Any] = []
+    class Handler:  # the part of transformers' CallbackHandler the save path uses
+        def __init__(self) -> None:
+            self.callbacks: list[Any] = []
+
+        def add_callback(self, callback: Any) -> None:
+            self.callbacks.append(callback)
 
     class Acc:
         def wait_for_everyone(self) -> None:
