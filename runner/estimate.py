@@ -42,32 +42,6 @@ MiB = 1024**2
 FRAMEWORK_OVERHEAD = 1.5 * GiB
 NCCL_OVERHEAD = 0.5 * GiB   # communicator buffers once there is more than one rank
 
-# Defaults when the schema cannot supply them (values from the guide / LLaMA-Factory).
-_DEFAULTS: dict[str, Any] = {
-    "stage": "sft",
-    "finetuning_type": "lora",
-    "per_device_train_batch_size": 1,
-    "gradient_accumulation_steps": 1,
-    "cutoff_len": 2048,
-    "lora_rank": 8,
-    "lora_target": "all",
-    "lora_dropout": 0.0,
-    "freeze_trainable_layers": 2,
-    "freeze_trainable_modules": "all",
-    "optim": "adamw_torch",
-    "flash_attn": "auto",
-    "double_quantization": True,
-    "quantization_method": "bnb",
-    "galore_rank": 16,
-    "galore_target": "all",
-    "apollo_rank": 16,
-    "apollo_target": "all",
-    "badam_mode": "layer",
-    "badam_update_ratio": 0.05,
-    "pref_loss": "sigmoid",
-}
-
-
 @dataclass(frozen=True)
 class Component:
     """One line of the estimate: what holds memory, how much per GPU, and why."""
@@ -196,17 +170,14 @@ def _int(v: Any, default: int) -> int:
 
 
 def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with schema defaults filled in (the schema's if it is there)."""
-    from tunedeck.runner.config.schema import apply_defaults
+    """The config with the schema's defaults filled in (a ``null`` counts as unset)."""
+    from tunedeck.runner.config.schema import apply_defaults, fill_null_defaults
 
     try:
         out = dict(apply_defaults(dict(values)))
     except (TypeError, ValueError, ConfigError):
         out = dict(values)
-    for k, v in _DEFAULTS.items():
-        if out.get(k) is None:
-            out[k] = v
-    return out
+    return fill_null_defaults(out)
 
 
 _SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_configs"
