@@ -746,40 +746,10 @@ class _Level:
 
 
 def optimization_levels() -> list[_Level]:
-    """The guide's 9.3 levels from ``tunedeck.runner.config.presets.OPTIMIZATION_LEVELS``."""
-    try:
-        from tunedeck.runner.config import presets  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    raw = getattr(presets, "OPTIMIZATION_LEVELS", None)
-    if not raw:
-        return []
-    out: list[_Level] = []
-    items = raw.items() if isinstance(raw, Mapping) else enumerate(raw, start=1)
-    for idx, item in items:
-        lv = _coerce_level(idx, item)
-        if lv is not None:
-            out.append(lv)
-    return out
+    """The guide's 9.3 levels (:data:`tunedeck.runner.config.presets.OPTIMIZATION_LEVELS`)."""
+    from tunedeck.runner.config.presets import OPTIMIZATION_LEVELS
 
-
-def _coerce_level(idx: Any, item: Any) -> _Level | None:
-    # Tolerate the shapes a preset table might take: a dataclass/obj with
-    # level/title/patch (or values), or a plain mapping.
-    if isinstance(item, Mapping) and "patch" not in item and "values" not in item:
-        patch, title, level = dict(item), f"level {idx}", idx
-    else:
-        get = (item.get if isinstance(item, Mapping) else lambda k, d=None: getattr(item, k, d))
-        patch = get("patch") or get("values") or get("settings") or {}
-        title = get("title") or get("name") or f"level {idx}"
-        level = get("number") or get("level") or idx
-    try:
-        level_n = int(level)
-    except (TypeError, ValueError):
-        level_n = int(idx) if isinstance(idx, int) else 0
-    if not isinstance(patch, Mapping):
-        return None
-    return _Level(level_n, str(title), dict(patch))
+    return [_Level(lv.number, lv.title, dict(lv.patch)) for lv in OPTIMIZATION_LEVELS]
 
 
 def _apply_level(values: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -804,10 +774,8 @@ def _apply_level(values: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[st
 def detect_gpu_memory() -> tuple[int, list[float]] | None:
     """(count, total bytes per GPU) from NVML, or ``None`` without a driver/module."""
     try:
-        from tunedeck.runner.monitor.nvml import get_nvml  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
+        from tunedeck.runner.monitor.nvml import get_nvml
+
         snap = get_nvml().snapshot()
     except Exception:   # NVML must never break an estimate
         return None
