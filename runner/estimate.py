@@ -42,32 +42,6 @@ MiB = 1024**2
 FRAMEWORK_OVERHEAD = 1.5 * GiB
 NCCL_OVERHEAD = 0.5 * GiB   # communicator buffers once there is more than one rank
 
-# Defaults when the schema cannot supply them (values from the guide / LLaMA-Factory).
-_DEFAULTS: dict[str, Any] = {
-    "stage": "sft",
-    "finetuning_type": "lora",
-    "per_device_train_batch_size": 1,
-    "gradient_accumulation_steps": 1,
-    "cutoff_len": 2048,
-    "lora_rank": 8,
-    "lora_target": "all",
-    "lora_dropout": 0.0,
-    "freeze_trainable_layers": 2,
-    "freeze_trainable_modules": "all",
-    "optim": "adamw_torch",
-    "flash_attn": "auto",
-    "double_quantization": True,
-    "quantization_method": "bnb",
-    "galore_rank": 16,
-    "galore_target": "all",
-    "apollo_rank": 16,
-    "apollo_target": "all",
-    "badam_mode": "layer",
-    "badam_update_ratio": 0.05,
-    "pref_loss": "sigmoid",
-}
-
-
 @dataclass(frozen=True)
 class Component:
     """One line of the estimate: what holds memory, how much per GPU, and why."""
@@ -196,17 +170,14 @@ def _int(v: Any, default: int) -> int:
 
 
 def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with schema defaults filled in (the schema's if it is there)."""
-    from tunedeck.runner.config.schema import apply_defaults
+    """The config with the schema's defaults filled in (a ``null`` counts as unset)."""
+    from tunedeck.runner.config.schema import apply_defaults, fill_null_defaults
 
     try:
         out = dict(apply_defaults(dict(values)))
     except (TypeError, ValueError, ConfigError):
         out = dict(values)
-    for k, v in _DEFAULTS.items():
-        if out.get(k) is None:
-            out[k] = v
-    return out
+    return fill_null_defaults(out)
 
 
 _SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_configs"
@@ -775,40 +746,10 @@ class _Level:
 
 
 def optimization_levels() -> list[_Level]:
-    """The guide's 9.3 levels from ``tunedeck.runner.config.presets.OPTIMIZATION_LEVELS``."""
-    try:
-        from tunedeck.runner.config import presets  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    raw = getattr(presets, "OPTIMIZATION_LEVELS", None)
-    if not raw:
-        return []
-    out: list[_Level] = []
-    items = raw.items() if isinstance(raw, Mapping) else enumerate(raw, start=1)
-    for idx, item in items:
-        lv = _coerce_level(idx, item)
-        if lv is not None:
-            out.append(lv)
-    return out
+    """The guide's 9.3 levels (:data:`tunedeck.runner.config.presets.OPTIMIZATION_LEVELS`)."""
+    from tunedeck.runner.config.presets import OPTIMIZATION_LEVELS
 
-
-def _coerce_level(idx: Any, item: Any) -> _Level | None:
-    # Tolerate the shapes a preset table might take: a dataclass/obj with
-    # level/title/patch (or values), or a plain mapping.
-    if isinstance(item, Mapping) and "patch" not in item and "values" not in item:
-        patch, title, level = dict(item), f"level {idx}", idx
-    else:
-        get = (item.get if isinstance(item, Mapping) else lambda k, d=None: getattr(item, k, d))
-        patch = get("patch") or get("values") or get("settings") or {}
-        title = get("title") or get("name") or f"level {idx}"
-        level = get("number") or get("level") or idx
-    try:
-        level_n = int(level)
-    except (TypeError, ValueError):
-        level_n = int(idx) if isinstance(idx, int) else 0
-    if not isinstance(patch, Mapping):
-        return None
-    return _Level(level_n, str(title), dict(patch))
+    return [_Level(lv.number, lv.title, dict(lv.patch)) for lv in OPTIMIZATION_LEVELS]
 
 
 def _apply_level(values: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -833,10 +774,8 @@ def _apply_level(values: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[st
 def detect_gpu_memory() -> tuple[int, list[float]] | None:
     """(count, total bytes per GPU) from NVML, or ``None`` without a driver/module."""
     try:
-        from tunedeck.runner.monitor.nvml import get_nvml  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
+        from tunedeck.runner.monitor.nvml import get_nvml
+
         snap = get_nvml().snapshot()
     except Exception:   # NVML must never break an estimate
         return None

@@ -20,7 +20,7 @@ import re
 import shutil
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -605,119 +605,155 @@ def _disk(ctx: _Ctx, full: bool) -> list[Suggestion]:
 # -----------------------------------------------------------------------------------
 
 
-def diagnose(inp: TriageInput) -> list[Diagnosis]:
-    """Every problem found, most important first; ``healthy`` when there is none."""
-    ctx = _Ctx(inp)
-    found: list[Diagnosis] = []
-    status = (inp.status or "").lower()
-    reason = (inp.exit_reason or "").lower()
-    text = ctx.tail + "\n" + ctx.exit
+def _status(ctx: _Ctx) -> str:
+    return (ctx.inp.status or "").lower()
 
-    # -- OOM ----------------------------------------------------------------------
-    oom_line = _matches(text, OOM_PATTERNS)
-    if status == "oom" or reason == "oom" or oom_line:
-        ev = []
-        if oom_line:
-            ev.append(f"log: {oom_line}")
-        if status == "oom":
-            ev.append("run status: oom")
-        before = ctx.mem()
-        if before is not None:
-            gm = (f" on a {format_bytes(inp.gpu_mem_bytes)} GPU" if inp.gpu_mem_bytes else "")
-            ev.append(f"estimated peak {format_bytes(before)} per GPU{gm}")
-        found.append(Diagnosis("oom", "CUDA ran out of memory", tuple(ev), tuple(_oom(ctx))))
 
-    # -- disk ---------------------------------------------------------------------
-    disk_line = _matches(text, ENOSPC_PATTERNS)
+def _reason(ctx: _Ctx) -> str:
+    return (ctx.inp.exit_reason or "").lower()
+
+
+def _text(ctx: _Ctx) -> str:
+    return ctx.tail + "\n" + ctx.exit
+
+
+def _oom_diag(ctx: _Ctx, found: Sequence[Diagnosis]) -> Diagnosis | None:
+    inp = ctx.inp
+    oom_line = _matches(_text(ctx), OOM_PATTERNS)
+    if not (_status(ctx) == "oom" or _reason(ctx) == "oom" or oom_line):
+        return None
+    ev = []
+    if oom_line:
+        ev.append(f"log: {oom_line}")
+    if _status(ctx) == "oom":
+        ev.append("run status: oom")
+    before = ctx.mem()
+    if before is not None:
+        gm = (f" on a {format_bytes(inp.gpu_mem_bytes)} GPU" if inp.gpu_mem_bytes else "")
+        ev.append(f"estimated peak {format_bytes(before)} per GPU{gm}")
+    return Diagnosis("oom", "CUDA ran out of memory", tuple(ev), tuple(_oom(ctx)))
+
+
+def _disk_diag(ctx: _Ctx, found: Sequence[Diagnosis]) -> Diagnosis | None:
+    inp = ctx.inp
+    reason = _reason(ctx)
+    disk_line = _matches(_text(ctx), ENOSPC_PATTERNS)
     where = inp.disk_path or "the output_dir's filesystem"
     if disk_line or reason in ("disk_full", "enospc"):
         ev = [f"log: {disk_line}"] if disk_line else [f"trainer exit reason: {reason}"]
         if inp.disk_free_bytes is not None:
             ev.append(f"{format_bytes(inp.disk_free_bytes)} free on {where}")
-        found.append(Diagnosis("disk_full", f"the disk filled up ({where})", tuple(ev),
-                               tuple(_disk(ctx, True))))
-    elif (inp.disk_free_bytes is not None and inp.checkpoint_bytes
-          and inp.disk_free_bytes < 1.5 * inp.checkpoint_bytes
-          and status not in ("finished",)):
+        return Diagnosis("disk_full", f"the disk filled up ({where})", tuple(ev),
+                         tuple(_disk(ctx, True)))
+    if (inp.disk_free_bytes is not None and inp.checkpoint_bytes
+            and inp.disk_free_bytes < 1.5 * inp.checkpoint_bytes
+            and _status(ctx) not in ("finished",)):
         ev = [f"{format_bytes(inp.disk_free_bytes)} free on {where}",
               f"last checkpoint is {format_bytes(inp.checkpoint_bytes)}; the next save needs "
               f"about that much again (checked with a 1.5x margin)"]
-        found.append(Diagnosis("disk_low", f"the next checkpoint may not fit on {where}",
-                               tuple(ev), tuple(_disk(ctx, False))))
+        return Diagnosis("disk_low", f"the next checkpoint may not fit on {where}",
+                         tuple(ev), tuple(_disk(ctx, False)))
+    return None
 
-    # -- diverged -----------------------------------------------------------------
+
+def _diverged_diag(ctx: _Ctx, found: Sequence[Diagnosis]) -> Diagnosis | None:
+    inp = ctx.inp
     bad = [r for r in inp.history if _nonfinite(r.get("loss")) or _nonfinite(r.get("grad_norm"))]
-    nan_line = _matches(text, NAN_PATTERNS)
-    if status == "diverged" or reason == "diverged" or bad or nan_line:
-        ev = []
-        if bad:
-            first = bad[0]
-            ev.append(f"loss {first.get('loss')} / grad_norm {first.get('grad_norm')} at step "
-                      f"{first.get('current_steps', '?')}")
-        if nan_line:
-            ev.append(f"log: {nan_line}")
-        if status == "diverged":
-            ev.append("run status: diverged")
-        gn = [float(r["grad_norm"]) for r in inp.history
-              if isinstance(r.get("grad_norm"), (int, float)) and not _nonfinite(r["grad_norm"])]
-        if len(gn) >= 3:
-            ev.append(f"grad_norm median {statistics.median(gn):.3g}, max {max(gn):.3g}")
-        found.append(Diagnosis("diverged", "the loss became NaN/inf", tuple(ev),
-                               tuple(_diverged(ctx))))
+    nan_line = _matches(_text(ctx), NAN_PATTERNS)
+    if not (_status(ctx) == "diverged" or _reason(ctx) == "diverged" or bad or nan_line):
+        return None
+    ev = []
+    if bad:
+        first = bad[0]
+        ev.append(f"loss {first.get('loss')} / grad_norm {first.get('grad_norm')} at step "
+                  f"{first.get('current_steps', '?')}")
+    if nan_line:
+        ev.append(f"log: {nan_line}")
+    if _status(ctx) == "diverged":
+        ev.append("run status: diverged")
+    gn = [float(r["grad_norm"]) for r in inp.history
+          if isinstance(r.get("grad_norm"), (int, float)) and not _nonfinite(r["grad_norm"])]
+    if len(gn) >= 3:
+        ev.append(f"grad_norm median {statistics.median(gn):.3g}, max {max(gn):.3g}")
+    return Diagnosis("diverged", "the loss became NaN/inf", tuple(ev), tuple(_diverged(ctx)))
 
-    # -- killed / failed ----------------------------------------------------------
-    if status == "killed":
-        kl = _matches(text, KILLED_PATTERNS)
-        ev = [f"log: {kl}"] if kl else []
-        if inp.exit_message:
-            ev.append(inp.exit_message)
-        sugg = [ctx.suggest(
-            "Check for the host's OOM killer",
-            "A SIGKILL nobody sent is usually the kernel's OOM killer: host RAM ran out "
-            "(`dmesg | grep -i kill`). Tokenisation workers and data-loader workers each hold "
-            "a copy of the data; ZeRO offload needs host RAM too.",
-            {"preprocessing_num_workers": 2} if ctx.int_("preprocessing_num_workers", 0) > 2
-            else {}, "10.6", memory=False)]
-        found.append(Diagnosis("killed", "the trainer was killed by a signal", tuple(ev),
-                               tuple(sugg)))
-    elif (status in ("failed", "lost") or reason in ("error", "config_error")) and not found:
-        msg = inp.exit_message or _last_exception(inp.log_tail) or "no message"
-        found.append(Diagnosis(
-            "failed", f"the run failed: {msg}",
-            tuple(_traceback_tail(inp.log_tail)),
-            (ctx.suggest("Validate the config",
-                         "Many failures are config problems LLaMA-Factory reports only at "
-                         "start-up: `tunedeck validate` lists them all with file:line.",
-                         {}, "10.6", memory=False),)))
 
-    # -- resume past the end ------------------------------------------------------
-    rp = _resume_past_end(ctx)
-    if rp is not None:
-        found.append(rp)
+def _killed_diag(ctx: _Ctx, found: Sequence[Diagnosis]) -> Diagnosis | None:
+    if _status(ctx) != "killed":
+        return None
+    kl = _matches(_text(ctx), KILLED_PATTERNS)
+    ev = [f"log: {kl}"] if kl else []
+    if ctx.inp.exit_message:
+        ev.append(ctx.inp.exit_message)
+    sugg = [ctx.suggest(
+        "Check for the host's OOM killer",
+        "A SIGKILL nobody sent is usually the kernel's OOM killer: host RAM ran out "
+        "(`dmesg | grep -i kill`). Tokenisation workers and data-loader workers each hold "
+        "a copy of the data; ZeRO offload needs host RAM too.",
+        {"preprocessing_num_workers": 2} if ctx.int_("preprocessing_num_workers", 0) > 2
+        else {}, "10.6", memory=False)]
+    return Diagnosis("killed", "the trainer was killed by a signal", tuple(ev), tuple(sugg))
 
-    # -- stalled ------------------------------------------------------------------
-    st = _stalled(ctx)
-    if st is not None:
-        found.append(st)
 
-    # -- slow ---------------------------------------------------------------------
-    sl = _slow_diag(ctx)
-    if sl is not None:
-        found.append(sl)
+def _failed_diag(ctx: _Ctx, found: Sequence[Diagnosis]) -> Diagnosis | None:
+    """A failure nothing more specific explains."""
+    if found or _status(ctx) == "killed":
+        return None
+    if not (_status(ctx) in ("failed", "lost") or _reason(ctx) in ("error", "config_error")):
+        return None
+    inp = ctx.inp
+    msg = inp.exit_message or _last_exception(inp.log_tail) or "no message"
+    return Diagnosis(
+        "failed", f"the run failed: {msg}",
+        tuple(_traceback_tail(inp.log_tail)),
+        (ctx.suggest("Validate the config",
+                     "Many failures are config problems LLaMA-Factory reports only at "
+                     "start-up: `tunedeck validate` lists them all with file:line.",
+                     {}, "10.6", memory=False),))
 
-    # -- not converging -----------------------------------------------------------
-    nc = _not_converging_diag(ctx)
-    if nc is not None and not any(d.kind == "diverged" for d in found):
-        found.append(nc)
 
-    if not any(d.kind != "resume_past_end" for d in found):
-        ev = []
-        losses = _losses(inp.history)
-        if losses:
-            ev.append(f"step {losses[-1][0]}: loss {losses[-1][1]:.4g}")
-        if inp.status:
-            ev.append(f"status: {inp.status}")
-        found.append(Diagnosis("healthy", "no problem found", tuple(ev), ()))
+def _not_converging_unless_diverged(ctx: _Ctx, found: Sequence[Diagnosis]) -> Diagnosis | None:
+    if any(d.kind == "diverged" for d in found):
+        return None
+    return _not_converging_diag(ctx)
+
+
+def _healthy(ctx: _Ctx, found: Sequence[Diagnosis]) -> Diagnosis | None:
+    if any(d.kind != "resume_past_end" for d in found):
+        return None
+    ev = []
+    losses = _losses(ctx.inp.history)
+    if losses:
+        ev.append(f"step {losses[-1][0]}: loss {losses[-1][1]:.4g}")
+    if ctx.inp.status:
+        ev.append(f"status: {ctx.inp.status}")
+    return Diagnosis("healthy", "no problem found", tuple(ev), ())
+
+
+# The detectors, in the order they look (each sees what the earlier ones found); the
+# result is then sorted by _KIND_ORDER, most important first.
+DETECTORS: tuple[Callable[[_Ctx, Sequence[Diagnosis]], Diagnosis | None], ...] = (
+    _oom_diag,
+    _disk_diag,
+    _diverged_diag,
+    _killed_diag,
+    _failed_diag,
+    lambda ctx, found: _resume_past_end(ctx),
+    lambda ctx, found: _stalled(ctx),
+    lambda ctx, found: _slow_diag(ctx),
+    _not_converging_unless_diverged,
+    _healthy,
+)
+
+
+def diagnose(inp: TriageInput) -> list[Diagnosis]:
+    """Every problem found, most important first; ``healthy`` when there is none."""
+    ctx = _Ctx(inp)
+    found: list[Diagnosis] = []
+    for detect in DETECTORS:
+        d = detect(ctx, found)
+        if d is not None:
+            found.append(d)
     found.sort(key=lambda d: _KIND_ORDER.index(d.kind))
     return found
 

@@ -10,10 +10,7 @@ library when the model is local, else characters / 4; the result says which.
 
 from __future__ import annotations
 
-import ast
 import bisect
-import importlib
-import importlib.util
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -29,8 +26,6 @@ from tunedeck.runner.fsutil import read_json
 MAX_RECORDS = 20_000            # per dataset: enough for a percentile, cheap to read
 MAX_JSON_BYTES = 256 * 1024**2  # do not parse a multi-GB .json array for advice
 
-_HEAVY = ("torch", "transformers", "datasets", "peft", "accelerate", "trl")
-_DATA_MODULES = ("tunedeck.runner.data.dataset_info", "tunedeck.runner.data.converters", "tunedeck.runner.data.templates")
 
 
 @dataclass(frozen=True)
@@ -58,49 +53,12 @@ class LengthStats:
         return self.lengths[idx]
 
 
-def _imports_heavy(module: str) -> bool:
-    """Would importing ``module`` (or a parent package) pull torch & co at import time?
+def _data_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """(dataset_info, converters, templates): the torch-free data modules (the import-boundary
+    test keeps them so), the same code the trainer reads the data with."""
+    from tunedeck.runner.data import converters, dataset_info, templates
 
-    Decided by reading the top-level imports of the source, never by importing it:
-    the control path must not load torch even once. Unknown -> True (be safe).
-    """
-    parts = module.split(".")
-    for i in range(1, len(parts) + 1):
-        name = ".".join(parts[:i])
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            return True
-        if spec is None:
-            return True
-        if not spec.origin or not spec.origin.endswith(".py"):
-            continue
-        try:
-            tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-        except (OSError, SyntaxError, UnicodeDecodeError):
-            return True
-        for node in tree.body:
-            mods: list[str] = []
-            if isinstance(node, ast.Import):
-                mods = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                mods = [node.module]
-            if any(m.split(".")[0] in _HEAVY for m in mods):
-                return True
-            if any(m.startswith("tunedeck.runner.") and m != module and m not in _DATA_MODULES
-                   and m.startswith("tunedeck.runner.data") for m in mods):
-                return True   # another tunedeck.runner.data module: not vetted here
-    return False
-
-
-def _data_modules() -> tuple[ModuleType, ModuleType, ModuleType] | None:
-    """(dataset_info, converters, templates) when they import without torch."""
-    if any(_imports_heavy(m) for m in _DATA_MODULES):
-        return None
-    try:
-        return tuple(importlib.import_module(m) for m in _DATA_MODULES)  # type: ignore[return-value]
-    except ImportError:
-        return None
+    return dataset_info, converters, templates
 
 
 def _resolve_dir(raw: Any, config_dir: Path | None, default: str) -> Path:

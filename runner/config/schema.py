@@ -742,6 +742,17 @@ def is_env_key(key: str) -> bool:
     return bool(key) and key.upper() == key and any(c.isalpha() for c in key) and key[0].isalpha()
 
 
+def fill_null_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """An explicit ``null`` for a key whose declared default is not null means the default
+    (what the trainer and the estimator run with; the validator reports the null)."""
+    out = dict(values)
+    for p in PARAMS.values():
+        if (p.target != "env" and out.get(p.name) is None and p.default is not None
+                and not p.accepts_null):
+            out[p.name] = dict(p.default) if isinstance(p.default, dict) else p.default
+    return out
+
+
 def apply_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
     """Fill every declared default and LLaMA-Factory's derived values.
 

@@ -248,95 +248,11 @@ def detect_cuda() -> bool:
         return False
 
 
-# LLaMA-Factory's template names (reference/llamafactory.md §3), for the unknown-template check.
-LF_TEMPLATES: frozenset[str] = frozenset("""
-custom alpaca bailing bailing_v2 breeze chatglm3 chatml chatml_de cohere cpm4 dbrx deepseek deepseek3
-deepseekr1 hy3 deepseekcoder default dots_ocr empty ernie ernie_nothink ernie_vl exaone falcon falcon_h1
-fewshot gemma gemma2 gemma3 gemma3n gemma4 gemma4n glm4 glm4_moe glm4v glm4_5v glm_ocr glm4_7 glmz1
-gpt_oss granite3 granite3_vision granite4 index hunyuan hunyuan_small hy_dense_1_8b hy_dense_7b intern2
-intern_vl intern_s1 keye_vl kimi_vl lfm2 lfm2_vl llama2 llama2_zh llama3 llama4 mllama moonlight moss_vl
-llava llava_next llava_next_llama3 llava_next_mistral llava_next_qwen llava_next_yi llava_next_video
-llava_next_video_mistral llava_next_video_yi mimo mimo_v2 mimo_vl minicpm_v minicpm_v_4_6 minicpm_o
-minimax1 minimax2 ministral mistral mistral_small ministral3 olmo openchat openchat-3.6 opencoder
-paligemma paligemma_chat phi phi_small phi4 phi4_mini pixtral qwen qwen3 qwen3_nothink qwen2_audio
-qwen2_omni qwen3_omni qwen3_omni_nothink qwen2_vl qwen3_vl qwen3_vl_nothink qwen3_5 qwen3_5_nothink
-qwen3_6 sailor seed_coder seed_oss smollm smollm2 solar starchat telechat2 vicuna video_llava xuanyuan
-yi yi_vl youtu youtu_vl yuan zephyr aeva
-""".split())  # noqa: SIM905
-
-
-def _runner_templates() -> frozenset[str]:
-    """Template names runner/data/templates.py defines, read without importing torch.
-
-    The module belongs to the training side; it is imported only if its source has
-    no top-level import of the training stack, otherwise its names are read from
-    the source (string keys of a TEMPLATES dict or first arguments of register calls).
-    """
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("tunedeck.runner.data.templates")
-    except (ImportError, ValueError):
-        return frozenset()
-    if spec is None or not spec.origin or not Path(spec.origin).is_file():
-        return frozenset()
-    import ast
-
-    try:
-        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return frozenset()
-    heavy = {"torch", "transformers", "peft", "accelerate", "datasets", "trl", "tokenizers"}
-    top_imports: set[str] = set()
-    package_init = Path(spec.origin).with_name("__init__.py")
-    for source in (tree, _parse_or_none(package_init)):
-        for node in source.body if source is not None else ():
-            if isinstance(node, ast.Import):
-                top_imports |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                top_imports.add(node.module.split(".")[0])
-    if not (top_imports & heavy):
-        try:
-            import importlib
-
-            mod = importlib.import_module("tunedeck.runner.data.templates")
-            found: set[str] = set()
-            for attr in ("TEMPLATE_NAMES", "TEMPLATE_NAMES_KNOWN", "TEMPLATES"):
-                found |= {str(k) for k in (getattr(mod, attr, None) or ())}
-            fn = getattr(mod, "template_names", None)
-            if callable(fn):
-                found |= {str(k) for k in fn()}
-            if found:
-                return frozenset(found)
-        except Exception:
-            pass
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            fname = getattr(node.func, "id", getattr(node.func, "attr", ""))
-            if "register" in fname and isinstance(node.args[0].value, str):
-                names.add(node.args[0].value)
-            for kw in node.keywords:
-                if kw.arg == "name" and isinstance(kw.value, ast.Constant) and "register" in fname:
-                    names.add(str(kw.value.value))
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
-            targets = [getattr(t, "id", "") for t in node.targets]
-            if any("TEMPLATE" in t.upper() for t in targets):
-                names |= {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
-    return frozenset(names)
-
-
-def _parse_or_none(path: Path) -> Any:
-    import ast
-
-    try:
-        return ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return None
-
-
 def known_templates() -> frozenset[str]:
-    return LF_TEMPLATES | _runner_templates()
+    """Every template name LLaMA-Factory registers plus the ones tunedeck implements."""
+    from tunedeck.runner.data.templates import TEMPLATE_NAMES, TEMPLATE_NAMES_KNOWN
+
+    return frozenset(TEMPLATE_NAMES) | frozenset(TEMPLATE_NAMES_KNOWN)
 
 
 # ----------------------------------------------------------------------------
@@ -1010,7 +926,7 @@ def _file_datasets(ctx: _Ctx) -> None:
 
 def _file_template(ctx: _Ctx) -> None:
     t = ctx.get("template")
-    if not isinstance(t, str) or not t or t in LF_TEMPLATES:
+    if not isinstance(t, str) or not t:
         return
     names = known_templates()
     if t in names:

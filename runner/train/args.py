@@ -61,11 +61,7 @@ def with_defaults(values: Mapping[str, Any]) -> dict[str, Any]:
         new = schema.alias_target(key)
         if new and new not in out:
             out[new] = out.pop(key)
-    out = schema.apply_defaults(out)
-    for key, p in schema.PARAMS.items():
-        # An explicit null for a key that takes no null means "the default".
-        if out.get(key) is None and p.default is not None and p.target != "env" and not p.accepts_null:
-            out[key] = p.default
+    out = schema.fill_null_defaults(schema.apply_defaults(out))
     if out.get("lora_alpha") in (None, 0):
         out["lora_alpha"] = int(out["lora_rank"]) * 2
     return out
