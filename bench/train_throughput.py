@@ -1,8 +1,8 @@
 """Training throughput: ``python -m tunedeck.runner.train`` against a plain transformers+peft script,
 and packing against no packing on a dataset of mixed lengths.
 
-    /work/venv/bin/python bench/train_throughput.py                 # 3 rounds, 150 steps
-    /work/venv/bin/python bench/train_throughput.py --rounds 5 --skip-packing
+    python bench/train_throughput.py                 # 3 rounds, 150 steps
+    python bench/train_throughput.py --rounds 5 --skip-packing
 
 Same tiny model (built offline), same tokenized data (the runner tokenizes the demo
 data once into a ``tokenized_path`` that both sides then read), same batch, steps, seed,
