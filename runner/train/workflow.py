@@ -425,7 +425,7 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
         return Outcome.make(flags.stop_reason, step, f"{flags.stop_reason} on request at step {step}; {where}", ck)
     signals.deferred = True
     loss = _finish(trainer, plan, result, ctx).get("train_loss")
-    msg = f"finished {step} steps" + (f", mean train loss {loss:.4f}" if isinstance(loss, float) else "")
+    msg = f"finished {step} step{'' if step == 1 else 's'}" + (f", mean train loss {loss:.4f}" if isinstance(loss, float) else "")
     return Outcome.make("finished", step, msg, flags.last_checkpoint)
 
 
