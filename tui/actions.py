@@ -109,7 +109,7 @@ ACTIONS: tuple[Action, ...] = (
     _a("run.mark", "space", "toggle_mark", "Mark",
        "Mark or unmark the selected run for comparing (c or C compares the marked runs).", "dashboard",
        key_display="space"),
-    _a("run.compare", "C", "compare", "Compare/Chat",
+    _a("run.compare", "C", "compare", "Compare",
        "Compare the marked runs: overlaid curves, the table with deltas, the hyperparameter diff; "
        "with fewer than two marked, chat with the selected run.", "dashboard"),
     _a("run.chat", None, "open_chat", "Chat",
