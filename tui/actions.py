@@ -24,6 +24,7 @@ SCOPES: dict[str, str] = {
     "chart": "Chart and compare",
     "triage": "Triage",
     "logs": "Logs",
+    "chat": "Chat",
     "help": "Help",
     "modal": "Confirmation dialogs",
     "unsaved": "Unsaved edits dialog",
@@ -109,8 +110,11 @@ ACTIONS: tuple[Action, ...] = (
        "Mark or unmark the selected run for comparing (c or C compares the marked runs).", "dashboard",
        key_display="space"),
     _a("run.compare", "C", "compare", "Compare",
-       "Compare the marked runs: overlaid curves, the table with deltas, the hyperparameter diff.",
-       "dashboard"),
+       "Compare the marked runs: overlaid curves, the table with deltas, the hyperparameter diff; "
+       "with fewer than two marked, chat with the selected run.", "dashboard"),
+    _a("run.chat", None, "open_chat", "Chat",
+       "Chat with the selected run's newest weights (ctrl+o in the chat opens another checkpoint "
+       "or the base model beside it). Key: C when no runs are marked.", "dashboard"),
     _a("run.chart", "g", "open_chart", "Chart",
        "Open the selected run's chart: every metric, by step, tokens or time, smoothing, zoom, log.",
        "dashboard"),
@@ -171,6 +175,15 @@ ACTIONS: tuple[Action, ...] = (
        mutating=True),
     _a("checkpoints.path", "p", "show_path", "Path",
        "Show the selected checkpoint's full path and copy it to the clipboard.", "checkpoints"),
+    _a("checkpoints.chat", "C", "chat", "Chat",
+       "Chat with the selected checkpoint (ctrl+o in the chat opens another one beside it).",
+       "checkpoints", show=False),
+    # -- chat -----------------------------------------------------------------
+    _a("chat.back", "escape", "back", "Back",
+       "Stop the answer being written; when none is, leave the chat.", "chat"),
+    _a("chat.stop", "ctrl+g", "stop_generation", "Stop", "Stop generating at the next token.", "chat"),
+    _a("chat.beside", "ctrl+o", "open_beside", "Beside",
+       "Open another checkpoint (or the base model) beside this one: one prompt, two answers.", "chat"),
     # -- chart and compare ----------------------------------------------------
     _a("chart.back", "escape", "back", "Back", "Back to the dashboard.", "chart"),
     _a("chart.x", "x", "next_x", "X axis", "Plot by step, by tokens seen or by wall time, in turn.", "chart"),

@@ -104,10 +104,10 @@ def _stream(session, *, echo: bool) -> str:  # type: ignore[no-untyped-def]
 def _handle(session, line: str, *, echo: bool) -> tuple[bool, str | None]:  # type: ignore[no-untyped-def]
     """(keep going, answer or None)."""
     from tunedeck.runner.errors import TunedeckError
-    from tunedeck.runner.infer.chat import parse_command
+    from tunedeck.runner.infer.chat import parse_command, unescape_line
 
     try:
-        out = session.apply(parse_command(_unescape(line)))
+        out = session.apply(parse_command(unescape_line(line)))
     except TunedeckError as exc:
         _say(f"tunedeck: {exc}")
         return True, None
@@ -118,19 +118,6 @@ def _handle(session, line: str, *, echo: bool) -> tuple[bool, str | None]:  # ty
     if out.action == "generate":
         return True, _stream(session, echo=echo)
     return True, None
-
-
-def _unescape(line: str) -> str:
-    """``\\n`` typed in a line is a newline (a multi-line message on one line); ``\\\\`` a backslash."""
-    out, i = [], 0
-    while i < len(line):
-        if line[i] == "\\" and i + 1 < len(line) and line[i + 1] in "n\\":
-            out.append("\n" if line[i + 1] == "n" else "\\")
-            i += 2
-        else:
-            out.append(line[i])
-            i += 1
-    return "".join(out)
 
 
 def _interactive(session) -> int:  # type: ignore[no-untyped-def]

@@ -161,6 +161,19 @@ class ChatSession:
             self.messages.append({"role": "assistant", "content": "".join(parts)})
 
 
+def unescape_line(line: str) -> str:
+    """``\\n`` typed in a one-line input is a newline; ``\\\\`` is a backslash."""
+    out, i = [], 0
+    while i < len(line):
+        if line[i] == "\\" and i + 1 < len(line) and line[i + 1] in "n\\":
+            out.append("\n" if line[i + 1] == "n" else "\\")
+            i += 2
+        else:
+            out.append(line[i])
+            i += 1
+    return "".join(out)
+
+
 def _key_value(arg: str) -> tuple[str, str]:
     if "=" in arg and " " not in arg.split("=", 1)[0]:
         key, _, value = arg.partition("=")

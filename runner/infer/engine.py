@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,7 @@ def load_model(spec: InferSpec, progress: Progress = _noop) -> Loaded:
             "transformers only", hint="set infer_backend=huggingface (serving with vLLM is `tunedeck serve`)")
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    progress = _slowed(progress)
     progress(f"tokenizer of {spec.model_name_or_path}")
     tokenizer, template, added = prepare_tokenizer(spec)
     device = pick_device(spec)
@@ -231,6 +233,24 @@ def format_chat(target: Loaded | tuple[Any, Template], messages: Sequence[Messag
 
 # ---------------------------------------------------------------------------------------------
 # generation
+
+def _slowed(progress: Progress) -> Progress:
+    """``TUNEDECK_FAULT=slowload@S``: each loading phase takes S seconds longer (TUI tests)."""
+    from tunedeck.runner.train.faults import faults_from_env
+
+    try:
+        slow = faults_from_env().slow_load_seconds
+    except ValueError:
+        slow = 0.0
+    if slow <= 0:
+        return progress
+
+    def report(msg: str) -> None:
+        progress(msg)
+        time.sleep(slow)
+
+    return report
+
 
 def _slow_token_seconds() -> float:
     """``TUNEDECK_FAULT=slowtoken@S``: sleep S seconds per generated token (tests watch streaming)."""

@@ -97,6 +97,17 @@ class CheckpointsScreen(RegistryScreen[None]):
         self.app.copy_to_clipboard(str(c.path))
         self.notify("Path copied to the clipboard (where the terminal supports it).")
 
+    def action_chat(self) -> None:
+        from tunedeck.tui.screens.chat import ChatScreen, ChatTarget
+
+        c = self.selected()
+        if c is None:
+            return
+        if not c.complete:
+            self.notify(f"checkpoint-{c.step} is incomplete: nothing to load.", severity="error")
+            return
+        self.app.push_screen(ChatScreen([ChatTarget(str(self.run_dir), str(c.path))]))
+
     def action_resume_from(self) -> None:
         c = self.selected()
         if c is None:

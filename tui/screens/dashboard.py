@@ -188,9 +188,12 @@ class DashboardScreen(RegistryScreen[None]):
         from tunedeck.tui.screens.chart import ChartScreen
 
         marked = self.query_one(RunsTable).marked_runs()
-        if len(marked) < 2:
+        if len(marked) == 1:
             self.notify("Mark two or more runs with space, then press c to compare them.",
                         severity="warning")
+            return
+        if not marked:  # C with nothing marked: talk to the selected run (issue 14's key)
+            self.action_open_chat()
             return
         self.app.push_screen(ChartScreen([(r.name or r.id, Path(r.run_dir)) for r in marked]))
 
@@ -208,6 +211,13 @@ class DashboardScreen(RegistryScreen[None]):
         run = self._need_run()
         if run is not None:
             self.tapp.open_checkpoints(Path(run.run_dir))
+
+    def action_open_chat(self) -> None:
+        from tunedeck.tui.screens.chat import ChatScreen, ChatTarget
+
+        run = self._need_run()
+        if run is not None:
+            self.app.push_screen(ChatScreen([ChatTarget(str(run.run_dir))]))
 
     def action_edit_config(self) -> None:
         run = self._need_run()
