@@ -62,6 +62,8 @@ class RunsView:
     runs: tuple[Any, ...]          # tunedeck.runner.rundir.runs.RunSnapshot
     error: str | None = None
     taken_at: float = field(default_factory=time.time)
+    queue: tuple[Any, ...] = ()    # tunedeck.runner.control.runqueue.QueueEntry not yet started
+    queue_note: str = ""           # "paused" / "runner not running" / ""
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,8 @@ class RunsSampler:
             dirs: dict[Path, None] = dict.fromkeys(d.resolve() for d in discover_runs(root))
             for e in entries():
                 dirs.setdefault(e.run_dir.resolve(), None)
+            hidden = _archived()
+            dirs = {d: None for d in dirs if str(d) not in hidden}  # `tunedeck archive` hides them
             snaps = []
             fresh: dict[Path, tuple[tuple[Any, ...], Any]] = {}
             for d in dirs:
@@ -199,7 +203,31 @@ class RunsSampler:
         except Exception as exc:  # noqa: BLE001 - a broken tree must not kill the dashboard
             return RunsView(self.root, (), error=f"cannot list runs under {self.root}: {exc}")
         snaps.sort(key=lambda r: (r.updated_at or r.created_at or 0.0), reverse=True)
-        return RunsView(self.root, tuple(snaps))
+        queue, note = _queue()
+        return RunsView(self.root, tuple(snaps), queue=queue, queue_note=note)
+
+
+def _archived() -> set[str]:
+    try:
+        from tunedeck.runner.control.history import archived_dirs
+
+        return archived_dirs()
+    except Exception:  # noqa: BLE001 - the index is a convenience
+        return set()
+
+
+def _queue() -> tuple[tuple[Any, ...], str]:
+    """Queue entries that have not started (and the ones that could not), for the dashboard."""
+    try:
+        from tunedeck.runner.control import runqueue as q
+
+        waiting = tuple(e for e in q.load_entries() if e.state in ("queued", "starting", "invalid", "failed"))
+        if not waiting:
+            return (), ""
+        note = "paused" if q.paused() else ("" if q.runner_info() else "runner not running")
+        return waiting, note
+    except Exception:  # noqa: BLE001
+        return (), ""
 
 
 def _is_active(run: Any) -> bool:
