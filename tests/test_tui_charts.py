@@ -108,3 +108,51 @@ async def test_three_marked_runs_compare_with_three_curves_the_deltas_and_the_di
         await pilot.press("b")  # lr-up becomes the baseline
         await wait_for(pilot, lambda: screen.query_one("#compare-table", DataTable).get_row_at(1)[0] == "lr-up *",
                        what="new baseline")
+
+
+async def test_a_run_that_ends_rings_the_bell_and_flashes_and_the_queue_shows_under_the_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_demo_config
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from tunedeck.runner.control import runqueue
+    from tunedeck.runner.control.history import archive
+    from tunedeck.runner.rundir.manifest import ProcRef
+    from tests.tui_helpers import RunSpec, write_run
+
+    root = tmp_path / "runs"
+    base, lr_up, rank16 = write_compare_runs(root)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        sup = ProcRef(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time())
+        live = RunSpec("live", "running", 40, 100, seed=7, age_s=1.0)
+        write_run(root, live, now=time.time(), supervisor=sup)
+        app = TunedeckApp(root=root)
+        bells: list[int] = []
+        monkeypatch.setattr(app, "bell", lambda: bells.append(1))
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.screen.query_one(RunsTable)
+            await wait_for(pilot, lambda: len(table.rows) == 4, what="four runs")
+            await wait_text(pilot, app, "running")
+            assert bells == []
+            # The run ends (its supervisor records it and leaves).
+            write_run(root, RunSpec("live", "finished", 100, 100, seed=7, age_s=1.0), now=time.time())
+            proc.kill()
+            await wait_for(pilot, lambda: bells == [1], what="the bell")
+            assert any("live ended: finished" in n.message for n in app._notifications)
+            assert str(root / "live") in table.flashing
+            await wait_for(pilot, lambda: str(root / "live") not in table.flashing, what="the flash to end")
+
+            # A queued entry shows beneath the runs table; an archived run leaves the table.
+            runqueue.add(make_demo_config(tmp_path), name="waiting-run")
+            archive(lr_up)
+            await wait_text(pilot, app, "Queue: 1 waiting (runner not running)", "waiting-run queued")
+            await wait_for(pilot, lambda: len(table.rows) == 3, what="the archived run hidden")
+            assert "lr-up" not in [r.name for r in table._runs.values()]
+    finally:
+        proc.kill()
+        proc.wait(10)

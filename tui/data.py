@@ -62,6 +62,8 @@ class RunsView:
     runs: tuple[Any, ...]          # tunedeck.runner.rundir.runs.RunSnapshot
     error: str | None = None
     taken_at: float = field(default_factory=time.time)
+    queue: tuple[Any, ...] = ()    # tunedeck.runner.control.runqueue.QueueEntry not yet started
+    queue_note: str = ""           # "paused" / "runner not running" / ""
 
 
 @dataclass(frozen=True)
@@ -165,9 +167,35 @@ class RunsSampler:
 
         try:
             snaps = runs_mod.list_runs(self.root, cache=self._cache, every_registered=True)
+            hidden = _archived()   # `tunedeck archive` hides a run from the dashboard
+            snaps = [r for r in snaps if str(Path(r.run_dir).resolve()) not in hidden]
         except Exception as exc:  # noqa: BLE001 - a broken tree must not kill the dashboard
             return RunsView(self.root, (), error=f"cannot list runs under {self.root}: {exc}")
-        return RunsView(self.root, tuple(snaps))
+        queue, note = _queue()
+        return RunsView(self.root, tuple(snaps), queue=queue, queue_note=note)
+
+
+def _archived() -> set[str]:
+    try:
+        from tunedeck.runner.control.history import archived_dirs
+
+        return archived_dirs()
+    except Exception:  # noqa: BLE001 - the index is a convenience
+        return set()
+
+
+def _queue() -> tuple[tuple[Any, ...], str]:
+    """Queue entries that have not started (and the ones that could not), for the dashboard."""
+    try:
+        from tunedeck.runner.control import runqueue as q
+
+        waiting = tuple(e for e in q.load_entries() if e.state in ("queued", "starting", "invalid", "failed"))
+        if not waiting:
+            return (), ""
+        note = "paused" if q.paused() else ("" if q.runner_info() else "runner not running")
+        return waiting, note
+    except Exception:  # noqa: BLE001
+        return (), ""
 
 
 def read_run(run_dir: Path) -> Any | None:

@@ -41,6 +41,7 @@ class DashboardScreen(RegistryScreen[None]):
         with Vertical(id="runs-box"):
             yield Static(id="runs-empty")
             yield RunsTable(id="runs")
+            yield Static(id="queue-line")
         yield RunPanel(id="run-panel")
         yield AppFooter()
 
@@ -79,7 +80,9 @@ class DashboardScreen(RegistryScreen[None]):
         self.query_one("#gpu-box").set_class(not view.snapshot.available, "-off")
 
     def apply_runs(self, view: RunsView) -> None:
+        self._announce_ends(self.runs_view, view)
         self.runs_view = view
+        self._show_queue(view)
         table = self.query_one(RunsTable)
         table.update_runs(view.runs)
         box = self.query_one("#runs-box")
@@ -90,6 +93,34 @@ class DashboardScreen(RegistryScreen[None]):
             box.border_subtitle = subtitle
         self._show_empty()
         self._selection_changed()
+
+    def _announce_ends(self, old: RunsView | None, new: RunsView) -> None:
+        """A run seen active that has now ended: the bell, a notification, its row flashes."""
+        if old is None:
+            return
+        was = {str(r.run_dir): _status(r) for r in old.runs}
+        for r in new.runs:
+            before, now = was.get(str(r.run_dir)), _status(r)
+            if before in ACTIVE and now not in ACTIVE:
+                self.app.bell()
+                self.notify(f"{r.name} ended: {now}", severity="information" if now == "finished" else "error",
+                            timeout=10)
+                self.query_one(RunsTable).flash(str(r.run_dir))
+
+    def _show_queue(self, view: RunsView) -> None:
+        line = self.query_one("#queue-line", Static)
+        if not view.queue:
+            line.display = False
+            return
+        queued = [e for e in view.queue if e.state in ("queued", "starting")]
+        t = f"Queue: {len(queued)} waiting" + (f" ({view.queue_note})" if view.queue_note else "")
+        for e in view.queue[:3]:
+            why = e.waiting or e.error or ""
+            t += f"  · {e.name} {e.state}" + (f": {why.splitlines()[0][:60]}" if why else "")
+        if len(view.queue) > 3:
+            t += f"  · +{len(view.queue) - 3} more (tunedeck queue list)"
+        line.update(t)
+        line.display = True
 
     def apply_detail(self, detail: RunDetail) -> None:
         sel = self.selected_run()
@@ -232,6 +263,13 @@ class DashboardScreen(RegistryScreen[None]):
 
     def action_change_root(self) -> None:
         self.tapp.prompt_root()
+
+
+ACTIVE = ("starting", "running", "stopping")
+
+
+def _status(run: Any) -> str:
+    return str(getattr(run.status, "value", run.status))
 
 
 def describe_stop(run: Any) -> list[str]:

@@ -34,6 +34,7 @@ class RunsTable(DataTable[Any]):
         self._rows: dict[str, tuple[Any, ...]] = {}
         self._runs: dict[str, Any] = {}
         self.marked: list[str] = []  # run keys marked for compare, in marking order
+        self.flashing: set[str] = set()  # runs that just ended: shown reversed for a few seconds
         self.name_width = 22
         self.bar_width = 8
 
@@ -70,6 +71,27 @@ class RunsTable(DataTable[Any]):
         self._rows[key] = self._cells(run)
         return run
 
+    def flash(self, key: str, seconds: float = 4.0) -> None:
+        """Show a run's name reversed for a few seconds (it just ended)."""
+        if key not in self._runs:
+            return
+        self.flashing.add(key)
+        self._refresh_name(key)
+
+        def done() -> None:
+            self.flashing.discard(key)
+            self._refresh_name(key)
+
+        self.set_timer(seconds, done)
+
+    def _refresh_name(self, key: str) -> None:
+        run = self._runs.get(key)
+        if run is None or key not in self._rows:
+            return
+        cells = self._cells(run)
+        self.update_cell(key, "name", cells[0])
+        self._rows[key] = cells
+
     def marked_runs(self) -> list[Any]:
         return [self._runs[k] for k in self.marked if k in self._runs]
 
@@ -93,8 +115,11 @@ class RunsTable(DataTable[Any]):
             gpus = "cpu" if getattr(run, "kind", "tunedeck") == "tunedeck" else "--"
         eta = fmt.duration(run.eta_seconds, coarse=True) if status in ("running", "starting") else "--"
         mark = "● " if run_key(run) in self.marked else ""
+        name: str | Text = mark + fmt.truncate(run.name or run.id, self.name_width - len(mark))
+        if run_key(run) in self.flashing:
+            name = Text(str(name), style="reverse bold")
         return (
-            mark + fmt.truncate(run.name or run.id, self.name_width - len(mark)),
+            name,
             fmt.status_text(status, var),
             prog,
             fmt.number(run.loss),
