@@ -10,6 +10,7 @@ cannot start, every test here fails with their logs; nothing is skipped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -93,3 +94,121 @@ def test_submitted_run_goes_from_queue_to_finished_with_loss_and_slurm_state(
     assert runs.returncode == 0, runs.stderr
     row = next(r for r in json.loads(runs.stdout) if r["id"] == res["id"])
     assert row["backend"] == "slurm" and row["job_id"] == res["job_id"]
+
+
+def _steps_logged(run_dir: Path, n: int) -> bool:
+    return len(log_steps(run_dir)) >= n
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for line in (run_dir / "trainer_log.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if isinstance(rec.get("current_steps"), int) and "loss" in rec:
+            out[rec["current_steps"]] = rec["loss"]
+    return out
+
+
+def _run_processes(run_id: str) -> list[int]:
+    from tunedeck.runner.control.procs import find_by_env
+
+    return [p.pid for p in find_by_env("TUNEDECK_RUN_ID", run_id, exclude=[os.getpid()])]
+
+
+def test_stop_sends_usr1_to_the_batch_step_and_leaves_a_complete_checkpoint_and_no_process(
+        cluster, tmp_path, make_demo_config):
+    cfg = make_demo_config(tmp_path, max_steps=40, save_steps=100)
+    env = _env(cluster, tmp_path, TUNEDECK_FAULT="slow@0.5")
+    res = _launch(cluster, cfg, env)
+    run_dir = Path(res["run_dir"])
+    wait_for(lambda: _steps_logged(run_dir, 2), RUN_TIMEOUT, "two logged steps")
+    assert status_json(res["id"], env)["status"] == "running"
+    out = tunedeck(["stop", res["id"], "--json", "--timeout", "120"], env, timeout=400)
+    assert out.returncode == 0, out.stdout + out.stderr + end_of_tail(run_dir)
+    rep = json.loads(out.stdout)
+    assert rep["status"] == "stopped" and rep["checkpoint"], rep
+    ck = Path(rep["checkpoint"])
+    assert ck.name.startswith("checkpoint-") and (ck / "trainer_state.json").exists()
+    assert "USR1" in rep["message"]
+    st = status_json(res["id"], env)
+    assert st["status"] == "stopped" and st["slurm_state"] == "completed"
+    assert st["latest_checkpoint"] == str(ck)
+    assert cluster.queue_empty()
+    assert _run_processes(res["id"]) == []
+    assert max(log_steps(run_dir)) < 40
+
+
+def test_requeue_resumes_from_the_checkpoint_with_the_same_losses_and_no_duplicate_steps(
+        cluster, tmp_path, make_demo_config):
+    # The uninterrupted reference runs beside it (the node has a CPU for each).
+    ref_cfg = make_demo_config(tmp_path / "ref", max_steps=10, save_steps=100)
+    cfg = make_demo_config(tmp_path / "pre", max_steps=10, save_steps=100)
+    env = _env(cluster, tmp_path, TUNEDECK_FAULT="slow@0.5")
+    ref = _launch(cluster, ref_cfg, env)
+    res = _launch(cluster, cfg, env)
+    run_dir = Path(res["run_dir"])
+    wait_for(lambda: _steps_logged(run_dir, 3), RUN_TIMEOUT, "three logged steps")
+    r = cluster.run("scontrol", "requeue", res["job_id"])
+    assert r.returncode == 0, r.stderr
+    final = wait_for(lambda: _ended(res["id"], env), RUN_TIMEOUT, "the requeued run to end")
+    assert final["status"] == "finished", end_of_tail(run_dir, 60)
+    m = manifest(run_dir)
+    assert [q["restart_count"] for q in m["slurm"]["requeues"]] == [1]
+    resumed_from = m["slurm"]["requeues"][0]["resume_from"]
+    assert resumed_from and Path(resumed_from).name.startswith("checkpoint-")
+    assert len(m["attempts"]) == 2 and m["attempts"][0]["end_reason"] == "preempted"
+    assert m["attempts"][1]["resume_from"] == resumed_from
+    assert log_steps(run_dir) == list(range(1, 11))  # every step exactly once
+    done = wait_for(lambda: _ended(ref["id"], env), RUN_TIMEOUT, "the reference run to end")
+    assert done["status"] == "finished"
+    want, got = _losses(Path(ref["run_dir"])), _losses(run_dir)
+    assert sorted(got) == sorted(want) == list(range(1, 11))
+    for step in want:
+        assert got[step] == pytest.approx(want[step], abs=1e-4), step
+
+
+def test_a_crashing_trainer_reads_failed_with_the_exit_code_and_the_log_tail(
+        cluster, tmp_path, make_demo_config):
+    cfg = make_demo_config(tmp_path, max_steps=8)
+    env = _env(cluster, tmp_path, TUNEDECK_FAULT="exit@3")
+    res = _launch(cluster, cfg, env)
+    final = wait_for(lambda: _ended(res["id"], env), RUN_TIMEOUT, "the crashing run to end")
+    assert final["status"] == "failed" and final["exit_code"] == 1, final
+    assert final["slurm_state"] == "failed" and final["slurm_exit_code"] == "1:0"
+    assert "exited with code 1" in final["message"]
+    logs = tunedeck(["logs", res["id"], "-n", "5"], env)
+    assert logs.returncode == 0 and "attempt ended: failed" in logs.stdout
+
+
+def test_sbatch_refusing_the_job_exits_5_with_slurms_message_and_no_active_manifest(
+        cluster, tmp_path, make_demo_config):
+    cfg = make_demo_config(tmp_path)
+    env = _env(cluster, tmp_path)
+    out = tunedeck(["launch", str(cfg), "--slurm", "--partition", "nosuchpartition"], env, cwd=tmp_path)
+    assert out.returncode == 5, out.stderr
+    assert "sbatch refused the job" in out.stderr and "Invalid partition name" in out.stderr
+    m = manifest(tmp_path / "out")
+    assert m["status"] == "failed" and "Invalid partition name" in m["message"]
+    assert status_json(str(tmp_path / "out"), env)["status"] == "failed"
+
+
+def test_without_slurm_installed_launch_names_the_missing_command(tmp_path, make_demo_config):
+    cfg = make_demo_config(tmp_path)
+    env = control_env(tmp_path / "home", PATH=str(tmp_path / "empty-bin"))
+    out = tunedeck(["launch", str(cfg), "--slurm"], env, cwd=tmp_path)
+    assert out.returncode == 5, out.stderr
+    assert "`sbatch` command is not on PATH" in out.stderr
+    assert manifest(tmp_path / "out") == {}
+
+
+def test_two_srun_tasks_form_one_gloo_group_of_world_size_two(cluster, tmp_path, make_demo_config):
+    cfg = make_demo_config(tmp_path, max_steps=4, save_steps=100)
+    env = _env(cluster, tmp_path)
+    res = _launch(cluster, cfg, env, "--tasks-per-node", "2")
+    run_dir = Path(res["run_dir"])
+    script = (run_dir / "slurm_job.sh").read_text()
+    assert "--machine_rank '$SLURM_PROCID'" in script and "--num_machines 2" in script
+    final = wait_for(lambda: _ended(res["id"], env), RUN_TIMEOUT, "the 2-task run to end")
+    assert final["status"] == "finished", end_of_tail(run_dir, 80)
+    assert log_steps(run_dir) == [1, 2, 3, 4]
+    assert manifest(run_dir)["env_diff"]["TUNEDECK_EXPECT_WORLD_SIZE"] == "2"
