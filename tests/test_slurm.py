@@ -141,6 +141,8 @@ def test_stop_sends_usr1_to_the_batch_step_and_leaves_a_complete_checkpoint_and_
 def test_requeue_resumes_from_the_checkpoint_with_the_same_losses_and_no_duplicate_steps(
         cluster, tmp_path, make_demo_config):
     # The uninterrupted reference runs beside it (the node has a CPU for each).
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "pre").mkdir()
     ref_cfg = make_demo_config(tmp_path / "ref", max_steps=10, save_steps=100)
     cfg = make_demo_config(tmp_path / "pre", max_steps=10, save_steps=100)
     env = _env(cluster, tmp_path, TUNEDECK_FAULT="slow@0.5")
