@@ -268,7 +268,12 @@ def render_script(*, run_dir: Path, run_id: str, name: str, plan: Any, opts: Slu
     for arg in opts.sbatch_args:
         lines.append(f"#SBATCH {arg}")
     lines += ["", "set -eu"]
+    from tunedeck.runner.control.secrets import is_secret_key
+
     for k, v in sorted(env.items()):
+        if is_secret_key(k) or is_secret_key(k.lower()):
+            lines.append(f"# {k}: a secret, passed in sbatch's environment (never written here)")
+            continue
         lines.append(f"export {k}={q(v)}")
     lines += [
         "# Rendezvous: the first host of the allocation, a port derived from the job id.",
@@ -289,9 +294,14 @@ def render_script(*, run_dir: Path, run_id: str, name: str, plan: Any, opts: Slu
 def _join_groups(argv: list[str]) -> list[str]:
     """Shell-quoted argv in readable lines: a break before srun and before the trainer command."""
     groups: list[list[str]] = [[]]
+    in_srun = False
     for a in argv:
-        if a in ("srun", "--") and groups[-1] and a == "srun":
+        if a == "srun" and groups[-1]:
             groups.append([])
+            in_srun = True
+        elif in_srun and not a.startswith("-"):
+            groups.append([])  # the command srun runs on every node
+            in_srun = False
         groups[-1].append(a)
     return [" ".join(shlex.quote(a) for a in g) for g in groups]
 
