@@ -115,9 +115,9 @@ def _run_processes(run_id: str) -> list[int]:
     return [p.pid for p in find_by_env("TUNEDECK_RUN_ID", run_id, exclude=[os.getpid()])]
 
 
-def test_stop_sends_usr1_to_the_batch_step_and_leaves_a_complete_checkpoint_and_no_process(
+def test_stop_sends_usr1_to_the_batch_step_leaves_a_checkpoint_and_no_process_and_resume_resubmits(
         cluster, tmp_path, make_demo_config):
-    cfg = make_demo_config(tmp_path, max_steps=40, save_steps=100)
+    cfg = make_demo_config(tmp_path, max_steps=16, save_steps=100)
     env = _env(cluster, tmp_path, TUNEDECK_FAULT="slow@0.5")
     res = _launch(cluster, cfg, env)
     run_dir = Path(res["run_dir"])
@@ -135,7 +135,20 @@ def test_stop_sends_usr1_to_the_batch_step_and_leaves_a_complete_checkpoint_and_
     assert st["latest_checkpoint"] == str(ck)
     assert cluster.queue_empty()
     assert _run_processes(res["id"]) == []
-    assert max(log_steps(run_dir)) < 40
+    stopped_at = max(log_steps(run_dir))
+    assert stopped_at < 16 and ck.name == f"checkpoint-{stopped_at}"
+
+    out = tunedeck(["resume", res["id"], "--json"], env)
+    assert out.returncode == 0, out.stderr
+    again = json.loads(out.stdout.strip().splitlines()[-1])
+    assert again["job_id"].isdigit() and again["job_id"] != res["job_id"]
+    assert again["checkpoint"] == str(ck)
+    final = wait_for(lambda: _ended(res["id"], env), RUN_TIMEOUT, "the resumed job to end")
+    assert final["status"] == "finished" and final["job_id"] == again["job_id"], end_of_tail(run_dir, 60)
+    assert log_steps(run_dir) == list(range(1, 17))
+    m = manifest(run_dir)
+    assert [a["resume_from"] for a in m["attempts"]] == [None, str(ck)]
+    assert m["slurm"]["previous_jobs"][0]["job_id"] == res["job_id"]
 
 
 def test_requeue_resumes_from_the_checkpoint_with_the_same_losses_and_no_duplicate_steps(

@@ -65,6 +65,7 @@ class SlurmRecord(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)  # the sbatch choices, for resume
     runner_pid: int | None = None     # the job runner (on batch_host)
     final_state: str | None = None    # Slurm's word once the job ended (COMPLETED, TIMEOUT...)
+    previous_jobs: list[dict[str, Any]] = Field(default_factory=list)  # earlier jobs of this run (resume)
 
 
 class RunManifest(BaseModel):

@@ -302,7 +302,10 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
             if isinstance(ref, dict) and isinstance(ref.get("pid"), int):
                 pids.append(ref["pid"])
         msg = m.get("message")
-        if status is RunStatus.LOST and m.get("status") != RunStatus.LOST.value:
+        binfo = _backend_info(m)
+        if binfo.get("slurm_message") and (status is RunStatus.LOST or not msg):
+            msg = str(binfo["slurm_message"])
+        elif status is RunStatus.LOST and m.get("status") != RunStatus.LOST.value:
             msg = (f"the supervisor is gone but the manifest says {m.get('status')}"
                    + (f" ({msg})" if msg else ""))
         gpus = tuple(int(g) for g in (m.get("gpus") or []) if isinstance(g, int))
@@ -320,7 +323,7 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
             "created_at": _num(m.get("created_at")),
             "finished_at": _num(m.get("finished_at")),
             "extra": {
-                **_backend_info(m),
+                **binfo,
                 "launched_config": m.get("config_path"),
                 "max_restarts": _int(m.get("max_restarts")) or 0,
                 "stop_requested_at": _num(m.get("stop_requested_at")),

@@ -409,9 +409,13 @@ def submit_run(run_dir: Path, m: Any, plan: Any, opts: SlurmOptions, env: Mappin
         raise
     old = m.slurm
     m.backend = "slurm"
+    # A new job counts its restarts from 0: its requeues are its own; earlier jobs are kept.
+    previous = list(old.previous_jobs) if old is not None else []
+    if old is not None:
+        previous.append({"job_id": old.job_id, "final_state": old.final_state,
+                         "requeues": [r.model_dump() for r in old.requeues]})
     m.slurm = SlurmRecord(job_id=job, partition=opts.partition, nodes=opts.nodes, script=str(script),
-                          submitted_at=time.time(), options=opts.to_dict(),
-                          requeues=list(old.requeues) if old is not None else [])
+                          submitted_at=time.time(), options=opts.to_dict(), previous_jobs=previous)
     if m.slurm.partition is None:
         js = query(job)
         if js is not None:
