@@ -227,3 +227,24 @@ def test_two_srun_tasks_form_one_gloo_group_of_world_size_two(cluster, tmp_path,
     assert final["status"] == "finished", end_of_tail(run_dir, 80)
     assert log_steps(run_dir) == [1, 2, 3, 4]
     assert manifest(run_dir)["env_diff"]["TUNEDECK_EXPECT_WORLD_SIZE"] == "2"
+
+
+def test_usr1_without_a_stop_request_is_the_time_limit_warning_checkpoint_requeue_and_resume(
+        cluster, tmp_path, make_demo_config):
+    # What `#SBATCH --signal=B:USR1@S` delivers before the time limit, sent now instead of
+    # waiting for a limit (Slurm checks limits only every so often).
+    cfg = make_demo_config(tmp_path, max_steps=10, save_steps=100)
+    env = _env(cluster, tmp_path, TUNEDECK_FAULT="slow@0.5")
+    res = _launch(cluster, cfg, env)
+    run_dir = Path(res["run_dir"])
+    wait_for(lambda: _steps_logged(run_dir, 3), RUN_TIMEOUT, "three logged steps")
+    r = cluster.run("scancel", "--signal=USR1", "--batch", res["job_id"])
+    assert r.returncode == 0, r.stderr
+    final = wait_for(lambda: _ended(res["id"], env), RUN_TIMEOUT, "the requeued run to end")
+    assert final["status"] == "finished", end_of_tail(run_dir, 60)
+    m = manifest(run_dir)
+    first = m["attempts"][0]
+    assert first["end_reason"] == "preempted" and "time limit is near" in first["message"]
+    assert [q["restart_count"] for q in m["slurm"]["requeues"]] == [1]
+    assert m["attempts"][1]["resume_from"] == m["slurm"]["requeues"][0]["resume_from"]
+    assert log_steps(run_dir) == list(range(1, 11))
