@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.control_helpers import control_env, tunedeck
 from tunedeck.runner.control.backends.slurm import (
     SlurmOptions,
     options_with_settings,
@@ -17,8 +19,6 @@ from tunedeck.runner.control.backends.slurm import (
 from tunedeck.runner.control.launch import LaunchOptions
 from tunedeck.runner.control.slurm_job import expand
 from tunedeck.runner.errors import ConfigError
-
-from tests.control_helpers import control_env, tunedeck
 
 REPO = Path(__file__).resolve().parents[1]
 

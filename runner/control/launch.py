@@ -697,7 +697,7 @@ def _validate(doc: Any) -> list[str]:
 def _still_active(old: RunManifest, run_dir: Path, ref_alive: Any) -> bool:
     """Does a previous run still hold ``run_dir`` (its supervisor, or its Slurm job)?"""
     if old.backend != "local":
-        from tunedeck.runner.control.runs import computed_status, raw_manifest
+        from tunedeck.runner.rundir.runs import computed_status, raw_manifest
 
         return computed_status(raw_manifest(run_dir) or {}).active
     return old.status.active and (

@@ -152,7 +152,7 @@ def end_of_training_warning(ck: Path, values: dict[str, Any]) -> str | None:
 def _busy(run: Path, m: Any, ref_alive: Any) -> bool:
     """Is the run still active (its supervisor or trainer alive; its Slurm job queued or running)?"""
     if m.backend != "local":
-        from tunedeck.runner.control.runs import computed_status, raw_manifest
+        from tunedeck.runner.rundir.runs import computed_status, raw_manifest
 
         return computed_status(raw_manifest(run) or {}).active
     return bool(ref_alive(m.supervisor) or any(ref_alive(p) for p in m.procs))

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.protocol import (
+from tunedeck.runner.rundir.protocol import (
     FROZEN_CONFIG,
     STDOUT_LOG,
     STOP_REQUEST,
@@ -88,7 +88,7 @@ class JobRunner:
 
     # -- main ------------------------------------------------------------------------------
     def run(self) -> int:
-        from tunedeck.runner.control.manifest import read_manifest
+        from tunedeck.runner.rundir.manifest import read_manifest
 
         m = read_manifest(self.run_dir)
         if m is None or m.slurm is None:
@@ -135,9 +135,10 @@ class JobRunner:
     def _requeued(self, m: Any) -> bool:
         """A new start after a requeue: record it; resume from the newest complete checkpoint."""
         from tunedeck.runner.config.yamlio import ConfigDoc
-        from tunedeck.runner.control.launch import keep_attempt_copy, newest_complete_checkpoint
-        from tunedeck.runner.control.manifest import Attempt, SlurmRequeue
+        from tunedeck.runner.control.launch import keep_attempt_copy
         from tunedeck.runner.fsutil import atomic_write_text
+        from tunedeck.runner.rundir.checkpoints import newest_complete
+        from tunedeck.runner.rundir.manifest import Attempt, SlurmRequeue
 
         node_list = os.environ.get("SLURM_JOB_NODELIST")
         if self.restart > m.max_restarts:
@@ -149,7 +150,7 @@ class JobRunner:
             m.write(self.run_dir)
             _say(m.message)
             return False
-        ck = newest_complete_checkpoint(self.run_dir)
+        ck = newest_complete(self.run_dir)
         prev = m.attempts[-1] if m.attempts else None
         if prev is not None:
             keep_attempt_copy(self.run_dir, prev.number)
@@ -176,7 +177,7 @@ class JobRunner:
 
     def _end(self, m: Any, rc: int | None, offset: int) -> int:
         from tunedeck.runner.control.classify import classify_exit
-        from tunedeck.runner.control.manifest import read_manifest
+        from tunedeck.runner.rundir.manifest import read_manifest
 
         info = classify_exit(self.run_dir, rc, log_offset=offset, stop_requested=self.user_stop)
         status, msg = info.status, info.message
@@ -200,9 +201,9 @@ class JobRunner:
         cur.message = msg
         ck = info.checkpoint
         if ck is None:
-            from tunedeck.runner.control.launch import newest_complete_checkpoint
+            from tunedeck.runner.rundir.checkpoints import newest_complete
 
-            newest = newest_complete_checkpoint(self.run_dir)
+            newest = newest_complete(self.run_dir)
             ck = str(newest) if newest else None
         cur.checkpoint = ck
         if self.user_stop and cur.stop_requested_at is None:

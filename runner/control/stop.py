@@ -58,7 +58,7 @@ def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: boo
              poll: float = 0.2) -> StopResult:
     """Stop the run in ``run_dir`` the way its backend does it (local supervisor, Slurm job)."""
     from tunedeck.runner.control.backends import LOCAL, backend_for, backend_name
-    from tunedeck.runner.control.runs import raw_manifest
+    from tunedeck.runner.rundir.runs import raw_manifest
 
     raw = raw_manifest(Path(run_dir))
     if raw is not None and backend_name(raw) != LOCAL:

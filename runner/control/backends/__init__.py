@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from tunedeck.runner.protocol import RunStatus
+from tunedeck.runner.rundir.protocol import RunStatus
 
 LOCAL = "local"
 SLURM = "slurm"

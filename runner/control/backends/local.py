@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.protocol import RunStatus
+from tunedeck.runner.rundir.protocol import RunStatus
 
 
 class LocalBackend:
     name = "local"
 
     def status(self, m: dict[str, Any], now: float | None = None) -> RunStatus:
-        from tunedeck.runner.control.runs import local_status
+        from tunedeck.runner.rundir.runs import local_status
 
         return local_status(m, now)
 
     def ended(self, m: dict[str, Any]) -> bool:
-        from tunedeck.runner.control.runs import local_run_ended
+        from tunedeck.runner.rundir.runs import local_run_ended
 
         return local_run_ended(m)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import ConfigError, LaunchError, TunedeckError
-from tunedeck.runner.protocol import ACTIVE_STATUSES, STDOUT_LOG, TRAINER_EXIT, RunStatus
+from tunedeck.runner.rundir.protocol import ACTIVE_STATUSES, STDOUT_LOG, TRAINER_EXIT, RunStatus
 
 SCRIPT = "slurm_job.sh"
 DEFAULT_SIGNAL_SECONDS = 300
@@ -381,7 +381,7 @@ def submit_run(run_dir: Path, m: Any, plan: Any, opts: SlurmOptions, env: Mappin
 
     When sbatch refuses, the manifest says failed with Slurm's message (never "starting").
     """
-    from tunedeck.runner.control.manifest import SlurmRecord
+    from tunedeck.runner.rundir.manifest import SlurmRecord
 
     say = warn or (lambda _t: None)
     require("sbatch")
@@ -497,7 +497,7 @@ def _restarts_recorded(m: Mapping[str, Any]) -> int:
 
 
 def _stop_requested(m: Mapping[str, Any], run_dir: Path | None) -> bool:
-    from tunedeck.runner.protocol import STOP_REQUEST
+    from tunedeck.runner.rundir.protocol import STOP_REQUEST
 
     if m.get("stop_requested_at"):
         return True
@@ -614,9 +614,9 @@ def stop_job(run_dir: Path, *, timeout: float, wait: bool, poll: float = 0.5) ->
     ``scancel`` after ``timeout``. Reports like the local stop."""
     from tunedeck.runner.control import procs as P
     from tunedeck.runner.control.launch import RUN_ID_ENV
-    from tunedeck.runner.control.manifest import read_manifest
-    from tunedeck.runner.control.runs import raw_manifest
     from tunedeck.runner.control.stop import StopResult, _checkpoint_complete, request_stop
+    from tunedeck.runner.rundir.manifest import read_manifest
+    from tunedeck.runner.rundir.runs import raw_manifest
 
     m = read_manifest(run_dir)
     raw = raw_manifest(run_dir)
@@ -683,7 +683,7 @@ def stop_job(run_dir: Path, *, timeout: float, wait: bool, poll: float = 0.5) ->
     if cancelled:
         m2.message = (m2.message or "") + f" [did not end within {timeout:.0f}s of USR1: scancel]"
     m2.write(run_dir)
-    from tunedeck.runner.protocol import STOP_REQUEST
+    from tunedeck.runner.rundir.protocol import STOP_REQUEST
 
     with contextlib.suppress(FileNotFoundError):
         (run_dir / STOP_REQUEST).unlink()
@@ -727,7 +727,7 @@ def script_preview(config_path: str | Path, overrides: Any, opts: Any, sopts: Sl
         build_launch_plan,
         resolve_output_dir,
     )
-    from tunedeck.runner.protocol import FROZEN_CONFIG
+    from tunedeck.runner.rundir.protocol import FROZEN_CONFIG
 
     say = warn or (lambda _t: None)
     cwd_p = cwd or Path.cwd()
