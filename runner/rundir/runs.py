@@ -203,12 +203,12 @@ def _mtime(p: Path) -> float | None:
 # ----------------------------------------------------------------------------
 def computed_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
     """The status a reader should show for a raw manifest, as the run's backend sees it
-    (:mod:`tunedeck.runner.control.backends`: local supervisor or Slurm job)."""
-    from tunedeck.runner.control.backends import LOCAL, backend_for, backend_name
+    (:mod:`tunedeck.runner.rundir.backends`: local supervisor or Slurm job)."""
+    from tunedeck.runner.rundir.backends import LOCAL, backend_name, reader_for
 
     if backend_name(m) == LOCAL:
         return local_status(m, now)
-    return backend_for(m).status(m, now)
+    return reader_for(m).status(m, now)
 
 
 def local_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
@@ -233,11 +233,11 @@ def local_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
 
 def run_ended(m: dict[str, Any]) -> bool:
     """Has the run (not just an attempt) ended? Asks the run's backend."""
-    from tunedeck.runner.control.backends import LOCAL, backend_for, backend_name
+    from tunedeck.runner.rundir.backends import LOCAL, backend_name, reader_for
 
     if backend_name(m) == LOCAL:
         return local_run_ended(m)
-    return backend_for(m).ended(m)
+    return reader_for(m).ended(m)
 
 
 def local_run_ended(m: dict[str, Any]) -> bool:
@@ -253,9 +253,9 @@ def local_run_ended(m: dict[str, Any]) -> bool:
 
 def _backend_info(m: dict[str, Any]) -> dict[str, Any]:
     """``backend`` and, for a scheduler, its job id and queue state (``status --json``)."""
-    from tunedeck.runner.control.backends import backend_for
+    from tunedeck.runner.rundir.backends import reader_for
 
-    return backend_for(m).info(m)
+    return reader_for(m).info(m)
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:

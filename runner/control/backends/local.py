@@ -5,25 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.rundir.protocol import RunStatus
+from tunedeck.runner.rundir.backends import LocalReader
 
 
-class LocalBackend:
-    name = "local"
-
-    def status(self, m: dict[str, Any], now: float | None = None) -> RunStatus:
-        from tunedeck.runner.rundir.runs import local_status
-
-        return local_status(m, now)
-
-    def ended(self, m: dict[str, Any]) -> bool:
-        from tunedeck.runner.rundir.runs import local_run_ended
-
-        return local_run_ended(m)
-
-    def info(self, m: dict[str, Any]) -> dict[str, Any]:
-        return {"backend": self.name}
-
+class LocalBackend(LocalReader):
     def stop(self, run_dir: Path, *, timeout: float, wait: bool) -> Any:
         from tunedeck.runner.control.stop import stop_local
 
