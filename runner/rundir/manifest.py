@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
+
 from tunedeck.runner.fsutil import atomic_write_text
 from tunedeck.runner.rundir.protocol import MANIFEST, RunStatus
 
