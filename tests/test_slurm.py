@@ -65,8 +65,12 @@ def _launch(c: SlurmCluster, cfg: Path, env: dict[str, str], *args: str) -> dict
 
 
 def _ended(run: str, env: dict[str, str]) -> dict | None:
+    """The status once the run has ended and Slurm's job with it (the runner records the end
+    a moment before the job leaves the queue)."""
     st = status_json(run, env)
-    return st if st["status"] not in ("starting", "running", "stopping") else None
+    if st["status"] in ("starting", "running", "stopping"):
+        return None
+    return st if st.get("slurm_state") not in ("pending", "running", "completing", "configuring") else None
 
 
 def test_submitted_run_goes_from_queue_to_finished_with_loss_and_slurm_state(
@@ -248,3 +252,32 @@ def test_usr1_without_a_stop_request_is_the_time_limit_warning_checkpoint_requeu
     assert [q["restart_count"] for q in m["slurm"]["requeues"]] == [1]
     assert m["attempts"][1]["resume_from"] == m["slurm"]["requeues"][0]["resume_from"]
     assert log_steps(run_dir) == list(range(1, 11))
+
+
+async def test_a_queued_job_shows_pending_with_slurms_reason_in_status_and_the_dashboard_and_stop_cancels_it(
+        cluster, tmp_path, make_demo_config, monkeypatch):
+    from tests.tui_helpers import wait_text
+    from tunedeck.tui.app import TunedeckApp
+
+    cfg = make_demo_config(tmp_path)
+    env = _env(cluster, tmp_path)
+    res = _launch(cluster, cfg, env, "--sbatch-arg=--begin=now+1hour")
+    st = status_json(res["id"], env)
+    assert st["status"] == "starting" and st["slurm_state"] == "pending", st
+    assert st["slurm_reason"] == "BeginTime" and st["queue"] == "pending (BeginTime)"
+    human = tunedeck(["status", res["id"]], env)
+    assert f"slurm:       job {res['job_id']} pending (BeginTime)" in human.stdout
+
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "none")
+    app = TunedeckApp(root=tmp_path)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_text(pilot, app, f"job {res['job_id']}", "starting pending (BeginTime)", timeout=60)
+
+    out = tunedeck(["stop", res["id"], "--json"], env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["status"] == "stopped" and "cancelled while pending" in rep["message"]
+    assert cluster.queue_empty()
+    st = status_json(res["id"], env)
+    assert st["status"] == "stopped" and st["slurm_state"] == "cancelled"

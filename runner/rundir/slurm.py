@@ -20,8 +20,10 @@ from typing import Any
 from tunedeck.runner.errors import LaunchError, TunedeckError
 from tunedeck.runner.rundir.protocol import ACTIVE_STATUSES, STOP_REQUEST, TRAINER_EXIT, RunStatus
 
-SCHED_TIMEOUT = 30.0               # seconds for one scheduler command
-_CACHE_TTL = 1.0
+SCHED_TIMEOUT = 30.0               # seconds for one scheduler command (submit, cancel)
+READ_TIMEOUT = 10.0                # seconds for one status query (readers must not hang)
+_CACHE_TTL = 1.0                   # a status is asked again after this long
+_FAIL_TTL = 15.0                   # a scheduler that did not answer is asked again after this long
 
 PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
                             "RESIZING", "SUSPENDED", "STOPPED", "SPECIAL_EXIT", "RESV_DEL_HOLD"})
@@ -63,6 +65,7 @@ def run_cmd(argv: list[str], *, timeout: float = SCHED_TIMEOUT, env: Mapping[str
 
 
 _cache: dict[str, tuple[float, dict[str, str] | None]] = {}
+_failed: dict[str, tuple[float, TunedeckError]] = {}
 
 
 def parse_scontrol(text: str) -> dict[str, str]:
@@ -83,7 +86,21 @@ def query(job_id: str, *, fresh: bool = False) -> dict[str, str] | None:
     hit = _cache.get(job_id)
     if hit is not None and not fresh and now - hit[0] < _CACHE_TTL:
         return hit[1]
-    r = run_cmd(["scontrol", "-o", "show", "job", str(job_id)])
+    bad = _failed.get(job_id)
+    if bad is not None and not fresh and now - bad[0] < _FAIL_TTL:
+        raise bad[1]  # a dashboard polling an unreachable controller must not wait every time
+    try:
+        result = _query(job_id)
+    except TunedeckError as exc:
+        _failed[job_id] = (now, exc)
+        raise
+    _failed.pop(job_id, None)
+    _cache[job_id] = (now, result)
+    return result
+
+
+def _query(job_id: str) -> dict[str, str] | None:
+    r = run_cmd(["scontrol", "-o", "show", "job", str(job_id)], timeout=READ_TIMEOUT)
     result: dict[str, str] | None
     if r.returncode == 0 and "JobId=" in r.stdout:
         result = parse_scontrol(r.stdout.splitlines()[0])
@@ -93,7 +110,6 @@ def query(job_id: str, *, fresh: bool = False) -> dict[str, str] | None:
     else:
         raise TunedeckError(f"scontrol could not answer for job {job_id}: "
                             f"{(r.stderr or r.stdout).strip() or r.returncode}")
-    _cache[job_id] = (now, result)
     return result
 
 
@@ -101,7 +117,8 @@ def _sacct(job_id: str) -> dict[str, str] | None:
     """A job the controller has forgotten, from accounting when there is any (else None)."""
     if shutil.which("sacct") is None:
         return None
-    r = run_cmd(["sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", "JobID,State,ExitCode,NodeList,Partition"])
+    r = run_cmd(["sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", "JobID,State,ExitCode,NodeList,Partition"],
+                timeout=READ_TIMEOUT)
     if r.returncode != 0:
         return None  # "Slurm accounting storage is disabled": nothing more to learn
     for line in r.stdout.splitlines():

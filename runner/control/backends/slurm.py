@@ -430,7 +430,8 @@ def stop_job(run_dir: Path, *, timeout: float, wait: bool, poll: float = 0.5) ->
             message=f"run {m.id} is not running (status {status.value}, Slurm job {job} {state.lower()})",
             waited=False)
     request_stop(run_dir, timeout=timeout, by="tunedeck stop (Slurm)")
-    if state in PENDING_STATES:
+    pending = state in PENDING_STATES
+    if pending:
         r = run_cmd(["scancel", job])
         how = "cancelled while pending (nothing to save)"
         if r.returncode != 0:
@@ -489,9 +490,12 @@ def stop_job(run_dir: Path, *, timeout: float, wait: bool, poll: float = 0.5) ->
     left = [p.pid for p in P.find_by_env(RUN_ID_ENV, m.id, exclude=[os.getpid()])]
     st = RunStatus.STOPPED if m2.status in (RunStatus.STOPPED, RunStatus.PREEMPTED) else m2.status
     ck = m2.checkpoint
-    clean = st is RunStatus.STOPPED and _checkpoint_complete(ck, run_dir) and not cancelled and not left
-    msg = (f"run {m.id} {st.value}: Slurm job {job} {how}, ended {final.lower()}"
-           + (f"; {m2.message}" if m2.message else ""))
+    # A job cancelled in the queue ran nothing since its last checkpoint (if any): nothing lost.
+    clean = st is RunStatus.STOPPED and not cancelled and not left and (
+        pending or _checkpoint_complete(ck, run_dir))
+    msg = f"run {m.id} {st.value}: Slurm job {job} {how}, ended {final.lower()}"
+    if m2.message and how not in m2.message:
+        msg += f"; {m2.message}"
     return StopResult(clean, st, ck, left, [], msg)
 
 
