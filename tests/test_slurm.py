@@ -73,22 +73,22 @@ def _ended(run: str, env: dict[str, str]) -> dict | None:
     return st if st.get("slurm_state") not in ("pending", "running", "completing", "configuring") else None
 
 
-def test_submitted_run_goes_from_queue_to_finished_with_loss_and_slurm_state(
+def test_launch_follow_on_slurm_runs_from_queue_to_finished_with_loss_and_slurm_state(
         cluster, tmp_path, make_demo_config):
     cfg = make_demo_config(tmp_path, max_steps=6, save_steps=3)
     env = _env(cluster, tmp_path)
-    res = _launch(cluster, cfg, env)
-    run_dir = Path(res["run_dir"])
-    assert res["backend"] == "slurm" and res["job_id"].isdigit()
+    out = tunedeck(["launch", str(cfg), "--slurm", "--follow"], env, cwd=tmp_path, timeout=RUN_TIMEOUT)
+    run_dir = tmp_path / "out"
+    assert out.returncode == 0, out.stdout + out.stderr + end_of_tail(run_dir)
+    run_id = out.stdout.splitlines()[0].strip()
+    assert "as Slurm job" in out.stderr
     script = (run_dir / "slurm_job.sh").read_text()
     assert "#SBATCH --requeue" in script and "#SBATCH --open-mode=append" in script
     assert "#SBATCH --signal=B:USR1@300" in script
-    first = status_json(res["id"], env)
-    assert first["backend"] == "slurm" and first["job_id"] == res["job_id"]
-    assert first["status"] in ("starting", "running", "finished")
-    final = wait_for(lambda: _ended(res["id"], env), RUN_TIMEOUT, "the Slurm run to end")
+    final = wait_for(lambda: _ended(run_id, env), RUN_TIMEOUT, "the Slurm job to leave the queue")
     assert final["status"] == "finished", end_of_tail(run_dir)
-    assert final["slurm_state"] == "completed"
+    assert final["backend"] == "slurm" and final["job_id"] == _job_id(run_dir)
+    assert final["slurm_state"] == "completed" and final["slurm_exit_code"] == "0:0"
     assert final["current_steps"] == 6 and isinstance(final["loss"], float)
     assert log_steps(run_dir) == [1, 2, 3, 4, 5, 6]
     m = manifest(run_dir)
@@ -96,8 +96,10 @@ def test_submitted_run_goes_from_queue_to_finished_with_loss_and_slurm_state(
     assert m["slurm"]["partition"] == "debug"
     runs = tunedeck(["runs", "--root", str(tmp_path), "--json"], env)
     assert runs.returncode == 0, runs.stderr
-    row = next(r for r in json.loads(runs.stdout) if r["id"] == res["id"])
-    assert row["backend"] == "slurm" and row["job_id"] == res["job_id"]
+    row = next(r for r in json.loads(runs.stdout) if r["id"] == run_id)
+    assert row["backend"] == "slurm" and row["job_id"] == _job_id(run_dir)
+    table = tunedeck(["runs", "--root", str(tmp_path)], env)
+    assert f"slurm {_job_id(run_dir)} completed" in table.stdout
 
 
 def _steps_logged(run_dir: Path, n: int) -> bool:
@@ -281,3 +283,17 @@ async def test_a_queued_job_shows_pending_with_slurms_reason_in_status_and_the_d
     assert cluster.queue_empty()
     st = status_json(res["id"], env)
     assert st["status"] == "stopped" and st["slurm_state"] == "cancelled"
+
+
+def test_stop_of_a_two_task_job_reaches_both_workers_through_the_task_wrapper(
+        cluster, tmp_path, make_demo_config):
+    cfg = make_demo_config(tmp_path, max_steps=30, save_steps=100)
+    env = _env(cluster, tmp_path, TUNEDECK_FAULT="slow@0.5")
+    res = _launch(cluster, cfg, env, "--tasks-per-node", "2")
+    run_dir = Path(res["run_dir"])
+    wait_for(lambda: _steps_logged(run_dir, 2), RUN_TIMEOUT, "two logged steps")
+    out = tunedeck(["stop", res["id"], "--json", "--timeout", "120"], env, timeout=400)
+    assert out.returncode == 0, out.stdout + out.stderr + end_of_tail(run_dir, 60)
+    rep = json.loads(out.stdout)
+    assert rep["status"] == "stopped" and Path(rep["checkpoint"]).name == f"checkpoint-{max(log_steps(run_dir))}"
+    assert cluster.queue_empty() and _run_processes(res["id"]) == []

@@ -256,8 +256,13 @@ def expand(argv: list[str], env: dict[str, str] | os._Environ[str]) -> list[str]
 def task_main(cmd: list[str]) -> int:
     from tunedeck.runner.control import procs as P
 
+    from tunedeck.runner.control.launch import launcher_preexec, uses_launcher
+
     argv = expand(cmd, os.environ)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    # As on the local backend: torchrun's agent ignores SIGTERM/USR1 (Slurm sends SIGTERM to
+    # every process of the job on a requeue), so it never kills a worker that is saving.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=launcher_preexec if uses_launcher(argv) else None)  # noqa: PLW1509
     ct = P.create_time(proc.pid) or time.time()
 
     def workers() -> list[P.ProcId]:
