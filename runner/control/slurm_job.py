@@ -255,7 +255,6 @@ def expand(argv: list[str], env: dict[str, str] | os._Environ[str]) -> list[str]
 
 def task_main(cmd: list[str]) -> int:
     from tunedeck.runner.control import procs as P
-
     from tunedeck.runner.control.launch import launcher_preexec, uses_launcher
 
     argv = expand(cmd, os.environ)
