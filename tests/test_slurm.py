@@ -74,7 +74,7 @@ def _ended(run: str, env: dict[str, str]) -> dict | None:
 
 
 def test_launch_follow_on_slurm_runs_from_queue_to_finished_with_loss_and_slurm_state(
-        cluster, tmp_path, make_demo_config):
+        cluster, tmp_path, make_demo_config, monkeypatch):
     cfg = make_demo_config(tmp_path, max_steps=6, save_steps=3)
     env = _env(cluster, tmp_path)
     out = tunedeck(["launch", str(cfg), "--slurm", "--follow"], env, cwd=tmp_path, timeout=RUN_TIMEOUT)
@@ -100,6 +100,13 @@ def test_launch_follow_on_slurm_runs_from_queue_to_finished_with_loss_and_slurm_
     assert row["backend"] == "slurm" and row["job_id"] == _job_id(run_dir)
     table = tunedeck(["runs", "--root", str(tmp_path)], env)
     assert f"slurm {_job_id(run_dir)} completed" in table.stdout
+    # No slurmdbd here: sacct exits 1 ("accounting storage is disabled"); asked, it gives
+    # nothing and breaks nothing.
+    from tunedeck.runner.rundir.slurm import _sacct
+
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    assert cluster.run("sacct", "-j", _job_id(run_dir)).returncode != 0
+    assert _sacct(_job_id(run_dir)) is None
 
 
 def _steps_logged(run_dir: Path, n: int) -> bool:
