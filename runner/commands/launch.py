@@ -57,9 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="a name for the run (default: the output_dir's name)")
     parser.add_argument("--follow", action="store_true",
                         help="stream progress until the run ends; exit with its outcome")
-    parser.add_argument("--max-restarts", type=int, default=0, metavar="N",
+    parser.add_argument("--max-restarts", type=int, default=None, metavar="N",
                         help="resume automatically from the newest complete checkpoint after a crash "
-                        "or kill, up to N times (never after a config error or a stop)")
+                        "or kill, up to N times (never after a config error or a stop); default 0, "
+                        "with --slurm 3 (requeues after pre-emption or the time limit)")
     parser.add_argument("--auto-triage", action="store_true",
                         help="after OOM or divergence, restart (within --max-restarts) with triage's "
                         "first suggested patch applied")
@@ -68,6 +69,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-command", action="store_true",
                         help="print the exact accelerate command and environment; launch nothing")
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    add_slurm_arguments(parser)
+
+
+def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
+    sl = parser.add_argument_group(
+        "Slurm", "submit the run as a batch job instead of starting it here (defaults for partition, "
+        "account, qos, time and extra #SBATCH lines come from the slurm block of settings.json)")
+    sl.add_argument("--slurm", action="store_true", help="submit to Slurm with sbatch (writes slurm_job.sh "
+                    "into the run directory, which every node must see)")
+    sl.add_argument("--gpus-per-node", type=int, metavar="G", help="GPUs per node (one process each)")
+    sl.add_argument("--cpus-per-task", type=int, metavar="C", help="CPUs for each node's task")
+    sl.add_argument("--tasks-per-node", type=int, metavar="K", help=argparse.SUPPRESS)
+    sl.add_argument("--partition", metavar="P")
+    sl.add_argument("--time", metavar="T", help="time limit, Slurm's format (e.g. 1-00:00:00)")
+    sl.add_argument("--account", metavar="A")
+    sl.add_argument("--qos", metavar="Q")
+    sl.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                    help="one more #SBATCH argument, e.g. --sbatch-arg=--exclusive (repeatable)")
+    sl.add_argument("--signal-seconds", type=int, metavar="S",
+                    help="USR1 this many seconds before the time limit, so the trainer saves (default 300)")
+    sl.add_argument("--print-script", action="store_true", help="print slurm_job.sh; submit nothing")
+
+
+def slurm_options_from_args(args: argparse.Namespace) -> object:
+    from tunedeck.runner.control.backends.slurm import options_with_settings
+
+    if args.gpus is not None or args.machine_rank or args.main_ip:
+        from tunedeck.runner.errors import ConfigError
+
+        raise ConfigError("--gpus, --machine-rank and --main-ip are for runs on this machine; a Slurm job "
+                          "gets its nodes and GPUs from the allocation", file="command line",
+                          hint="use --nodes and --gpus-per-node")
+    return options_with_settings({
+        "nodes": args.nodes, "tasks_per_node": args.tasks_per_node, "gpus_per_node": args.gpus_per_node,
+        "cpus_per_task": args.cpus_per_task, "partition": args.partition, "time": args.time,
+        "account": args.account, "qos": args.qos, "sbatch_args": args.sbatch_arg,
+        "signal_seconds": args.signal_seconds,
+    })
 
 
 def options_from_args(args: argparse.Namespace) -> object:
@@ -82,10 +121,19 @@ def options_from_args(args: argparse.Namespace) -> object:
         main_process_port=args.main_port,
         cpu=True if args.cpu else None,
         name=getattr(args, "name", None),
-        max_restarts=getattr(args, "max_restarts", 0) or 0,
+        max_restarts=_max_restarts(args),
         auto_triage=bool(getattr(args, "auto_triage", False)),
         overwrite=bool(getattr(args, "overwrite", False)),
     )
+
+
+def _max_restarts(args: argparse.Namespace) -> int:
+    n = getattr(args, "max_restarts", None)
+    if n is None and getattr(args, "slurm", False):
+        from tunedeck.runner.control.backends.slurm import DEFAULT_MAX_RESTARTS
+
+        return DEFAULT_MAX_RESTARTS
+    return n or 0
 
 
 def _print_command(args: argparse.Namespace) -> int:
@@ -121,23 +169,37 @@ def _print_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_script(args: argparse.Namespace) -> int:
+    from tunedeck.runner.control.backends.slurm import script_preview
+
+    opts = options_from_args(args)
+    print(script_preview(args.config, args.overrides, opts, slurm_options_from_args(args),
+                         warn=lambda t: print(t, file=sys.stderr)), end="")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.print_script:
+        return _print_script(args)
     if args.print_command:
         return _print_command(args)
     from tunedeck.runner.control.follow import follow, outcome_exit_code
     from tunedeck.runner.control.launch import launch
 
     opts = options_from_args(args)
+    slurm = slurm_options_from_args(args) if args.slurm else None
     res = launch(args.config, args.overrides, opts,  # type: ignore[arg-type]
-                 warn=lambda t: print(t, file=sys.stderr, flush=True))
+                 warn=lambda t: print(t, file=sys.stderr, flush=True), slurm=slurm)
     if args.json:
         print(json.dumps({
             "id": res.run_id, "name": res.name, "run_dir": str(res.run_dir), "attempt": res.attempt,
             "resume_from": res.resume_from, "supervisor_pid": res.supervisor_pid, "argv": res.plan.argv,
+            "backend": res.backend, "job_id": res.job_id,
         }), flush=True)
     else:
         print(res.run_id, flush=True)
-        print(f"started run {res.run_id} in {res.run_dir}"
+        where = f" as Slurm job {res.job_id}" if res.job_id else ""
+        print(f"started run {res.run_id}{where} in {res.run_dir}"
               + (f" (resuming from {res.resume_from})" if res.resume_from else "")
               + f"\n  tunedeck status {res.run_id}   tunedeck logs -f {res.run_id}   tunedeck stop {res.run_id}",
               file=sys.stderr, flush=True)

@@ -37,10 +37,12 @@ def run(args: argparse.Namespace) -> int:
                  auto_triage=args.auto_triage, warn=lambda t: print(t, file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps({"id": res.run_id, "run_dir": str(res.run_dir), "checkpoint": str(res.checkpoint),
-                          "attempt": res.attempt, "supervisor_pid": res.supervisor_pid}), flush=True)
+                          "attempt": res.attempt, "supervisor_pid": res.supervisor_pid,
+                          "job_id": res.job_id}), flush=True)
     else:
         print(res.run_id, flush=True)
-        print(f"resumed run {res.run_id} from {res.checkpoint.name} (attempt {res.attempt})",
+        print(f"resumed run {res.run_id} from {res.checkpoint.name} (attempt {res.attempt})"
+              + (f" as Slurm job {res.job_id}" if res.job_id else ""),
               file=sys.stderr, flush=True)
     if not args.follow:
         return 0

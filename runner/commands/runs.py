@@ -48,7 +48,10 @@ def table_rows(snaps: list[RunSnapshot]) -> list[list[str]]:
         done = sum(1 for c in s.checkpoints if c.complete)
         ck = f"{done}" if done == len(s.checkpoints) else f"{done}+{len(s.checkpoints) - done}?"
         rid = s.id if s.kind == "tunedeck" else "-"
-        rows.append([rid, s.name, s.kind, s.status.value, step, loss, eta, ck, str(s.run_dir)])
+        kind = s.kind
+        if s.extra.get("backend") == "slurm":  # where it runs: the job and its queue state
+            kind = f"slurm {s.extra.get('job_id') or '?'} {s.extra.get('queue') or ''}".strip()
+        rows.append([rid, s.name, kind, s.status.value, step, loss, eta, ck, str(s.run_dir)])
     return rows
 
 

@@ -23,6 +23,21 @@ def _num(v: float | None, spec: str) -> str:
     return format(v, spec)
 
 
+def _slurm_lines(s: RunSnapshot) -> list[str]:
+    x = s.extra
+    if x.get("backend") != "slurm":
+        return []
+    parts = [f"job {x.get('job_id') or '?'}", str(x.get("queue") or x.get("slurm_state") or "?")]
+    if x.get("node_list"):
+        parts.append(f"on {x['node_list']}")
+    more = [f"{k} {x[k]}" for k in ("partition", "elapsed", "time_limit") if x.get(k)]
+    if x.get("requeues"):
+        more.append(f"requeued {x['requeues']}x")
+    if x.get("slurm_exit_code") not in (None, "0:0"):
+        more.append(f"exit code {x['slurm_exit_code']}")
+    return [f"slurm:       {' '.join(parts)}" + (f" ({', '.join(more)})" if more else "")]
+
+
 def render(s: RunSnapshot) -> str:
     """The human form of a RunSnapshot (several ``key: value`` lines)."""
     from tunedeck.runner.control.follow import fmt_duration
@@ -38,6 +53,7 @@ def render(s: RunSnapshot) -> str:
         f"run:         {s.id}" + (f"  ({s.name})" if s.name != s.id else ""),
         f"status:      {s.status.value}",
         f"kind:        {s.kind}",
+        *_slurm_lines(s),
         f"dir:         {s.run_dir}",
         f"steps:       {steps}",
         f"loss:        {_num(s.loss, '.4f')}" + (f"   eval_loss {_num(s.eval_loss, '.4f')}" if s.eval_loss is not None else ""),

@@ -108,8 +108,11 @@ def build_frame(snaps: list[Any], gpu_snap: Any, histories: Histories, spark_wid
         curve = sparkline(histories.loss(s.run_dir), spark_width)
         eta = fmt_duration(s.eta_seconds) if s.active else "-"
         name = Text(s.name)  # a Text, so markup-looking names are shown as they are
-        rt.add_row(name, Text(s.status.value, style=style.get(s.status.value, "")), step, loss,
-                   curve, eta)
+        status = Text(s.status.value, style=style.get(s.status.value, ""))
+        if s.extra.get("backend") == "slurm":  # the job and where it is in the queue
+            status.append(f" slurm {s.extra.get('job_id') or '?'} {s.extra.get('queue') or ''}".rstrip(),
+                          style="dim")
+        rt.add_row(name, status, step, loss, curve, eta)
     if not snaps:
         rt.add_row(Text("no runs", style="dim"), "", "", "", "", "")
     parts.append(rt)

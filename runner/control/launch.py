@@ -452,6 +452,8 @@ class LaunchResult:
     attempt: int
     supervisor_pid: int | None
     warnings: list[str] = field(default_factory=list)
+    backend: str = "local"
+    job_id: str | None = None                 # the Slurm job (backend "slurm")
 
 
 @dataclass(frozen=True)
@@ -692,6 +694,17 @@ def _validate(doc: Any) -> list[str]:
     return [f.format() for f in findings if f.severity == "warning" and f.code not in LAUNCH_BLOCKING]
 
 
+def _still_active(old: RunManifest, run_dir: Path, ref_alive: Any) -> bool:
+    """Does a previous run still hold ``run_dir`` (its supervisor, or its Slurm job)?"""
+    if old.backend != "local":
+        from tunedeck.runner.rundir.runs import computed_status, raw_manifest
+
+        return computed_status(raw_manifest(run_dir) or {}).active
+    return old.status.active and (
+        ref_alive(old.supervisor) or ref_alive(old.trainer) or any(ref_alive(p) for p in old.procs)
+    )
+
+
 def resolve_output_dir(values: Mapping[str, Any], cwd: Path, source: str) -> Path:
     out = values.get("output_dir")
     if not out or not isinstance(out, str):
@@ -710,12 +723,15 @@ def launch(
     *,
     cwd: str | Path | None = None,
     warn: Any = None,
+    slurm: Any = None,
 ) -> LaunchResult:
     """``tunedeck launch``: validate, lock, freeze, write the manifest, start the supervisor.
 
     Returns as soon as the supervisor has reported in. ``warn(text)`` receives
     the lines a user should read on stderr (resume notices, validator warnings).
-    Raises ConfigError (nothing launched), RunBusy or LaunchError.
+    Raises ConfigError (nothing launched), RunBusy or LaunchError. ``slurm`` (a
+    :class:`~tunedeck.runner.control.backends.slurm.SlurmOptions`) submits a batch job
+    instead of starting a local supervisor; it returns once sbatch accepted the job.
     """
     from tunedeck.runner.config.yamlio import ConfigDoc
     from tunedeck.runner.control.lock import acquire
@@ -742,9 +758,7 @@ def launch(
     lock = acquire(run_dir)
     try:
         old = read_manifest(run_dir)
-        if old is not None and old.status.active and (
-            ref_alive(old.supervisor) or ref_alive(old.trainer) or any(ref_alive(p) for p in old.procs)
-        ):
+        if old is not None and _still_active(old, run_dir, ref_alive):
             raise RunBusy(f"run {old.id} is still active in {run_dir} (status {old.status.value})",
                           hint=f"tunedeck stop {old.id}")
 
@@ -779,7 +793,13 @@ def launch(
         frozen_path, secrets = freeze_config(doc, run_dir, patch)
         effective = dict(values)
         effective.update({k: v for k, v in patch.items() if v is not None})
-        plan = build_launch_plan(effective, config_path=frozen_path, cwd=cwd_p, **opts.plan_kwargs())
+        plan_kwargs: dict[str, Any] = opts.plan_kwargs()
+        if slurm is not None:
+            from tunedeck.runner.control.backends.slurm import launch_kwargs, require
+
+            require("sbatch")
+            plan_kwargs = launch_kwargs(slurm, opts.num_processes, opts.cpu)
+        plan = build_launch_plan(effective, config_path=frozen_path, cwd=cwd_p, **plan_kwargs)
         write_plan_files(plan, effective)
         for n in plan.notes:
             say(f"note: {n}")
@@ -816,7 +836,8 @@ def launch(
         m.max_restarts = max(0, opts.max_restarts)
         m.auto_triage = opts.auto_triage
         m.cwd = str(cwd_p)
-        m.launch_options = {**opts.plan_kwargs(), "cpu": plan.cpu}
+        m.launch_options = {**plan_kwargs, "cpu": plan.cpu}
+        m.backend = "local" if slurm is None else "slurm"
         m.write(run_dir)
         if old is not None and old.id != run_id:
             # The previous run's manifest is replaced: its registry entry would be a second
@@ -830,6 +851,16 @@ def launch(
             say(f"note: {len(twins) + 1} runs are named {name!r} (also "
                 + ", ".join(f"{e.id} in {e.run_dir}" for e in twins[:3])
                 + f"); refer to this one by its id {run_id}")
+        if slurm is not None:
+            from tunedeck.runner.control.backends.slurm import submit_run
+            from tunedeck.runner.control.secrets import secrets_env
+
+            env = {**plan.env, RUN_ID_ENV: run_id}
+            job = submit_run(run_dir, m, plan, slurm, env, secrets_env(secrets), cwd_p, warn=say)
+            return LaunchResult(
+                run_id=run_id, name=name, run_dir=run_dir, plan=plan, resume_from=resume_from,
+                attempt=attempt_no, supervisor_pid=None, warnings=warnings, backend="slurm", job_id=job,
+            )
 
         pid = start_supervisor(run_dir, lock.fd, supervisor_env(plan, secrets, run_id), cwd_p, m)
     finally:

@@ -36,6 +36,7 @@ class ResumeResult:
     attempt: int
     supervisor_pid: int | None
     warnings: list[str] = field(default_factory=list)
+    job_id: str | None = None        # the new Slurm job (backend "slurm")
 
 
 def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
@@ -148,6 +149,15 @@ def end_of_training_warning(ck: Path, values: dict[str, Any]) -> str | None:
             f"Raise {key} (e.g. {key}={value:g}) to train further")
 
 
+def _busy(run: Path, m: Any, ref_alive: Any) -> bool:
+    """Is the run still active (its supervisor or trainer alive; its Slurm job queued or running)?"""
+    if m.backend != "local":
+        from tunedeck.runner.rundir.runs import computed_status, raw_manifest
+
+        return computed_status(raw_manifest(run) or {}).active
+    return bool(ref_alive(m.supervisor) or any(ref_alive(p) for p in m.procs))
+
+
 def resume(
     run_dir: str | Path,
     *,
@@ -193,7 +203,7 @@ def resume(
 
     lock = acquire(run)  # RunBusy while the supervisor of this run lives
     try:
-        if ref_alive(m.supervisor) or any(ref_alive(p) for p in m.procs):
+        if _busy(run, m, ref_alive):
             raise RunBusy(f"run {m.id} is still running", hint=f"tunedeck stop {m.id}")
         doc = ConfigDoc.load(cfg_path)
         values = doc.values()
@@ -241,6 +251,15 @@ def resume(
         for stale in (TRAINER_EXIT, STOP_REQUEST):
             (run / stale).unlink(missing_ok=True)
         cwd = Path(m.cwd) if m.cwd and Path(m.cwd).is_dir() else run
+        if m.backend == "slurm" and m.slurm is not None:
+            # Resubmit: a new job of the same run, same allocation choices.
+            from tunedeck.runner.control.backends.slurm import SlurmOptions, submit_run
+            from tunedeck.runner.control.launch import RUN_ID_ENV
+            from tunedeck.runner.control.secrets import secrets_env
+
+            job = submit_run(run, m, plan, SlurmOptions.from_dict(m.slurm.options),
+                             {**plan.env, RUN_ID_ENV: m.id}, secrets_env(secrets), cwd, warn=say)
+            return ResumeResult(m.id, run, ck, attempt_no, None, job_id=job)
         pid = start_supervisor(run, lock.fd, supervisor_env(plan, secrets, m.id), cwd, m)
     finally:
         lock.release()

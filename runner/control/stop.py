@@ -56,7 +56,20 @@ def _checkpoint_complete(path: str | None, run_dir: Path) -> bool:
 
 def stop_run(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: bool = True,
              poll: float = 0.2) -> StopResult:
-    """Stop the run in ``run_dir``; with ``wait``, block until it has stopped.
+    """Stop the run in ``run_dir`` the way its backend does it (local supervisor, Slurm job)."""
+    from tunedeck.runner.control.backends import LOCAL, backend_for, backend_name
+    from tunedeck.runner.rundir.runs import raw_manifest
+
+    raw = raw_manifest(Path(run_dir))
+    if raw is not None and backend_name(raw) != LOCAL:
+        result: StopResult = backend_for(raw).stop(Path(run_dir), timeout=timeout, wait=wait)
+        return result
+    return stop_local(run_dir, timeout=timeout, wait=wait, poll=poll)
+
+
+def stop_local(run_dir: str | Path, *, timeout: float = DEFAULT_TIMEOUT, wait: bool = True,
+               poll: float = 0.2) -> StopResult:
+    """Stop a local run; with ``wait``, block until it has stopped.
 
     ``timeout`` is the grace period before SIGKILL. Raises TunedeckError for a
     directory that is not a tunedeck run or a manifest we may not act on.

@@ -43,6 +43,32 @@ class Attempt(BaseModel):
     trainer: ProcRef | None = None
 
 
+class SlurmRequeue(BaseModel):
+    """One requeue of a Slurm job (pre-emption, time limit, node failure, ``scontrol requeue``)."""
+
+    at: float
+    restart_count: int                # SLURM_RESTART_COUNT the job saw when it started again
+    node_list: str | None = None
+    resume_from: str | None = None
+
+
+class SlurmRecord(BaseModel):
+    """What a Slurm run's manifest records about its job (backend ``slurm``)."""
+
+    job_id: str
+    partition: str | None = None
+    nodes: int = 1
+    node_list: str | None = None      # SLURM_JOB_NODELIST of the current start
+    batch_host: str | None = None
+    script: str | None = None         # slurm_job.sh in the run directory
+    submitted_at: float | None = None
+    requeues: list[SlurmRequeue] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)  # the sbatch choices, for resume
+    runner_pid: int | None = None     # the job runner (on batch_host)
+    final_state: str | None = None    # Slurm's word once the job ended (COMPLETED, TIMEOUT...)
+    previous_jobs: list[dict[str, Any]] = Field(default_factory=list)  # earlier jobs of this run (resume)
+
+
 class RunManifest(BaseModel):
     schema_version: int = 1
     id: str
@@ -77,6 +103,8 @@ class RunManifest(BaseModel):
     # -- after training: what the supervised process is (runner.control.service) --
     job: str = "train"                # "train" | "serve" | "predict"
     details: dict[str, Any] = Field(default_factory=dict)  # e.g. a server's url, a predict's source run
+    backend: str = "local"            # where it runs: "local" (supervisor) or "slurm" (batch job)
+    slurm: SlurmRecord | None = None
 
     def begin_attempt(self) -> None:
         """Clear what belonged to the previous attempt (end status, pids, stop request)."""

@@ -202,8 +202,18 @@ def _mtime(p: Path) -> float | None:
 # read_run
 # ----------------------------------------------------------------------------
 def computed_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
-    """The status a reader should show for a raw manifest: ``lost`` when the
-    manifest claims an active run but its supervisor is gone (pid + start time)."""
+    """The status a reader should show for a raw manifest, as the run's backend sees it
+    (:mod:`tunedeck.runner.rundir.backends`: local supervisor or Slurm job)."""
+    from tunedeck.runner.rundir.backends import LOCAL, backend_name, reader_for
+
+    if backend_name(m) == LOCAL:
+        return local_status(m, now)
+    return reader_for(m).status(m, now)
+
+
+def local_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
+    """A local run: ``lost`` when the manifest claims an active run but its supervisor is
+    gone (pid + start time)."""
     from tunedeck.runner.rundir.procs import ref_alive
 
     try:
@@ -222,14 +232,30 @@ def computed_status(m: dict[str, Any], now: float | None = None) -> RunStatus:
 
 
 def run_ended(m: dict[str, Any]) -> bool:
-    """Has the run (not just an attempt) ended? A terminal status with the supervisor done
-    (``finished_at`` written) or gone. During an automatic restart the supervisor lives on."""
+    """Has the run (not just an attempt) ended? Asks the run's backend."""
+    from tunedeck.runner.rundir.backends import LOCAL, backend_name, reader_for
+
+    if backend_name(m) == LOCAL:
+        return local_run_ended(m)
+    return reader_for(m).ended(m)
+
+
+def local_run_ended(m: dict[str, Any]) -> bool:
+    """A local run has ended: a terminal status with the supervisor done (``finished_at``
+    written) or gone. During an automatic restart the supervisor lives on."""
     from tunedeck.runner.rundir.procs import ref_alive
 
-    st = computed_status(m)
+    st = local_status(m)
     if st in ACTIVE_STATUSES:
         return False
     return st is RunStatus.LOST or m.get("finished_at") is not None or not ref_alive(m.get("supervisor"))
+
+
+def _backend_info(m: dict[str, Any]) -> dict[str, Any]:
+    """``backend`` and, for a scheduler, its job id and queue state (``status --json``)."""
+    from tunedeck.runner.rundir.backends import reader_for
+
+    return reader_for(m).info(m)
 
 
 def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
@@ -276,7 +302,10 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
             if isinstance(ref, dict) and isinstance(ref.get("pid"), int):
                 pids.append(ref["pid"])
         msg = m.get("message")
-        if status is RunStatus.LOST and m.get("status") != RunStatus.LOST.value:
+        binfo = _backend_info(m)
+        if binfo.get("slurm_message") and (status is RunStatus.LOST or not msg):
+            msg = str(binfo["slurm_message"])
+        elif status is RunStatus.LOST and m.get("status") != RunStatus.LOST.value:
             msg = (f"the supervisor is gone but the manifest says {m.get('status')}"
                    + (f" ({msg})" if msg else ""))
         gpus = tuple(int(g) for g in (m.get("gpus") or []) if isinstance(g, int))
@@ -294,6 +323,7 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
             "created_at": _num(m.get("created_at")),
             "finished_at": _num(m.get("finished_at")),
             "extra": {
+                **binfo,
                 "launched_config": m.get("config_path"),
                 "max_restarts": _int(m.get("max_restarts")) or 0,
                 "stop_requested_at": _num(m.get("stop_requested_at")),

@@ -321,8 +321,8 @@ class ChatScreen(RegistryScreen[None]):
 
 def beside_choices(first: ChatTarget) -> list[tuple[str, str]]:
     """(checkpoint choice, label): the base model, the final weights, every complete checkpoint."""
-    from tunedeck.runner.control.runs import resolve_run
-    from tunedeck.runner.monitor.checkpoints import scan_checkpoints
+    from tunedeck.runner.rundir.checkpoints import scan_checkpoints
+    from tunedeck.runner.rundir.runs import resolve_run
 
     out: list[tuple[str, str]] = [("base", "base model (no adapter)")]
     try:

@@ -114,18 +114,28 @@ class RunsTable(DataTable[Any]):
         else:  # a tunedeck run with no GPU is a CPU run; for a foreign run we cannot tell
             gpus = "cpu" if getattr(run, "kind", "tunedeck") == "tunedeck" else "--"
         eta = fmt.duration(run.eta_seconds, coarse=True) if status in ("running", "starting") else "--"
+        status_cell = fmt.status_text(status, var)
+        gpus_width = 7
+        extra = getattr(run, "extra", None) or {}
+        if extra.get("backend") == "slurm":
+            # A Slurm run: where it is in the queue beside tunedeck's word, the job in place of GPUs
+            # (the GPU panel is about this machine).
+            queue = str(extra.get("queue") or extra.get("slurm_state") or "")
+            if queue and queue != status:
+                status_cell.append(f" {fmt.truncate(queue, 22)}", style=fmt.style_for(var, "muted"))
+            gpus, gpus_width = f"job {extra.get('job_id') or '?'}", 14
         mark = "● " if run_key(run) in self.marked else ""
         name: str | Text = mark + fmt.truncate(run.name or run.id, self.name_width - len(mark))
         if run_key(run) in self.flashing:
             name = Text(str(name), style="reverse bold")
         return (
             name,
-            fmt.status_text(status, var),
+            status_cell,
             prog,
             fmt.number(run.loss),
             fmt.rate(run.throughput),
             eta,
-            fmt.truncate(gpus, 7),
+            fmt.truncate(gpus, gpus_width),
         )
 
     def rebuild(self, runs: Sequence[Any]) -> None:
