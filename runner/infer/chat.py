@@ -150,7 +150,7 @@ class ChatSession:
             raise TunedeckError("no message to answer")
         if self.remote is not None:
             pieces = stream_chat(self.remote, self.messages, self.system, self.gen, stop_event)
-        else:
+        elif self.loaded is not None:
             pieces = generate_stream(self.loaded, self.prompt_ids(), self.gen, stop_event)
         parts: list[str] = []
         try:
