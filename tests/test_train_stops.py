@@ -30,13 +30,19 @@ STEPS = 16
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, make_demo_config) -> dict[int, float]:
-    """Every step's loss of an uninterrupted run (logging every step)."""
+def reference_run(tmp_path_factory: pytest.TempPathFactory, make_demo_config) -> Path:
+    """An uninterrupted run logging every step."""
     tmp = tmp_path_factory.mktemp("ref")
     cfg = make_demo_config(tmp, max_steps=STEPS, save_steps=1000, logging_steps=1)
     proc = run_trainer(cfg)
     assert proc.returncode == 0, diagnostics(proc)
-    losses = losses_by_step(tmp / "out")
+    return tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run: Path) -> dict[int, float]:
+    """Every step's loss of the uninterrupted run."""
+    losses = losses_by_step(reference_run)
     assert sorted(losses) == list(range(1, STEPS + 1))
     return losses
 
@@ -59,7 +65,7 @@ def _status_json(out: Path) -> dict:
 
 
 def test_a_stop_between_logging_steps_logs_that_step_and_the_resume_logs_what_an_uninterrupted_run_logs(
-    reference: dict[int, float], tmp_path: Path, make_demo_config
+    reference: dict[int, float], reference_run: Path, tmp_path: Path, make_demo_config
 ) -> None:
     cfg = make_demo_config(tmp_path, max_steps=STEPS, save_steps=1000, logging_steps=4)
     out = tmp_path / "out"
@@ -77,6 +83,10 @@ def test_a_stop_between_logging_steps_logs_that_step_and_the_resume_logs_what_an
     got = losses_by_step(out)
     for s, v in want.items():
         assert got[s] == pytest.approx(v, abs=1e-4), s
+    # Real tokens counted across the stop exactly as in one go (the count is summed into the
+    # state at logs and checkpoints, and carried by the checkpoint).
+    ref_tokens = {r["current_steps"]: r["total_tokens"] for r in read_log(reference_run)}
+    assert {r["current_steps"]: r["total_tokens"] for r in read_log(out)} == {s: ref_tokens[s] for s in steps}
 
     # The final figures cover both attempts, weighted by steps; each attempt's beside them.
     whole = sum(reference.values()) / STEPS

@@ -261,9 +261,30 @@ class TunedeckTrainerMixin:
             if pad_id is not None and pad_id != getattr(tok, "eos_token_id", None):
                 real = real & (ids != pad_id)
             n = torch.count_nonzero(real)
-        n = n.to(device=self.args.device, dtype=torch.int64)  # type: ignore[attr-defined]
-        self.state.num_input_tokens_seen += self.accelerator.gather(n).sum().item()  # type: ignore[attr-defined]
+        # Kept on the device and summed into the state when something reads it (a log, a
+        # checkpoint): transformers reads the count back (.item(), and an all-gather across
+        # ranks) on every micro-batch, a host-device sync per forward pass on a GPU.
+        n = n.to(dtype=torch.int64)
+        pending = getattr(self, "_tunedeck_tokens", None)
+        self._tunedeck_tokens = n if pending is None else pending + n
         return None
+
+    def _tunedeck_flush_tokens(self) -> None:
+        """Add the tokens counted since the last flush to ``state.num_input_tokens_seen``.
+        Collective under DDP: every rank calls it at the same points (log, checkpoint)."""
+        if self.args.include_num_input_tokens_seen != "non_padding":  # type: ignore[attr-defined]
+            return
+        pending = getattr(self, "_tunedeck_tokens", None)
+        self._tunedeck_tokens = None
+        device = self.args.device  # type: ignore[attr-defined]
+        n = torch.zeros((), dtype=torch.int64, device=device) if pending is None else pending.to(device)
+        if pending is None and self.args.world_size <= 1:  # type: ignore[attr-defined]
+            return
+        self.state.num_input_tokens_seen += int(self.accelerator.gather(n).sum().item())  # type: ignore[attr-defined]
+
+    def log(self, logs, *args: Any, **kwargs: Any):  # type: ignore[override]
+        self._tunedeck_flush_tokens()
+        return super().log(logs, *args, **kwargs)  # type: ignore[misc]
 
     # -- checkpoints ---------------------------------------------------------
     def _save_checkpoint(self, model, trial):  # type: ignore[override]
@@ -271,6 +292,7 @@ class TunedeckTrainerMixin:
         ckpt = os.path.join(self._get_output_dir(trial=trial), name)  # type: ignore[attr-defined]
         marker = os.path.join(ckpt, INCOMPLETE_MARKER)
         main = self.args.should_save  # type: ignore[attr-defined]
+        self._tunedeck_flush_tokens()  # the saved trainer state holds the count so far
         if main:
             os.makedirs(ckpt, exist_ok=True)
             with open(marker, "w", encoding="utf-8") as fh:
