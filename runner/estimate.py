@@ -18,7 +18,7 @@ Everything here is arithmetic on plain values: no torch, no transformers.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -431,14 +431,45 @@ def estimate(
     )
 
 
-def _estimate_core(
-    values_in: Mapping[str, Any],
-    *,
-    config_dir: Path | None,
-    num_gpus: int,
-    params: str | float | None,
-    detected_n: int,
-) -> tuple[ModelShape, int, list[Component], _Notes]:
+@dataclass
+class _Setup:
+    """What every memory component is computed from: the config with defaults, the model
+    shape, dtypes, the fine-tuning method, DeepSpeed and the trainable parameter count."""
+
+    v: dict[str, Any]
+    shape: ModelShape
+    notes: _Notes
+    world: int
+    stage: str = "sft"
+    ft: str = "lora"
+    pure_bf16: bool = False
+    bf16: bool = False
+    fp16: bool = False
+    cb: int = 2                     # bytes of the dtype the model is loaded in
+    act_b: int = 2                  # bytes per activation element
+    qbits: int = 0
+    ds: Any = None                  # DeepSpeedPlan | None
+    zero: int = -1
+    use_galore: bool = False
+    use_apollo: bool = False
+    use_badam: bool = False
+    targets: list[str] = field(default_factory=list)
+    trainable: int = 0
+    upcast: bool = False            # trainable params stored in fp32
+    tw: int = 2                     # bytes per trainable weight
+    grad_params: int = 0
+
+    @property
+    def mixed(self) -> bool:
+        return (self.bf16 or self.fp16) and not self.pure_bf16
+
+    @property
+    def half(self) -> bool:
+        return self.bf16 or self.fp16
+
+
+def _setup(values_in: Mapping[str, Any], *, config_dir: Path | None, num_gpus: int,
+           params: str | float | None, detected_n: int) -> _Setup:
     notes = _Notes()
     v = with_defaults(values_in)
     shape = resolve_shape(v.get("model_name_or_path"), params=params, config_dir=config_dir)
@@ -452,198 +483,213 @@ def _estimate_core(
     if _bool(v.get("use_cpu")):
         notes.add("use_cpu is set: this run trains on the CPU; the figures are what one GPU "
                   "would need")
-
-    P = shape.total_params
-    stage = str(v.get("stage", "sft")).lower()
-    ft = str(v.get("finetuning_type", "lora")).lower()
-    if ft == "oft":
+    s = _Setup(v, shape, notes, num_gpus)
+    s.stage = str(v.get("stage", "sft")).lower()
+    s.ft = str(v.get("finetuning_type", "lora")).lower()
+    if s.ft == "oft":
         notes.add("OFT sized like LoRA of the same rank (approximate)")
-        ft = "lora"
-    pure_bf16 = _bool(v.get("pure_bf16"))
-    bf16 = _bool(v.get("bf16")) or pure_bf16
-    fp16 = _bool(v.get("fp16")) and not bf16
+        s.ft = "lora"
+    _set_dtypes(s)
+    qbits = v.get("quantization_bit")
+    s.qbits = _int(qbits, 0) if qbits not in (None, "", False) else 0
+    if s.qbits and s.ft != "lora":
+        notes.add(f"quantization_bit {s.qbits} ignored: LLaMA-Factory allows quantization only "
+                  "with LoRA/OFT (use QLoRA)")
+        s.qbits = 0
+    s.ds = deepspeed_plan(v, config_dir, notes)
+    s.zero = s.ds.stage if s.ds else -1
+    s.use_galore = _bool(v.get("use_galore")) and s.ft == "full"
+    s.use_apollo = _bool(v.get("use_apollo")) and s.ft == "full"
+    s.use_badam = _bool(v.get("use_badam")) and s.ft == "full"
+    _set_trainable(s)
+    return s
+
+
+def _set_dtypes(s: _Setup) -> None:
+    v = s.v
+    s.pure_bf16 = _bool(v.get("pure_bf16"))
+    s.bf16 = _bool(v.get("bf16")) or s.pure_bf16
+    s.fp16 = _bool(v.get("fp16")) and not s.bf16
     # Bytes of the dtype the model is loaded in (frozen weights, activations). Without
     # bf16/fp16, LLaMA-Factory still loads the model in its own 16-bit dtype on a GPU
     # (infer_optim_dtype) and trains without autocast; only an fp32 checkpoint stays fp32.
-    if bf16 or fp16:
-        cb = 2
-    elif str(shape.torch_dtype or "").lower() in ("float32", "fp32"):
-        cb = 4
-        notes.add("neither bf16 nor fp16 set and the checkpoint is float32: weights and "
-                  "activations in fp32")
+    if s.half:
+        s.cb = 2
+    elif str(s.shape.torch_dtype or "").lower() in ("float32", "fp32"):
+        s.cb = 4
+        s.notes.add("neither bf16 nor fp16 set and the checkpoint is float32: weights and "
+                    "activations in fp32")
     else:
-        cb = 2
-        notes.add("neither bf16 nor fp16 set: the model loads in its 16-bit dtype (as "
-                  "LLaMA-Factory does on a GPU) and trains without autocast")
-    mixed = (bf16 or fp16) and not pure_bf16
+        s.cb = 2
+        s.notes.add("neither bf16 nor fp16 set: the model loads in its 16-bit dtype (as "
+                    "LLaMA-Factory does on a GPU) and trains without autocast")
     # Full fine-tuning without autocast computes with the fp32-upcast weights.
-    act_b = 4 if (ft == "full" and not (bf16 or fp16) and not use_badam_flag(v)) else cb
+    s.act_b = 4 if (s.ft == "full" and not s.half and not use_badam_flag(v)) else s.cb
 
-    qbits = v.get("quantization_bit")
-    qbits = _int(qbits, 0) if qbits not in (None, "", False) else 0
-    if qbits and ft != "lora":
-        notes.add(f"quantization_bit {qbits} ignored: LLaMA-Factory allows quantization only "
-                  "with LoRA/OFT (use QLoRA)")
-        qbits = 0
-    ds = deepspeed_plan(v, config_dir, notes)
-    zero = ds.stage if ds else -1
-    world = num_gpus
 
-    # ---- trainable parameters and per-method structure ----------------------------
-    use_galore = _bool(v.get("use_galore")) and ft == "full"
-    use_apollo = _bool(v.get("use_apollo")) and ft == "full"
-    use_badam = _bool(v.get("use_badam")) and ft == "full"
-    dropout = float(v.get("lora_dropout") or 0.0)
-    targets: list[str] = []
-    extra_trainable = 0
-    if ft == "full":
-        trainable = P
-    elif ft == "freeze":
-        trainable = freeze_trainable(v, shape, notes)
+def _set_trainable(s: _Setup) -> None:
+    """Trainable parameters, their storage dtype, and how many carry gradients."""
+    v, shape = s.v, s.shape
+    if s.ft == "full":
+        s.trainable = shape.total_params
+    elif s.ft == "freeze":
+        s.trainable = freeze_trainable(v, shape, s.notes)
     else:
         rank = _int(v.get("lora_rank", 8), 8)
-        targets = lora_targets(v, shape, notes)
-        dora = _bool(v.get("use_dora"))
-        trainable = lora_trainable(shape, targets, rank, dora=dora)
+        s.targets = lora_targets(v, shape, s.notes)
+        s.trainable = lora_trainable(shape, s.targets, rank, dora=_bool(v.get("use_dora")))
         add = split_list(v.get("additional_target"))
         if add:
-            extra_trainable = _extra_module_params(shape, add, notes, "additional_target")
-            trainable += extra_trainable
+            s.trainable += _extra_module_params(shape, add, s.notes, "additional_target")
+    # Trainable parameter storage dtype: LLaMA-Factory upcasts trainable params to fp32
+    # unless pure_bf16, BAdam, or ZeRO-3 without quantization.
+    s.upcast = (s.cb == 2 and not s.pure_bf16 and not s.use_badam
+                and not (s.zero == 3 and not s.qbits))
+    if s.ds is not None and s.half:
+        s.upcast = False    # DeepSpeed keeps the module in the compute dtype (fp32 master in optim)
+    s.tw = 4 if (s.upcast or s.cb == 4) else 2
+    s.grad_params = _badam_active(v, shape) if s.use_badam else s.trainable
 
-    # ---- weights --------------------------------------------------------------------
-    comps: list[Component] = []
-    frozen = P - trainable if ft != "lora" else P
-    if ft == "lora" and qbits:
-        consts = 0.0
+
+def _base_weights(s: _Setup) -> tuple[float, str]:
+    """Bytes and description of the frozen (or quantized) base weights."""
+    v, shape, cb = s.v, s.shape, s.cb
+    P = shape.total_params
+    if s.ft == "lora" and s.qbits:
         method = str(v.get("quantization_method", "bnb")).lower()
-        if qbits == 4 and method == "bnb":
+        if s.qbits == 4 and method == "bnb":
             consts = 0.127 if _bool(v.get("double_quantization", True)) else 0.5
-        elif qbits == 8:
+        elif s.qbits == 8:
             consts = 32.0 / shape.hidden_size   # one fp32 scale per row
         else:
             consts = 0.5
-        qbytes = (qbits + consts) / 8
+        qbytes = (s.qbits + consts) / 8
         q_params = shape.block_linear_params
-        base_bytes = q_params * qbytes + (P - q_params) * cb
-        wnote = (f"{q_params / 1e9:.2f}B block linears at {qbits}-bit "
-                 f"(+{consts:.3g} bits/param quantization constants), "
-                 f"{(P - q_params) / 1e9:.2f}B embeddings/norms/lm_head at {cb * 8}-bit")
-        notes.add(f"{qbits}-bit quantization: quantization constants at {consts:.3g} bits/param"
-                  + (" (double quantization)" if qbits == 4 and consts < 0.2 else ""))
-    else:
-        base_bytes = frozen * cb
-        wnote = f"{frozen / 1e9:.2f}B frozen params at {cb * 8}-bit" if ft != "full" else ""
+        s.notes.add(f"{s.qbits}-bit quantization: quantization constants at {consts:.3g} bits/param"
+                    + (" (double quantization)" if s.qbits == 4 and consts < 0.2 else ""))
+        return (q_params * qbytes + (P - q_params) * cb,
+                f"{q_params / 1e9:.2f}B block linears at {s.qbits}-bit "
+                f"(+{consts:.3g} bits/param quantization constants), "
+                f"{(P - q_params) / 1e9:.2f}B embeddings/norms/lm_head at {cb * 8}-bit")
+    frozen = P - s.trainable if s.ft != "lora" else P
+    return frozen * cb, (f"{frozen / 1e9:.2f}B frozen params at {cb * 8}-bit" if s.ft != "full" else "")
 
-    # Trainable parameter storage dtype: LLaMA-Factory upcasts trainable params to fp32
-    # unless pure_bf16, BAdam, or ZeRO-3 without quantization.
-    upcast = cb == 2 and not pure_bf16 and not use_badam and not (zero == 3 and not qbits)
-    if ds is not None and (bf16 or fp16):
-        upcast = False    # DeepSpeed keeps the module in the compute dtype (fp32 master in optim)
-    tw = 4 if (upcast or cb == 4) else 2       # bytes per trainable weight
-    train_weight_bytes = trainable * tw
-    if ft == "full":
-        wnote = f"{P / 1e9:.2f}B params at {tw * 8}-bit" + (
-            " (trainable params upcast to fp32)" if upcast else "")
-    elif trainable:
-        wnote += f"; {trainable / 1e6:.1f}M trainable at {tw * 8}-bit"
+
+def _weights(s: _Setup) -> list[Component]:
+    base_bytes, wnote = _base_weights(s)
+    if s.ft == "full":
+        wnote = f"{s.shape.total_params / 1e9:.2f}B params at {s.tw * 8}-bit" + (
+            " (trainable params upcast to fp32)" if s.upcast else "")
+    elif s.trainable:
+        wnote += f"; {s.trainable / 1e6:.1f}M trainable at {s.tw * 8}-bit"
     # LoRA: the base weights stay and adapters (and modules_to_save copies) add on top;
     # full/freeze: frozen part plus trainable part.
-    weights_bytes = base_bytes + train_weight_bytes
-
+    weights_bytes = base_bytes + s.trainable * s.tw
     ws_note = ""
-    if zero == 3:
+    if s.zero == 3:
         # Parameters are partitioned; each rank gathers a couple of layers at a time.
-        gather = 2 * shape.layer_params * cb
-        if ds and ds.offload_param:
+        gather = 2 * s.shape.layer_params * s.cb
+        if s.ds and s.ds.offload_param:
             weights_bytes = gather
             ws_note = " ZeRO-3 offload_param: weights live in CPU memory; GPU holds ~2 gathered layers"
         else:
-            weights_bytes = weights_bytes / world + gather
-            ws_note = f" ZeRO-3: sharded over {world} GPU(s) + ~2 gathered layers"
-    comps.append(Component("weights", weights_bytes, (wnote + ws_note).strip()))
-
-    if mixed and upcast and trainable:
+            weights_bytes = weights_bytes / s.world + gather
+            ws_note = f" ZeRO-3: sharded over {s.world} GPU(s) + ~2 gathered layers"
+    out = [Component("weights", weights_bytes, (wnote + ws_note).strip())]
+    if s.mixed and s.upcast and s.trainable:
         # torch.autocast caches a 16-bit copy of every fp32 leaf weight it casts during the
         # forward; autograd keeps them until backward. This is where 18 bytes/param comes from.
-        comps.append(Component("autocast weight copies", trainable * 2,
-                               "16-bit copies of fp32 trainable weights cached by autocast"))
+        out.append(Component("autocast weight copies", s.trainable * 2,
+                             "16-bit copies of fp32 trainable weights cached by autocast"))
+    return out
 
-    # ---- gradients ------------------------------------------------------------------
-    grad_params = trainable
-    gnote = f"{trainable / 1e6:,.1f}M trainable params"
-    if use_badam:
-        grad_params = _badam_active(v, shape)
-        gnote = f"BAdam: only the active block ({grad_params / 1e6:,.1f}M params) has gradients"
-        notes.add("BAdam: gradients and optimizer states for the active block only "
-                  "(approximate)")
-    gbytes_per = 2 if ds is not None and (bf16 or fp16) else tw
-    grad_bytes = float(grad_params * gbytes_per)
-    if (use_galore and _bool(v.get("galore_layerwise"))) or (
-            use_apollo and _bool(v.get("apollo_layerwise"))):
-        grad_bytes = float(shape.layer_params * gbytes_per)
+
+def _gradients(s: _Setup) -> list[Component]:
+    v = s.v
+    gnote = f"{s.trainable / 1e6:,.1f}M trainable params"
+    if s.use_badam:
+        gnote = f"BAdam: only the active block ({s.grad_params / 1e6:,.1f}M params) has gradients"
+        s.notes.add("BAdam: gradients and optimizer states for the active block only "
+                    "(approximate)")
+    gbytes_per = 2 if s.ds is not None and s.half else s.tw
+    grad_bytes = float(s.grad_params * gbytes_per)
+    if (s.use_galore and _bool(v.get("galore_layerwise"))) or (
+            s.use_apollo and _bool(v.get("apollo_layerwise"))):
+        grad_bytes = float(s.shape.layer_params * gbytes_per)
         gnote = "layer-wise update: gradients of ~one layer at a time"
-    if zero >= 2:
-        grad_bytes /= world
-        gnote += f"; ZeRO-{zero} sharded over {world} GPU(s)"
-    comps.append(Component("gradients", grad_bytes, f"{gnote} at {gbytes_per * 8}-bit"))
+    if s.zero >= 2:
+        grad_bytes /= s.world
+        gnote += f"; ZeRO-{s.zero} sharded over {s.world} GPU(s)"
+    return [Component("gradients", grad_bytes, f"{gnote} at {gbytes_per * 8}-bit")]
 
-    # ---- optimizer states -----------------------------------------------------------
-    optim = str(v.get("optim", "adamw_torch"))
-    n_states, sbytes, olabel = _optimizer_states(optim, v)
-    state_b = sbytes or (4 if ds is not None else tw)
-    opt_params = grad_params
-    opt_bytes = opt_params * n_states * state_b
+
+def _optimizer(s: _Setup) -> list[Component]:
+    v = s.v
+    n_states, sbytes, olabel = _optimizer_states(str(v.get("optim", "adamw_torch")), v)
+    state_b = sbytes or (4 if s.ds is not None else s.tw)
+    opt_bytes = s.grad_params * n_states * state_b
     onote = olabel
-    if use_galore or use_apollo:
-        which = "galore" if use_galore else "apollo"
+    if s.use_galore or s.use_apollo:
+        which = "galore" if s.use_galore else "apollo"
         rank = _int(v.get(f"{which}_rank", 16), 16)
-        covered, projected = _low_rank_states(shape, v.get(f"{which}_target", "all"), rank)
-        opt_bytes = ((trainable - covered) + projected) * n_states * state_b
-        if use_galore:
+        covered, projected = _low_rank_states(s.shape, v.get(f"{which}_target", "all"), rank)
+        opt_bytes = ((s.trainable - covered) + projected) * n_states * state_b
+        if s.use_galore:
             # GaLore stores its projection matrices: rank x min(in, out) per covered matrix.
             # (APOLLO regenerates its random projection from a seed.)
-            opt_bytes += _projector_elems(shape, v.get("galore_target", "all"), rank) * 4
+            opt_bytes += _projector_elems(s.shape, v.get("galore_target", "all"), rank) * 4
         onote = (f"{which.upper()} rank {rank}: moments of {covered / 1e9:.2f}B params kept in "
                  f"a rank-{rank} projection (approximate)")
-        notes.add(f"{which.upper()}: optimizer state from the rank-{rank} projection; "
-                  "approximate")
-    if ds is not None:
-        master = 4 * opt_params if (bf16 or fp16) else 0
+        s.notes.add(f"{which.upper()}: optimizer state from the rank-{rank} projection; "
+                    "approximate")
+    if s.ds is not None:
+        master = 4 * s.grad_params if s.half else 0
         opt_bytes += master
         if master:
             onote += " + fp32 master copy"
-    if ds is not None and ds.offload_optimizer:
+    if s.ds is not None and s.ds.offload_optimizer:
         opt_bytes = 0.0
         onote += "; offloaded to CPU"
-    elif zero >= 1:
-        opt_bytes /= world
-        onote += f"; ZeRO-{zero} sharded over {world} GPU(s)"
-    comps.append(Component("optimizer states", opt_bytes, onote))
+    elif s.zero >= 1:
+        opt_bytes /= s.world
+        onote += f"; ZeRO-{s.zero} sharded over {s.world} GPU(s)"
+    return [Component("optimizer states", opt_bytes, onote)]
 
-    # ---- reference / reward models --------------------------------------------------
-    if stage in ("dpo", "kto") and ft != "lora" and str(v.get("pref_loss")) not in (
+
+def _other_models(s: _Setup) -> list[Component]:
+    """Reference model (DPO/KTO with full/freeze) and PPO's reward model."""
+    v, P = s.v, s.shape.total_params
+    out = []
+    if s.stage in ("dpo", "kto") and s.ft != "lora" and str(v.get("pref_loss")) not in (
             "orpo", "simpo"):
         rq = _int(v.get("ref_model_quantization_bit"), 0)
-        rb = (rq / 8) if rq else cb
-        ref_bytes = P * rb / (world if zero == 3 else 1)
-        comps.append(Component("reference model", ref_bytes,
-                               f"frozen copy of the policy for {stage.upper()}"))
-    if stage == "ppo":
-        notes.add("PPO: value head and generation buffers not modelled; reward model counted "
-                  "only when reward_model_type is full")
+        rb = (rq / 8) if rq else s.cb
+        out.append(Component("reference model", P * rb / (s.world if s.zero == 3 else 1),
+                             f"frozen copy of the policy for {s.stage.upper()}"))
+    if s.stage == "ppo":
+        s.notes.add("PPO: value head and generation buffers not modelled; reward model counted "
+                    "only when reward_model_type is full")
         if str(v.get("reward_model_type", "lora")) == "full":
-            comps.append(Component("reward model", P * cb, "full reward model copy"))
+            out.append(Component("reward model", P * s.cb, "full reward model copy"))
+    return out
 
-    # ---- activations ----------------------------------------------------------------
+
+def _tokens(s: _Setup) -> tuple[int, int, int]:
+    """(micro-batch sequences, sequence length, tokens per micro-batch)."""
+    batch = max(1, _int(s.v.get("per_device_train_batch_size", 1), 1))
+    seq = max(1, _int(s.v.get("cutoff_len", 2048), 2048))
+    seqs = batch * (2 if s.stage in ("dpo", "kto", "rm") else 1)
+    return seqs, seq, seqs * seq
+
+
+def _activations(s: _Setup) -> list[Component]:
+    v, shape = s.v, s.shape
     batch = max(1, _int(v.get("per_device_train_batch_size", 1), 1))
-    seq = max(1, _int(v.get("cutoff_len", 2048), 2048))
-    seqs = batch * (2 if stage in ("dpo", "kto", "rm") else 1)
-    tokens = seqs * seq
-    notes.add(f"activations for {batch} x {seq} tokens per micro-batch"
-              + (" (chosen + rejected pairs)" if seqs > batch else "")
-              + ", every sequence at cutoff_len (an upper bound without packing)")
-    attn = str(v.get("flash_attn", "auto")).lower()
-    eager = attn in ("disabled", "eager", "off")
+    seqs, seq, tokens = _tokens(s)
+    s.notes.add(f"activations for {batch} x {seq} tokens per micro-batch"
+                + (" (chosen + rejected pairs)" if seqs > batch else "")
+                + ", every sequence at cutoff_len (an upper bound without packing)")
+    eager = str(v.get("flash_attn", "auto")).lower() in ("disabled", "eager", "off")
     liger = _bool(v.get("enable_liger_kernel"))
     h, i_, kv, a = shape.hidden_size, shape.intermediate_size, shape.kv_width, shape.num_heads
     # bytes per token per layer for a LLaMA block with 16-bit activations (derivation in
@@ -653,12 +699,11 @@ def _estimate_core(
     if eager:
         # Softmax output saved in fp32 (4) and its 16-bit cast (2) for each head: s^2 term.
         per_tok_layer += 6 * a * seq
-    if ft == "lora" and dropout > 0:
+    if s.ft == "lora" and float(v.get("lora_dropout") or 0.0) > 0:
         dims = shape.linear_dims()
-        per_tok_layer += sum(dims[t][0] * 2 + dims[t][0] for t in targets)   # copy + mask
-    scale = act_b / 2
-    ckpt = _gradient_checkpointing(v)
-    if ckpt:
+        per_tok_layer += sum(dims[t][0] * 2 + dims[t][0] for t in s.targets)   # copy + mask
+    scale = s.act_b / 2
+    if _gradient_checkpointing(v):
         act = tokens * scale * (shape.num_layers * 2 * h + per_tok_layer)
         anote = (f"gradient checkpointing: layer inputs kept ({shape.num_layers} x 2h bytes/token)"
                  f" + one layer recomputed ({per_tok_layer / 1024:.1f} KiB/token)")
@@ -669,38 +714,61 @@ def _estimate_core(
     anote += f"; {'eager attention (s^2 scores)' if eager else 'flash/sdpa attention'}"
     if liger:
         anote += "; Liger RMSNorm/SwiGLU"
-    comps.append(Component("activations", act, anote))
+    return [Component("activations", act, anote)]
 
-    # ---- logits ---------------------------------------------------------------------
-    if liger:
-        comps.append(Component("logits", 0.0,
-                               "Liger fused linear cross-entropy: logits never materialised"))
-    else:
-        per = act_b + 8   # logits + fp32 upcast for the loss + fp32 log-softmax saved
-        comps.append(Component("logits", tokens * shape.vocab_size * per,
-                               f"{tokens} tokens x {shape.vocab_size} vocab x {per} bytes "
-                               "(logits + fp32 upcast + log-softmax)"))
 
-    # ---- DDP gradient buckets -------------------------------------------------------
-    if world > 1 and ds is None and trainable:
-        comps.append(Component("DDP gradient buckets", trainable * tw,
-                               "DDP's reducer keeps a bucketed copy of the gradients"))
+def _logits(s: _Setup) -> list[Component]:
+    if _bool(s.v.get("enable_liger_kernel")):
+        return [Component("logits", 0.0,
+                          "Liger fused linear cross-entropy: logits never materialised")]
+    tokens = _tokens(s)[2]
+    per = s.act_b + 8   # logits + fp32 upcast for the loss + fp32 log-softmax saved
+    return [Component("logits", tokens * s.shape.vocab_size * per,
+                      f"{tokens} tokens x {s.shape.vocab_size} vocab x {per} bytes "
+                      "(logits + fp32 upcast + log-softmax)")]
 
-    # ---- framework ------------------------------------------------------------------
-    fw = FRAMEWORK_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
-    comps.append(Component("framework overhead", fw,
-                           "CUDA context, kernels, workspaces, allocator slack (guide 9.2: 1-2 GB)"
-                           + ("; NCCL buffers" if world > 1 else "")))
 
-    if ds is not None:
-        notes.add(f"DeepSpeed ZeRO-{ds.stage} from {ds.source}"
-                  + (", optimizer offloaded to CPU" if ds.offload_optimizer else "")
-                  + (", parameters offloaded to CPU" if ds.offload_param else ""))
-    if not ckpt:
-        notes.add("gradient checkpointing off")
-    notes.add(f"{_int(v.get('gradient_accumulation_steps', 1), 1)} gradient accumulation "
-              "step(s): no effect on peak memory")
-    return shape, trainable, comps, notes
+def _ddp_buckets(s: _Setup) -> list[Component]:
+    if s.world > 1 and s.ds is None and s.trainable:
+        return [Component("DDP gradient buckets", s.trainable * s.tw,
+                          "DDP's reducer keeps a bucketed copy of the gradients")]
+    return []
+
+
+def _framework(s: _Setup) -> list[Component]:
+    multi = s.world > 1
+    return [Component("framework overhead", FRAMEWORK_OVERHEAD + (NCCL_OVERHEAD if multi else 0),
+                      "CUDA context, kernels, workspaces, allocator slack (guide 9.2: 1-2 GB)"
+                      + ("; NCCL buffers" if multi else ""))]
+
+
+# One function per memory component, in the order the estimate lists them.
+COMPONENTS: tuple[Callable[[_Setup], list[Component]], ...] = (
+    _weights, _gradients, _optimizer, _other_models, _activations, _logits, _ddp_buckets,
+    _framework,
+)
+
+
+def _estimate_core(
+    values_in: Mapping[str, Any],
+    *,
+    config_dir: Path | None,
+    num_gpus: int,
+    params: str | float | None,
+    detected_n: int,
+) -> tuple[ModelShape, int, list[Component], _Notes]:
+    s = _setup(values_in, config_dir=config_dir, num_gpus=num_gpus, params=params,
+               detected_n=detected_n)
+    comps = [c for component in COMPONENTS for c in component(s)]
+    if s.ds is not None:
+        s.notes.add(f"DeepSpeed ZeRO-{s.ds.stage} from {s.ds.source}"
+                    + (", optimizer offloaded to CPU" if s.ds.offload_optimizer else "")
+                    + (", parameters offloaded to CPU" if s.ds.offload_param else ""))
+    if not _gradient_checkpointing(s.v):
+        s.notes.add("gradient checkpointing off")
+    s.notes.add(f"{_int(s.v.get('gradient_accumulation_steps', 1), 1)} gradient accumulation "
+                "step(s): no effect on peak memory")
+    return s.shape, s.trainable, comps, s.notes
 
 
 def _projector_elems(shape: ModelShape, targets_raw: Any, rank: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 EPILOG = """\
 output_dir is the run directory. What happens when it already holds checkpoint-N
@@ -92,7 +93,7 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     sl.add_argument("--print-script", action="store_true", help="print slurm_job.sh; submit nothing")
 
 
-def slurm_options_from_args(args: argparse.Namespace) -> object:
+def slurm_options_from_args(args: argparse.Namespace) -> Any:
     from tunedeck.runner.control.backends.slurm import options_with_settings
 
     if args.gpus is not None or args.machine_rank or args.main_ip:

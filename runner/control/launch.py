@@ -694,15 +694,38 @@ def _validate(doc: Any) -> list[str]:
     return [f.format() for f in findings if f.severity == "warning" and f.code not in LAUNCH_BLOCKING]
 
 
-def _still_active(old: RunManifest, run_dir: Path, ref_alive: Any) -> bool:
-    """Does a previous run still hold ``run_dir`` (its supervisor, or its Slurm job)?"""
-    if old.backend != "local":
+def run_busy(run_dir: Path, m: RunManifest) -> bool:
+    """THE busy check before a new attempt (launch and resume): a Slurm run whose job is
+    queued or running; a local run any of whose recorded processes (supervisor, trainer,
+    workers) still runs, whatever its manifest says (a stuck rank holds the GPU)."""
+    from tunedeck.runner.rundir.procs import ref_alive
+
+    if m.backend != "local":
         from tunedeck.runner.rundir.runs import computed_status, raw_manifest
 
         return computed_status(raw_manifest(run_dir) or {}).active
-    return old.status.active and (
-        ref_alive(old.supervisor) or ref_alive(old.trainer) or any(ref_alive(p) for p in old.procs)
-    )
+    return ref_alive(m.supervisor) or ref_alive(m.trainer) or any(ref_alive(p) for p in m.procs)
+
+
+def start_attempt(run_dir: Path, lock: Any, m: RunManifest, plan: LaunchPlan,
+                  secrets: Mapping[str, Any], cwd: Path, *, slurm: Any = None,
+                  warn: Any = None) -> tuple[int | None, str | None]:
+    """The step launch and resume end with, once the manifest records the attempt: submit
+    the Slurm job (``slurm``: its options), or start the supervisor (it inherits ``lock``,
+    which is released here) and wait until it reported in. Returns (supervisor pid, job id)."""
+    if slurm is not None:
+        from tunedeck.runner.control.backends.slurm import submit_run
+        from tunedeck.runner.control.secrets import secrets_env
+
+        job = submit_run(run_dir, m, plan, slurm, {**plan.env, RUN_ID_ENV: m.id},
+                         secrets_env(secrets), cwd, warn=warn or (lambda _t: None))
+        return None, job
+    try:
+        pid = start_supervisor(run_dir, lock.fd, supervisor_env(plan, secrets, m.id), cwd, m)
+    finally:
+        lock.release()  # the supervisor holds its own inherited copy now
+    wait_supervisor_up(run_dir, pid)
+    return pid, None
 
 
 def resolve_output_dir(values: Mapping[str, Any], cwd: Path, source: str) -> Path:
@@ -740,7 +763,6 @@ def launch(
     from tunedeck.runner.fsutil import ensure_dir
     from tunedeck.runner.rundir import registry
     from tunedeck.runner.rundir.manifest import Attempt, RunManifest, read_manifest
-    from tunedeck.runner.rundir.procs import ref_alive
 
     opts = options or LaunchOptions()
     say = warn or (lambda _t: None)
@@ -758,7 +780,7 @@ def launch(
     lock = acquire(run_dir)
     try:
         old = read_manifest(run_dir)
-        if old is not None and _still_active(old, run_dir, ref_alive):
+        if old is not None and run_busy(run_dir, old):
             raise RunBusy(f"run {old.id} is still active in {run_dir} (status {old.status.value})",
                           hint=f"tunedeck stop {old.id}")
 
@@ -851,22 +873,11 @@ def launch(
             say(f"note: {len(twins) + 1} runs are named {name!r} (also "
                 + ", ".join(f"{e.id} in {e.run_dir}" for e in twins[:3])
                 + f"); refer to this one by its id {run_id}")
-        if slurm is not None:
-            from tunedeck.runner.control.backends.slurm import submit_run
-            from tunedeck.runner.control.secrets import secrets_env
-
-            env = {**plan.env, RUN_ID_ENV: run_id}
-            job = submit_run(run_dir, m, plan, slurm, env, secrets_env(secrets), cwd_p, warn=say)
-            return LaunchResult(
-                run_id=run_id, name=name, run_dir=run_dir, plan=plan, resume_from=resume_from,
-                attempt=attempt_no, supervisor_pid=None, warnings=warnings, backend="slurm", job_id=job,
-            )
-
-        pid = start_supervisor(run_dir, lock.fd, supervisor_env(plan, secrets, run_id), cwd_p, m)
+        pid, job = start_attempt(run_dir, lock, m, plan, secrets, cwd_p, slurm=slurm, warn=say)
     finally:
-        lock.release()  # the supervisor holds its own inherited copy now
-    wait_supervisor_up(run_dir, pid)
+        lock.release()
     return LaunchResult(
         run_id=run_id, name=name, run_dir=run_dir, plan=plan, resume_from=resume_from,
         attempt=attempt_no, supervisor_pid=pid, warnings=warnings,
+        backend="local" if slurm is None else "slurm", job_id=job,
     )

@@ -149,15 +149,6 @@ def end_of_training_warning(ck: Path, values: dict[str, Any]) -> str | None:
             f"Raise {key} (e.g. {key}={value:g}) to train further")
 
 
-def _busy(run: Path, m: Any, ref_alive: Any) -> bool:
-    """Is the run still active (its supervisor or trainer alive; its Slurm job queued or running)?"""
-    if m.backend != "local":
-        from tunedeck.runner.rundir.runs import computed_status, raw_manifest
-
-        return computed_status(raw_manifest(run) or {}).active
-    return bool(ref_alive(m.supervisor) or any(ref_alive(p) for p in m.procs))
-
-
 def resume(
     run_dir: str | Path,
     *,
@@ -172,9 +163,8 @@ def resume(
     from tunedeck.runner.control.launch import (
         build_launch_plan,
         keep_attempt_copy,
-        start_supervisor,
-        supervisor_env,
-        wait_supervisor_up,
+        run_busy,
+        start_attempt,
         write_plan_files,
     )
     from tunedeck.runner.control.lock import acquire
@@ -182,7 +172,6 @@ def resume(
     from tunedeck.runner.control.secrets import REDACTED, is_secret_key, redact_values
     from tunedeck.runner.fsutil import atomic_write_text
     from tunedeck.runner.rundir.manifest import Attempt, read_manifest
-    from tunedeck.runner.rundir.procs import ref_alive
 
     say = warn or (lambda _t: None)
     run = Path(run_dir)
@@ -203,7 +192,7 @@ def resume(
 
     lock = acquire(run)  # RunBusy while the supervisor of this run lives
     try:
-        if _busy(run, m, ref_alive):
+        if run_busy(run, m):
             raise RunBusy(f"run {m.id} is still running", hint=f"tunedeck stop {m.id}")
         doc = ConfigDoc.load(cfg_path)
         values = doc.values()
@@ -251,18 +240,14 @@ def resume(
         for stale in (TRAINER_EXIT, STOP_REQUEST):
             (run / stale).unlink(missing_ok=True)
         cwd = Path(m.cwd) if m.cwd and Path(m.cwd).is_dir() else run
+        slurm = None
         if m.backend == "slurm" and m.slurm is not None:
             # Resubmit: a new job of the same run, same allocation choices.
-            from tunedeck.runner.control.backends.slurm import SlurmOptions, submit_run
-            from tunedeck.runner.control.launch import RUN_ID_ENV
-            from tunedeck.runner.control.secrets import secrets_env
+            from tunedeck.runner.control.backends.slurm import SlurmOptions
 
-            job = submit_run(run, m, plan, SlurmOptions.from_dict(m.slurm.options),
-                             {**plan.env, RUN_ID_ENV: m.id}, secrets_env(secrets), cwd, warn=say)
-            return ResumeResult(m.id, run, ck, attempt_no, None, job_id=job)
-        pid = start_supervisor(run, lock.fd, supervisor_env(plan, secrets, m.id), cwd, m)
+            slurm = SlurmOptions.from_dict(m.slurm.options)
+        pid, job = start_attempt(run, lock, m, plan, secrets, cwd, slurm=slurm, warn=say)
     finally:
         lock.release()
-    wait_supervisor_up(run, pid)
-    return ResumeResult(m.id, run, ck, attempt_no, pid)
+    return ResumeResult(m.id, run, ck, attempt_no, pid, job_id=job)
 

@@ -534,9 +534,9 @@ def script_preview(config_path: str | Path, overrides: Any, opts: Any, sopts: Sl
     plan = build_launch_plan(values, config_path=run_dir / FROZEN_CONFIG, cwd=cwd_p,
                              **launch_kwargs(sopts, opts.num_processes, opts.cpu))
     prepare_plan_for_slurm(plan)
-    w = shared_fs_warning(run_dir)
-    if w:
-        say(f"warning: {w}")
+    fs_warning = shared_fs_warning(run_dir)
+    if fs_warning:
+        say(f"warning: {fs_warning}")
     name = opts.name or run_dir.name
     return render_script(run_dir=run_dir, run_id="RUN_ID", name=name, plan=plan, opts=sopts, cwd=cwd_p,
                          env={**plan.env, RUN_ID_ENV: "RUN_ID"})
