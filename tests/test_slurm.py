@@ -304,3 +304,32 @@ def test_stop_of_a_two_task_job_reaches_both_workers_through_the_task_wrapper(
     rep = json.loads(out.stdout)
     assert rep["status"] == "stopped" and Path(rep["checkpoint"]).name == f"checkpoint-{max(log_steps(run_dir))}"
     assert cluster.queue_empty() and _run_processes(res["id"]) == []
+
+
+async def test_the_tui_launch_dialog_switches_to_slurm_shows_the_script_and_submits(
+        cluster, tmp_path, make_demo_config, monkeypatch):
+    from tests.tui_helpers import wait_for as tui_wait_for
+    from tests.tui_helpers import wait_text
+    from tunedeck.tui.app import TunedeckApp
+
+    cfg = make_demo_config(tmp_path, max_steps=4, save_steps=100)
+    run_dir = tmp_path / "out"
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "none")
+    app = TunedeckApp(root=tmp_path, config=cfg)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await tui_wait_for(pilot, lambda: app.screen.id == "editor" or type(app.screen).__name__ == "EditorScreen",
+                           timeout=60, what="editor")
+        await pilot.press("ctrl+r")
+        await tui_wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=60, what="launch modal")
+        await wait_text(pilot, app, "Run on: this machine", "t: Slurm")
+        await pilot.press("t")
+        await wait_text(pilot, app, "Run on: Slurm", "#SBATCH --requeue", "slurm_job", timeout=60)
+        await pilot.press("y")
+        await tui_wait_for(pilot, lambda: bool(_job_id(run_dir)), timeout=60, what="a submitted job")
+        await wait_text(pilot, app, f"job {_job_id(run_dir)}", timeout=60)
+    m = manifest(run_dir)
+    assert m["backend"] == "slurm" and (run_dir / "slurm_job.sh").exists()
+    env = _env(cluster, tmp_path)
+    final = wait_for(lambda: _ended(str(run_dir), env), RUN_TIMEOUT, "the job submitted from the TUI to end")
+    assert final["status"] == "finished", end_of_tail(run_dir)

@@ -220,6 +220,9 @@ ACTIONS: tuple[Action, ...] = (
     # -- confirmation dialogs -------------------------------------------------
     _a("modal.yes", "y", "yes", "Yes", "Confirm the action named in the dialog.", "modal"),
     _a("modal.no", "n,escape", "no", "No", "Cancel: nothing happens.", "modal"),
+    _a("modal.target", "t", "toggle_target", "Target",
+       "Launch dialog: run on this machine or submit to Slurm (shown where sbatch exists; "
+       "the dialog then shows the job script).", "modal", show=False),
     # -- unsaved edits (leaving the editor or opening another file) -------------
     _a("unsaved.save", "s", "save", "Save", "Save the edits, then go on.", "unsaved"),
     _a("unsaved.discard", "d", "discard", "Discard", "Throw the edits away, then go on.", "unsaved"),

@@ -650,7 +650,7 @@ class TunedeckApp(App[int]):
         def go(choice: list[int]) -> None:
             if before_launch is not None and not before_launch():
                 return  # e.g. the save was refused: it said why; nothing is launched
-            self._do_launch(config_path, overrides, choice)
+            self._do_launch(config_path, overrides, choice, slurm=modal.target == "slurm")
 
         def launched(choice: list[int] | None) -> None:
             if choice is None:
@@ -675,13 +675,20 @@ class TunedeckApp(App[int]):
         def replan(chosen: list[int]) -> str:
             return data.launch_plan(config_path, overrides, chosen or None, text=text).command
 
-        self.push_screen(LaunchModal(title, f"{config_path}  ->  {plan.run_dir}", plan.command,
-                                     (), gpus, note, replan=replan), launched)
+        import shutil
+
+        def slurm_script() -> str:
+            return data.slurm_script(config_path, overrides, text=text)
+
+        modal = LaunchModal(title, f"{config_path}  ->  {plan.run_dir}", plan.command, (), gpus, note,
+                            replan=replan, slurm_script=slurm_script if shutil.which("sbatch") else None)
+        self.push_screen(modal, launched)
 
     @work(thread=True, group="control", exit_on_error=False)
-    def _do_launch(self, config_path: Path, overrides: dict[str, Any], gpus: list[int]) -> None:
+    def _do_launch(self, config_path: Path, overrides: dict[str, Any], gpus: list[int],
+                   slurm: bool = False) -> None:
         try:
-            manifest = data.launch(config_path, overrides, gpus or None)  # LaunchResult
+            manifest = data.launch(config_path, overrides, gpus or None, slurm=slurm)  # LaunchResult
         except Exception as exc:  # noqa: BLE001
             self.call_from_thread(self.notify, str(exc), title="Launch failed", severity="error", timeout=12)
             return

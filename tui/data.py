@@ -595,12 +595,38 @@ def launch_plan(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[
                          str(values.get("model_name_or_path") or "") or None)
 
 
-def launch(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] | None) -> Any:
-    """Start a detached supervised run; returns runner's LaunchResult (run_dir, name, ...)."""
+def launch(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[int] | None,
+           *, slurm: bool = False) -> Any:
+    """Start a detached supervised run (or submit it to Slurm with the settings' defaults);
+    returns runner's LaunchResult (run_dir, name, ...)."""
     from tunedeck.runner.control import launch as launch_mod
 
+    if slurm:
+        from tunedeck.runner.control.backends.slurm import (
+            DEFAULT_MAX_RESTARTS,
+            options_with_settings,
+        )
+
+        opts = launch_mod.LaunchOptions(max_restarts=DEFAULT_MAX_RESTARTS)
+        return launch_mod.launch(config_path, _override_strings(overrides), opts,
+                                 slurm=options_with_settings({}))
     opts = launch_mod.LaunchOptions(gpus=list(gpus) if gpus else None)
     return launch_mod.launch(config_path, _override_strings(overrides), opts)
+
+
+def slurm_script(config_path: Path, overrides: Mapping[str, Any], *, text: str | None = None) -> str:
+    """The ``slurm_job.sh`` a Slurm launch of ``config_path`` would submit (nothing written).
+    ``text``: an editor's unsaved buffer, as in :func:`launch_plan`."""
+    from tunedeck.runner.config import yamlio
+    from tunedeck.runner.control.backends.slurm import options_with_settings, script_preview
+    from tunedeck.runner.control.launch import LaunchOptions
+
+    if text is None:
+        doc = yamlio.ConfigDoc.load(config_path, _override_strings(overrides))
+    else:
+        doc = yamlio.ConfigDoc.loads(text, source=str(config_path), path=config_path)
+        doc.apply(dict(overrides))
+    return script_preview(config_path, [], LaunchOptions(), options_with_settings({}), doc=doc)
 
 
 def stop(run_dir: Path) -> Any:

@@ -114,8 +114,12 @@ class LaunchModal(RegistryModal["list[int] | None"]):
 
     def __init__(self, title: str, config_path: str, command: str, env: Sequence[str],
                  gpus: Sequence[GpuChoice], note: str | None = None,
-                 replan: Callable[[list[int]], str] | None = None) -> None:
+                 replan: Callable[[list[int]], str] | None = None,
+                 slurm_script: Callable[[], str] | None = None) -> None:
         super().__init__(id="launch-modal")
+        # "local" (this machine, a supervisor) or "slurm" (sbatch); t switches when Slurm is here.
+        self.target = "local"
+        self.slurm_script = slurm_script
         self.title_text = title
         self.config_path = config_path
         self.command = command
@@ -129,7 +133,10 @@ class LaunchModal(RegistryModal["list[int] | None"]):
             yield Label(escape(self.title_text), id="dialog-title")
             with VerticalScroll(id="dialog-body"):
                 yield Static(f"config: {escape(self.config_path)}", classes="dialog-line")
-                yield Label("Command (runs detached under a supervisor):", classes="dialog-heading")
+                if self.slurm_script is not None:
+                    yield Static(self._target_text(), id="launch-target", classes="dialog-line")
+                yield Label("Command (runs detached under a supervisor):", classes="dialog-heading",
+                            id="launch-heading")
                 yield Static(escape(self.command), id="launch-command", classes="command")
                 if self.env:
                     yield Static(escape("env: " + " ".join(self.env)), id="launch-env", classes="command")
@@ -153,6 +160,44 @@ class LaunchModal(RegistryModal["list[int] | None"]):
         else:
             self.query_one("#yes", Button).focus()
 
+    def _target_text(self) -> str:
+        if self.target == "slurm":
+            return ("Run on: [b]Slurm[/b] (sbatch; defaults from settings.json's slurm block)   "
+                    "t: this machine")
+        return "Run on: [b]this machine[/b]   t: Slurm (shows the job script)"
+
+    def action_toggle_target(self) -> None:
+        """Switch between this machine and a Slurm job (only offered where sbatch exists)."""
+        if self.slurm_script is None:
+            return
+        self.target = "slurm" if self.target == "local" else "local"
+        self.query_one("#launch-target", Static).update(self._target_text())
+        slurm = self.target == "slurm"
+        self.query_one("#launch-heading", Label).update(
+            "Job script (submitted with sbatch; slurm_job.sh in the run directory):" if slurm
+            else "Command (runs detached under a supervisor):")
+        for wid in ("#gpu-picker", "#launch-cpu", "#launch-env"):
+            for w in self.query(wid):
+                w.display = not slurm
+        if slurm:
+            self.query_one("#launch-command", Static).update("(writing the script...)")
+            self._script()
+        else:
+            self.query_one("#launch-command", Static).update(escape(self.command))
+
+    @work(thread=True, exclusive=True, group="replan", exit_on_error=False)
+    def _script(self) -> None:
+        assert self.slurm_script is not None
+        try:
+            text = self.slurm_script()
+        except Exception as exc:  # noqa: BLE001 - say why it cannot go to Slurm
+            text = f"(cannot submit to Slurm: {exc})"
+        self.app.call_from_thread(self._show_script, text)
+
+    def _show_script(self, text: str) -> None:
+        if self.target == "slurm":
+            self.query_one("#launch-command", Static).update(escape(text))
+
     def selected_gpus(self) -> list[int]:
         if not self.gpus:
             return []
@@ -174,7 +219,8 @@ class LaunchModal(RegistryModal["list[int] | None"]):
 
     def _show_command(self, command: str) -> None:
         self.command = command
-        self.query_one("#launch-command", Static).update(escape(command))
+        if self.target == "local":
+            self.query_one("#launch-command", Static).update(escape(command))
 
     def action_yes(self) -> None:
         self.dismiss(self.selected_gpus())

@@ -513,7 +513,7 @@ def _wait_job_end(job: str, timeout: float, poll: float) -> bool:
 # --print-script
 # ----------------------------------------------------------------------------
 def script_preview(config_path: str | Path, overrides: Any, opts: Any, sopts: SlurmOptions,
-                   *, cwd: Path | None = None, warn: Any = None) -> str:
+                   *, cwd: Path | None = None, warn: Any = None, doc: Any = None) -> str:
     """The ``slurm_job.sh`` a ``launch --slurm`` would write; nothing is written or submitted."""
     from tunedeck.runner.config.yamlio import ConfigDoc
     from tunedeck.runner.control.launch import (
@@ -526,7 +526,8 @@ def script_preview(config_path: str | Path, overrides: Any, opts: Any, sopts: Sl
 
     say = warn or (lambda _t: None)
     cwd_p = cwd or Path.cwd()
-    doc = ConfigDoc.load(config_path, overrides)
+    if doc is None:
+        doc = ConfigDoc.load(config_path, overrides)
     for w in _validate(doc):
         say(w)
     values = doc.values()
