@@ -119,10 +119,10 @@ async def test_a_run_that_ends_rings_the_bell_and_flashes_and_the_queue_shows_un
 
     import psutil
 
+    from tests.tui_helpers import RunSpec, write_run
     from tunedeck.runner.control import runqueue
     from tunedeck.runner.control.history import archive
     from tunedeck.runner.rundir.manifest import ProcRef
-    from tests.tui_helpers import RunSpec, write_run
 
     root = tmp_path / "runs"
     base, lr_up, rank16 = write_compare_runs(root)
