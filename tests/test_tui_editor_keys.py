@@ -202,6 +202,49 @@ async def test_the_palette_finds_a_parameter_by_part_of_its_name(
         assert _group_of(editor) == "training"
 
 
+async def test_editing_keys_keep_their_order_with_typing_while_the_screen_is_busy(
+    tmp_path: Path, config_file: Path
+) -> None:
+    # On a loaded machine the editor's screen is often busy for a moment (mounting a
+    # group's fields). A burst of keys from the terminal must still edit in the order it
+    # was typed: end, ctrl+u, "abc" gives "abc" (it gave "": ctrl+u ran after the letters).
+    import asyncio
+
+    from textual import events
+
+    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        editor = await _open(pilot, app)
+        await pilot.press("ctrl+f", *"cutoff_len", "enter")
+        await wait_for(pilot, lambda: _focused_field(editor) == "cutoff_len", what="cutoff_len")
+        control = editor.fields["cutoff_len"].control
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def busy() -> None:
+            started.set()
+            await release.wait()  # stands in for a long mount in the screen's queue
+
+        editor.call_next(busy)
+        try:
+            # Not pilot.pause(): it waits for the screen's queue, which is held on purpose.
+            await asyncio.wait_for(started.wait(), timeout=30)
+            for key, char in (("end", None), ("ctrl+u", None), ("a", "a"), ("b", "b"), ("c", "c")):
+                event = events.Key(key, char)
+                event.set_sender(app)
+                app._driver.send_message(event)  # type: ignore[union-attr]  # a burst, like a terminal's
+            deadline = time.monotonic() + 30
+            while not control.value.endswith("abc"):  # type: ignore[attr-defined]
+                assert time.monotonic() < deadline, control.value  # type: ignore[attr-defined]
+                await asyncio.sleep(0.02)
+        finally:
+            release.set()
+        await wait_for(pilot, lambda: editor.fields["cutoff_len"].error is not None
+                       or control.value != "abc", what="the edit checked")  # type: ignore[attr-defined]
+        await pilot.pause()
+        assert control.value == "abc"  # type: ignore[attr-defined]
+        await wait_text(pilot, app, "'abc' is not")
+
+
 async def test_booleans_say_true_or_false_in_words_without_colour(
     tmp_path: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

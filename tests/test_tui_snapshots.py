@@ -122,6 +122,8 @@ def test_editor_snapshot(snap_compare: Any, size: tuple[int, int]) -> None:
         editor._schedule_analysis(0)
         await wait_for(pilot, lambda: editor.analysis is not None and editor.analysis.generation == editor.generation)
         await editor.jump_to("lora_rank")
+        # The rest of the group mounts in later frames: wait for all of it (the scrollbar).
+        await wait_for(pilot, lambda: not editor._pending.get("lora"), what="the LoRA group mounted")
         field = editor.fields["lora_rank"]
         pane = editor.query_one("#pane-lora")
         await wait_for(pilot, lambda: field.control.has_focus and pane.scroll_y > 0

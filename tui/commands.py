@@ -41,7 +41,7 @@ class TunedeckCommands(Provider):
         if callable(groups):
             for gid, title in groups():
                 out.append((f"group: {title}", f"Show the {title} parameters.",
-                            partial(screen.show_group, gid)))
+                            partial(screen.go_to_group, gid)))
         return out
 
     async def discover(self) -> Hits:
@@ -75,6 +75,6 @@ class TunedeckCommands(Provider):
         for rank, (s, _i, name, group, help_text) in enumerate(scored[:20]):
             # Ties keep the schema's order (per_device_train before per_device_eval).
             hits.append(Hit(min(1.0, s + 0.05) - rank * 1e-4, f"param: {name}  ({group})",
-                            partial(screen.jump_to, name), text=f"param: {name}",
+                            partial(screen.go_to, name), text=f"param: {name}",
                             help=help_text or f"Go to {name} in {group}."))
         return hits

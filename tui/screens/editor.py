@@ -171,10 +171,11 @@ class EditorScreen(RegistryScreen[None]):
         return label
 
     # -- fields (built lazily, per tab, on first show) -------------------------
-    async def _build_group(self, gid: str, *, complete: bool = False) -> None:
+    async def _build_group(self, gid: str, *, complete: bool = False, until: str | None = None) -> None:
         """Mount the fields of ``gid``: a first batch now, the rest in later frames.
 
-        ``complete`` waits for every field (jumping to one that may not exist yet).
+        ``complete`` waits for every field; ``until`` for field ``until`` and one batch
+        after it (room to scroll it to the top), the rest following in later frames.
         """
         if gid not in self.built:
             self.built.add(gid)
@@ -195,6 +196,11 @@ class EditorScreen(RegistryScreen[None]):
             await self._mount_batch(gid, FIRST_BATCH)
         if complete:
             while self._pending.get(gid):
+                await self._mount_batch(gid, BATCH)
+        elif until is not None:
+            while self._pending.get(gid) and any(f.name == until for f in self._pending[gid]):
+                await self._mount_batch(gid, BATCH)
+            if self._pending.get(gid):
                 await self._mount_batch(gid, BATCH)
 
     async def _mount_batch(self, gid: str, n: int) -> None:
@@ -220,9 +226,9 @@ class EditorScreen(RegistryScreen[None]):
     def palette_groups(self) -> list[tuple[str, str]]:
         return [(g.id, g.title) for g in self.groups]
 
-    async def show_group(self, gid: str, *, complete: bool = False) -> None:
+    async def show_group(self, gid: str, *, complete: bool = False, until: str | None = None) -> None:
         self.query_one(TabbedContent).active = f"tab-{gid}"
-        await self._build_group(gid, complete=complete)
+        await self._build_group(gid, complete=complete, until=until)
         self._update_group_bar()
 
     def _update_group_bar(self) -> None:
@@ -256,7 +262,7 @@ class EditorScreen(RegistryScreen[None]):
         if p is None:
             self.notify(f"{key} has no field (unknown key): edit it in the YAML file.", severity="warning")
             return False
-        await self.show_group(p.group, complete=True)
+        await self.show_group(p.group, until=p.name)
         f = self.fields.get(p.name)
         if f is None:
             return False
@@ -271,9 +277,25 @@ class EditorScreen(RegistryScreen[None]):
         pane.scroll_to_widget(f.header, animate=False, top=True, immediate=True)
         return True
 
+    def go_to(self, key: str) -> None:
+        """:meth:`jump_to` from a key press (find box, findings, palette), as a worker.
+
+        Not awaited in a message handler: that would hold this screen's messages (key
+        bindings among them) while the field's group mounts, so ctrl+u typed right after
+        the jump ran after the letters that followed it and emptied the field. The focus
+        leaves the old field at once: keys typed meanwhile must not edit it.
+        """
+        self.set_focus(None)
+        self.run_worker(self.jump_to(key), group="editor-jump", exclusive=True, exit_on_error=False)
+
+    def go_to_group(self, gid: str) -> None:
+        """:meth:`focus_group` from a key press, as a worker (see :meth:`go_to`)."""
+        self.set_focus(None)
+        self.run_worker(self.focus_group(gid), group="editor-jump", exclusive=True, exit_on_error=False)
+
     @on(FindingsList.JumpTo)
-    async def _jump(self, event: FindingsList.JumpTo) -> None:
-        await self.jump_to(event.key)
+    def _jump(self, event: FindingsList.JumpTo) -> None:
+        self.go_to(event.key)
 
     # -- edits ------------------------------------------------------------------
     def _field_of(self, widget: Any) -> ParamField | None:
@@ -466,7 +488,7 @@ class EditorScreen(RegistryScreen[None]):
         where = str(self.path) if self.path else "this new config (not saved yet)"
         self.app.push_screen(UnsavedModal(
             "Unsaved edits", [f"{where} has changes that are not saved.",
-                              f"Save them, discard them, or cancel and stay here? (before you {doing})"]),
+                              f"Save them before you {doing}, discard them, or cancel and stay here?"]),
             answered)
 
     def _save_then(self, then: Callable[[], Any]) -> None:
@@ -510,17 +532,21 @@ class EditorScreen(RegistryScreen[None]):
         if lst.option_count and lst.highlighted is None:
             lst.highlighted = 0
 
-    async def action_next_group(self) -> None:
-        await self._step_group(1)
+    def action_next_group(self) -> None:
+        self._step_group(1)
 
-    async def action_previous_group(self) -> None:
-        await self._step_group(-1)
+    def action_previous_group(self) -> None:
+        self._step_group(-1)
 
-    async def _step_group(self, delta: int) -> None:
+    def _step_group(self, delta: int) -> None:
         tabs = self.query_one(TabbedContent)
         ids = [f"tab-{g.id}" for g in self.groups]
         i = ids.index(tabs.active) if tabs.active in ids else 0
-        await self.focus_group(self.groups[(i + delta) % len(ids)].id)
+        gid = self.groups[(i + delta) % len(ids)].id
+        # The tab switches now (so two quick presses move two groups); the fields and
+        # the focus follow in a worker.
+        tabs.active = f"tab-{gid}"
+        self.go_to_group(gid)
 
     async def focus_group(self, gid: str) -> None:
         """Show group ``gid`` from its top, with its first field focused."""
@@ -533,13 +559,13 @@ class EditorScreen(RegistryScreen[None]):
     def action_find_param(self) -> None:
         params = [p for g in self.groups for p in self.schema.params_in_group(g.id)]
 
-        async def found(target: Target | None) -> None:
+        def found(target: Target | None) -> None:
             if target is None:
                 return
             if target.kind == "group":
-                await self.focus_group(target.key)
+                self.go_to_group(target.key)
             else:
-                await self.jump_to(target.key)
+                self.go_to(target.key)
 
         self.app.push_screen(ParamSearch(params, self.groups), found)
 

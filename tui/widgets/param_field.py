@@ -15,6 +15,8 @@ import json
 from typing import Any
 
 from rich.text import Text
+from textual import events
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Input, Select, Static, Switch
@@ -43,6 +45,33 @@ def control_kind(param: Any) -> str:
     if param.type == "enum" and param.choices:
         return "select"
     return "input"
+
+
+_EDIT_KEYS = frozenset(
+    k.strip() for b in Input.BINDINGS for k in (b.key if isinstance(b, Binding) else b[0]).split(",")
+)
+
+
+class FieldInput(Input):
+    """An Input whose own editing keys (ctrl+u, backspace, home, end ...) act at once.
+
+    Textual runs a focused widget's key bindings only once the key has bubbled up to the
+    app, through every container between them, while typed characters are inserted right
+    away. When the editor's screen is busy (mounting a group's fields on a loaded machine)
+    the two fell out of order: ctrl+u then "abc" left the field empty.
+    """
+
+    async def _on_key(self, event: events.Key) -> None:
+        # Only the Input's own editing keys: the scrolling keys it inherits step aside
+        # (SkipAction) when there is nothing to scroll, so the screen's keys get them.
+        bindings = self._bindings.key_to_bindings.get(event.key) if event.key in _EDIT_KEYS else None
+        if bindings and not event.is_printable:
+            event.stop()
+            event.prevent_default()
+            self._restart_blink()
+            await self.run_action(bindings[0].action)
+            return
+        await super()._on_key(event)
 
 
 class FieldHeader(Static):
@@ -144,8 +173,8 @@ class ParamField:
             text = ""  # a secret never goes on screen; typing replaces it
             placeholder = "*** set in the file (type to replace)"
         self.initial_control_value = text
-        return Input(text, placeholder=placeholder, id=cid, compact=True, password=bool(p.secret),
-                     classes="field-control")
+        return FieldInput(text, placeholder=placeholder, id=cid, compact=True, password=bool(p.secret),
+                          classes="field-control")
 
     # -- state shown ----------------------------------------------------------
     def set_error(self, message: str | None) -> None:
