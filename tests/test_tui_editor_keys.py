@@ -476,7 +476,7 @@ async def test_launch_with_unsaved_edits_writes_the_file_only_when_confirmed(
         # Cancel the launch: the file on disk is as it was, the edit still in the editor.
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=60, what="launch modal")
-        await wait_text(pilot, app, "unsaved edits are saved", "when you launch", "accelerate")
+        await wait_text(pilot, app, "unsaved edits are saved", "when you launch", "tunedeck.runner.train")
         await pilot.press("n")
         await wait_for(pilot, lambda: app.screen is editor, what="back in the editor")
         assert config.read_text() == original

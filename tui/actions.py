@@ -54,7 +54,8 @@ class Action:
         if self.key_display:
             return self.key_display
         first = self.key.split(",")[0]
-        return {"question_mark": "?", "slash": "/", "escape": "esc", "enter": "enter"}.get(first, first)
+        return {"question_mark": "?", "slash": "/", "escape": "esc", "enter": "enter",
+                "ctrl+pageup": "ctrl+pgup", "ctrl+pagedown": "ctrl+pgdn"}.get(first, first)
 
     def binding(self) -> Binding:
         assert self.key is not None

@@ -23,7 +23,7 @@ from textual.widgets import Input, Select, Static, Switch, TabbedContent, TabPan
 from tunedeck import themes
 from tunedeck.runner.config import yamlio
 from tunedeck.runner.errors import ConfigError, StaleFileError
-from tunedeck.tui import data
+from tunedeck.tui import actions, data
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data import EditorAnalysis
 from tunedeck.tui.messages import EditorAnalysed
@@ -240,7 +240,9 @@ class EditorScreen(RegistryScreen[None]):
             i = ids.index(active) if active in ids else 0
             t.append(f"Group {i + 1}/{len(ids)}: ", style=fmt.style_for(var, "muted"))
             t.append(self.groups[i].title, style="bold")
-            t.append("   ctrl+t next · ctrl+pgup prev · ctrl+f find", style=fmt.style_for(var, "muted"))
+            keys = [actions.get(a).display_key for a in ("editor.next_group", "editor.previous_group",
+                                                             "editor.find")]
+            t.append("   {} next · {} prev · {} find".format(*keys), style=fmt.style_for(var, "muted"))
             self.query_one("#group-bar", Static).update(t)
             return
         for i, g in enumerate(self.groups):
