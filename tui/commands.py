@@ -99,14 +99,14 @@ class TunedeckPalette(CommandPalette):
     @on(Input.Submitted)
     async def _submit_after_search(self, event: Input.Submitted) -> None:
         import asyncio
+        import contextlib
 
         event.stop()
         event.prevent_default()  # CommandPalette's own handler would pick from a stale list
         group = self._GATHER_COMMANDS_GROUP
         pending = [w for w in self.workers if w.group == group and w.node is self and not w.is_finished]
         for worker in pending:
-            try:
+            # Cancelled by a newer search, failed, or slow: pick from what the list holds then.
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(worker.wait(), self.SEARCH_WAIT)
-            except Exception:  # noqa: BLE001 - cancelled by a newer search, failed, or slow:
-                pass  # pick from what the list holds then
         self._select_or_command()
