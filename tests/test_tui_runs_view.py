@@ -233,3 +233,18 @@ async def test_j_k_move_through_the_runs_and_slash_filters_them_until_escape(tmp
         await wait_text(pilot, app, "No run matches")
         await pilot.press("escape")
         await wait_for(pilot, lambda: len(_row_names(app)) == 4, what="esc again")
+
+
+async def test_one_run_with_a_corrupt_log_line_does_not_hide_the_other_runs(tmp_path: Path) -> None:
+    # Seen in tmux with --root /tmp: a fuzzed trainer_log.jsonl (an integer no float holds)
+    # turned the whole table into "cannot list runs under /tmp".
+    root = tmp_path / "runs"
+    write_run(root, RunSpec("good", "finished", 100, 100), now=time.time())
+    bad = root / "fuzzed"
+    bad.mkdir()
+    (bad / "trainer_log.jsonl").write_text(
+        json.dumps({"current_steps": 5, "total_steps": 10, "loss": 1.5, "percentage": 10**400}) + "\n")
+    app = TunedeckApp(root=root)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: sorted(_row_names(app)) == ["fuzzed", "good"], what="both runs")
+        assert "cannot list runs" not in screen_text(app)

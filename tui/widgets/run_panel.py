@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widget import MountError, Widget
 from textual.widgets import Sparkline, Static
@@ -157,7 +159,8 @@ class RunPanel(Vertical):
         except MountError:
             return  # the app closed before its first sample
         self._body_ready = True
-        self.show(self.detail, force=True)
+        with contextlib.suppress(NoMatches):  # the app closed while the body was mounting
+            self.show(self.detail, force=True)
 
     def on_resize(self) -> None:
         if self._body_ready:
