@@ -126,6 +126,15 @@ class TunedeckApp(App[int]):
         self.theme = names[(i + 1) % len(names)]
         self.notify(f"Theme: {self.theme}")
 
+    def action_command_palette(self) -> None:
+        """ctrl+p: our palette (Enter runs the match for what was typed, however fast)."""
+        from textual.command import CommandPalette
+
+        from tunedeck.tui.commands import TunedeckPalette
+
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(TunedeckPalette(id="--command-palette"))
+
     # -- start-up -----------------------------------------------------------------
     def get_default_screen(self) -> Screen[Any]:
         from tunedeck.tui.screens.dashboard import DashboardScreen
@@ -516,9 +525,19 @@ class TunedeckApp(App[int]):
     def choose_resume(self, run: Any, *, checkpoint: Path | None = None,
                       overrides: dict[str, Any] | None = None) -> None:
         """Pick a checkpoint (unless given), confirm, resume."""
+        from tunedeck.tui import format as fmt
         from tunedeck.tui.screens.modals import ChoiceModal
 
         if self.readonly:
+            return
+        kind = getattr(run, "kind", "tunedeck")
+        if kind != "tunedeck":
+            # Said at once: a picker and a confirmation before "cannot" wastes the user's time.
+            who = {"llamafactory": "LLaMA-Factory"}.get(kind, "plain transformers")
+            self.notify(f"{run.name} was started by {who}, not tunedeck: there is no frozen config to "
+                        f"resume from. Launch your config with output_dir: {run.run_dir} and it resumes "
+                        "from the newest checkpoint.", title=f"Cannot resume {run.name}",
+                        severity="warning", timeout=12)
             return
         if checkpoint is not None:
             self._confirm_resume(run, str(checkpoint), overrides)
@@ -534,7 +553,8 @@ class TunedeckApp(App[int]):
                 self.notify(f"{run.name} has no complete checkpoint to resume from.", severity="warning")
                 return
             choices = [(str(c.path), f"step {c.step:<7} {Path(c.path).name}"
-                        + (f"  loss {c.loss:.4g}" if c.loss is not None else "")
+                        + (f"  loss {shown}" if (shown := fmt.checkpoint_metric(
+                            c.loss, getattr(c, "loss_step", None), c.step)) else "")
                         + ("  (newest)" if i == 0 else "")) for i, c in enumerate(complete)]
             self.push_screen(ChoiceModal(f"Resume {run.name} from", choices, id="resume-choice"), picked)
 

@@ -8,9 +8,17 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual import on
+from textual.command import CommandPalette, DiscoveryHit, Hit, Hits, Provider
+from textual.widgets import Input
 
 from tunedeck.tui import actions
+
+
+def escape(text: str) -> str:
+    """Plain text for the palette, which reads markup: "[S]" or "[/]" (the keys) are tags there
+    (textual.markup.escape leaves "[S]" alone, and the palette then drops it)."""
+    return text.replace("[", "\\[")
 
 
 class TunedeckCommands(Provider):
@@ -45,15 +53,16 @@ class TunedeckCommands(Provider):
         return out
 
     async def discover(self) -> Hits:
+        # Entries are markup for the palette: "[/]" (the filter key) is a closing tag there.
         for text, help_text, cb in self._commands():
-            yield DiscoveryHit(text, cb, help=help_text)
+            yield DiscoveryHit(escape(text), cb, help=escape(help_text))
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for text, help_text, cb in self._commands():
-            score = matcher.match(text)
+            score = matcher.match(escape(text))
             if score > 0:
-                yield Hit(score, matcher.highlight(text), cb, help=help_text)
+                yield Hit(score, matcher.highlight(escape(text)), cb, help=escape(help_text))
         for hit in self._param_hits(query):
             yield hit
 
@@ -78,3 +87,26 @@ class TunedeckCommands(Provider):
                             partial(screen.go_to, name), text=f"param: {name}",
                             help=help_text or f"Go to {name} in {group}."))
         return hits
+
+
+class TunedeckPalette(CommandPalette):
+    """Textual's command palette, except that Enter runs the best match for what was
+    typed: typed fast, Enter used to pick from the list of an earlier, shorter query
+    (the search for the last keys was still running)."""
+
+    SEARCH_WAIT = 5.0  # seconds Enter waits for the search of what was typed, at most
+
+    @on(Input.Submitted)
+    async def _submit_after_search(self, event: Input.Submitted) -> None:
+        import asyncio
+        import contextlib
+
+        event.stop()
+        event.prevent_default()  # CommandPalette's own handler would pick from a stale list
+        group = self._GATHER_COMMANDS_GROUP
+        pending = [w for w in self.workers if w.group == group and w.node is self and not w.is_finished]
+        for worker in pending:
+            # Cancelled by a newer search, failed, or slow: pick from what the list holds then.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(worker.wait(), self.SEARCH_WAIT)
+        self._select_or_command()

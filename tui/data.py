@@ -75,6 +75,7 @@ class RunDetail:
     checkpoints: tuple[Any, ...]   # tunedeck.runner.rundir.checkpoints.CheckpointInfo, newest first
     alerts: tuple[Alert, ...]
     taken_at: float = field(default_factory=time.time)
+    has_stdout_log: bool = True    # False: the run directory has no stdout.log at all
 
 
 @dataclass(frozen=True)
@@ -296,12 +297,13 @@ class RunDetailSampler:
             tail = tuple(logs.tail_lines(run_dir / STDOUT_LOG, tail_lines))
         except Exception:  # noqa: BLE001
             tail = ()
+        has_log = bool(tail) or (run_dir / STDOUT_LOG).exists()
         try:
             cks = self._checkpoints(run_dir, hist)
         except Exception:  # noqa: BLE001
             cks = ()
         alerts = run_alerts(run_dir, run, series, hist, cks, gpus)
-        return RunDetail(run_dir, run, series, tail, cks, alerts)
+        return RunDetail(run_dir, run, series, tail, cks, alerts, has_stdout_log=has_log)
 
     def _checkpoints(self, run_dir: Path, hist: Any) -> tuple[Any, ...]:
         from tunedeck.runner.rundir import checkpoints as ck

@@ -164,3 +164,14 @@ def truncate(text: str, width: int) -> str:
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """"1 error", "2 errors", "0 errors"."""
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+
+
+def checkpoint_metric(value: float | None, logged_step: int | None, step: int) -> str:
+    """A checkpoint's loss as text, naming the step it was logged at when that is not the
+    checkpoint's own (a checkpoint between logging steps); "" when none was logged."""
+    if value is None or not math.isfinite(value):
+        return "" if value is None else "nan"
+    text = number(value)
+    if logged_step is not None and logged_step != step:
+        text += f" (at step {logged_step})"
+    return text

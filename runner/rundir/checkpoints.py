@@ -43,6 +43,10 @@ class CheckpointInfo:
     loss: float | None
     eval_loss: float | None
     resumable_full: bool = False  # complete and holds optimizer state
+    # The step whose logged value ``loss`` / ``eval_loss`` is (the last logged at or before
+    # ``step``): differs from ``step`` when the checkpoint falls between logging steps.
+    loss_step: int | None = None
+    eval_loss_step: int | None = None
 
     @property
     def name(self) -> str:
@@ -224,15 +228,19 @@ def _listdir(path: Path) -> list[str]:
 
 
 def _with_metrics(infos: list[CheckpointInfo], history: MetricHistory) -> list[CheckpointInfo]:
-    return [
-        dataclasses.replace(
+    out = []
+    for c in infos:
+        # NaN stays NaN (a diverged checkpoint is worth seeing); None = not logged.
+        loss = history.logged_at_or_before("loss", c.step)
+        ev = history.logged_at_or_before("eval_loss", c.step)
+        out.append(dataclasses.replace(
             c,
-            # NaN stays NaN (a diverged checkpoint is worth seeing); None = not logged.
-            loss=history.at_step("loss", c.step),
-            eval_loss=history.at_step("eval_loss", c.step),
-        )
-        for c in infos
-    ]
+            loss=loss[1] if loss else None,
+            eval_loss=ev[1] if ev else None,
+            loss_step=int(loss[0]) if loss else None,
+            eval_loss_step=int(ev[0]) if ev else None,
+        ))
+    return out
 
 
 def _history_for(infos: list[CheckpointInfo]) -> MetricHistory | None:

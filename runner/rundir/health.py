@@ -24,7 +24,12 @@ RECENT = 200                 # the records the medians look at
 
 
 def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except OverflowError:  # an int no float holds (a corrupt log line)
+        return None
 
 
 def _time_of(rec: dict[str, Any]) -> float | None:

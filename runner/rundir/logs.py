@@ -185,6 +185,13 @@ class MetricHistory:
         i = bisect.bisect_right(steps, step)
         return self.values(name)[i - 1] if i else None
 
+    def logged_at_or_before(self, name: str, step: float) -> tuple[float, float] | None:
+        """(the step it was logged at, the value) of :meth:`at_step`'s answer, or None: a
+        checkpoint between logging steps shows an earlier step's loss, and says which."""
+        steps = self.steps(name)
+        i = bisect.bisect_right(steps, step)
+        return (steps[i - 1], self.values(name)[i - 1]) if i else None
+
     def last_record(self) -> dict[str, Any] | None:
         """The newest record read (progress, ETA fields), metrics or not."""
         return self._last_record

@@ -167,7 +167,10 @@ def parse_duration(text: Any) -> float | None:
 def _num(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an int no float holds (a corrupt log line): not a number we can show
+        return None
 
 
 def _int(v: Any) -> int | None:

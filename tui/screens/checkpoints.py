@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -65,8 +64,8 @@ class CheckpointsScreen(RegistryScreen[None]):
         for c in cks:
             complete = Text("✔ yes", style=fmt.style_for(var, "status-running")) if c.complete else \
                 Text("✖ no", style=fmt.style_for(var, "status-failed"))
-            loss = "--" if c.loss is None or not math.isfinite(c.loss) else fmt.number(c.loss)
-            ev = "--" if c.eval_loss is None or not math.isfinite(c.eval_loss) else fmt.number(c.eval_loss)
+            loss = fmt.checkpoint_metric(c.loss, getattr(c, "loss_step", None), c.step) or "--"
+            ev = fmt.checkpoint_metric(c.eval_loss, getattr(c, "eval_loss_step", None), c.step) or "--"
             step = f"{c.step}" + (" (newest)" if newest is not None and c.path == newest.path else "")
             table.add_row(step, f"{fmt.duration(now - c.mtime)} ago", fmt.size(c.size_bytes), loss, ev,
                           str(getattr(c, "kind", "") or ""), complete, key=str(c.path))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data import GpuView, RunDetail, RunsView
@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 
 class DashboardScreen(RegistryScreen[None]):
     SCOPE = "dashboard"
+    AUTO_FOCUS = "#runs"  # the runs table, never the (hidden) filter box
 
     def __init__(self) -> None:
         super().__init__(id="dashboard")
         self.runs_view: RunsView | None = None
         self.detail: RunDetail | None = None
         self._empty_text: str | None = "\0"  # never a real message: the first call applies
+        self.filter_text = ""  # the runs filter (/): name, status or directory, any case
 
     @property
     def tapp(self) -> TunedeckApp:
@@ -39,6 +41,10 @@ class DashboardScreen(RegistryScreen[None]):
         with Vertical(id="gpu-box"):
             yield GpuPanel(id="gpus")
         with Vertical(id="runs-box"):
+            box = Input(placeholder="filter runs: name, status or directory  (enter: keep, esc: clear)",
+                        id="runs-filter", select_on_focus=False)
+            box.display = False  # until / (hidden from the start: never the first focus)
+            yield box
             yield Static(id="runs-empty")
             yield RunsTable(id="runs")
             yield Static(id="queue-line")
@@ -79,16 +85,22 @@ class DashboardScreen(RegistryScreen[None]):
         panel.update_view(view)
         self.query_one("#gpu-box").set_class(not view.snapshot.available, "-off")
 
-    def apply_runs(self, view: RunsView) -> None:
+    def apply_runs(self, view: RunsView, *, refilter: bool = False) -> None:
         self._announce_ends(self.runs_view, view)
         self.runs_view = view
         self._show_queue(view)
         table = self.query_one(RunsTable)
-        table.update_runs(view.runs)
+        shown = self.visible_runs(view.runs)
+        if refilter:
+            table.rebuild(shown)  # rows in the listing's order again, the cursor on its run
+        else:
+            table.update_runs(shown)
         box = self.query_one("#runs-box")
         n = len(view.runs)
         active = sum(1 for r in view.runs if str(getattr(r.status, "value", r.status)) in ("running", "starting", "stopping"))
         subtitle = f"{n} run{'s' if n != 1 else ''}, {active} active"
+        if self.filter_text:
+            subtitle = f"{len(shown)} of {n} match “{self.filter_text}” (esc clears), {active} active"
         if box.border_subtitle != subtitle:
             box.border_subtitle = subtitle
         self._show_empty()
@@ -143,6 +155,8 @@ class DashboardScreen(RegistryScreen[None]):
         text = None
         if view is not None and view.error:
             text = view.error
+        elif view is not None and view.runs and self.filter_text and not self.visible_runs(view.runs):
+            text = f"No run matches “{self.filter_text}” (esc clears the filter)."
         elif view is not None and not view.runs:
             text = (f"No registered runs and none under {view.root} (d: another directory). "
                     "Press n for a new config or o to open one; or: tunedeck demo --headless")
@@ -151,6 +165,58 @@ class DashboardScreen(RegistryScreen[None]):
             if text is not None:
                 empty.update(text)
             empty.display = text is not None
+
+    # -- the runs filter (/) and vi keys ----------------------------------------
+    def visible_runs(self, runs: tuple[Any, ...]) -> tuple[Any, ...]:
+        q = self.filter_text.lower()
+        if not q:
+            return runs
+        return tuple(r for r in runs if q in (r.name or r.id or "").lower()
+                     or q in str(getattr(r.status, "value", r.status)).lower()
+                     or q in str(r.run_dir).lower())
+
+    def action_filter_runs(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        box.display = True
+        box.focus()
+        box.cursor_position = len(box.value)  # / again: go on typing where the filter ends
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#runs-filter", Input)
+        if not box.display and not self.filter_text:
+            return
+        with box.prevent(Input.Changed):
+            box.value = ""
+        box.display = False
+        self.query_one(RunsTable).focus()
+        self._set_filter("")
+
+    def action_runs_cursor(self, delta: int) -> None:
+        table = self.query_one(RunsTable)
+        table.focus()
+        if delta > 0:
+            table.action_cursor_down()
+        else:
+            table.action_cursor_up()
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._set_filter(event.value.strip())
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not event.value.strip():
+            event.input.display = False
+        self.query_one(RunsTable).focus()
+
+    def _set_filter(self, text: str) -> None:
+        if text == self.filter_text:
+            return
+        self.filter_text = text
+        if self.runs_view is not None:
+            self.apply_runs(self.runs_view, refilter=True)
 
     # -- selection ------------------------------------------------------------
     def selected_run(self) -> Any | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widget import MountError, Widget
 from textual.widgets import Sparkline, Static
@@ -158,7 +159,8 @@ class RunPanel(Vertical):
         except MountError:
             return  # the app closed before its first sample
         self._body_ready = True
-        self.show(self.detail, force=True)
+        with contextlib.suppress(NoMatches):  # the app closed while the body was mounting
+            self.show(self.detail, force=True)
 
     def on_resize(self) -> None:
         if self._body_ready:
@@ -217,7 +219,7 @@ class RunPanel(Vertical):
             return
         self.query_one(MetricPanel).show(detail, force=force)
         self._put(self.query_one("#run-checkpoints", Static), self._checkpoints(detail), force)
-        self.query_one(LogTail).set_lines(detail.log_tail, "(stdout.log is empty)")
+        self.query_one(LogTail).set_lines(detail.log_tail, _no_log_text(detail))
 
     def _put(self, widget: Static, text: Text, force: bool) -> None:
         """Update only what changed: a repaint per sample adds up on an idle dashboard."""
@@ -235,7 +237,8 @@ class RunPanel(Vertical):
         now = time.time()
         for c in detail.checkpoints[:4]:
             ok = "✔" if c.complete else "… incomplete"
-            loss = "" if c.loss is None or not math.isfinite(c.loss) else f" loss {fmt.number(c.loss)}"
+            shown = fmt.checkpoint_metric(c.loss, getattr(c, "loss_step", None), c.step)
+            loss = f" loss {shown}" if shown else ""
             ago = fmt.duration(now - c.mtime, coarse=True)
             t.append(f"\n step {c.step:<6} {ago:>7} ago  {fmt.size(c.size_bytes):>9}{loss} {ok}")
         if len(detail.checkpoints) > 4:
@@ -247,7 +250,17 @@ class RunPanel(Vertical):
 __all__ = ["LogTail", "MetricPanel", "RunPanel", "escape"]
 
 
+def _no_log_text(detail: RunDetail) -> str:
+    """What the log pane says when it has no line to show."""
+    if detail.has_stdout_log:
+        return "(stdout.log is empty)"
+    kind = getattr(detail.run, "kind", "tunedeck")
+    if kind != "tunedeck":
+        return "(no stdout.log: this run was not started by tunedeck, so its output is not captured here)"
+    return "(no stdout.log yet)"
+
+
 def _same(a: RunDetail, b: RunDetail) -> bool:
     """Equal but for the sampling time."""
-    return (a.run_dir, a.run, a.series, a.log_tail, a.checkpoints, a.alerts) == \
-        (b.run_dir, b.run, b.series, b.log_tail, b.checkpoints, b.alerts)
+    return (a.run_dir, a.run, a.series, a.log_tail, a.checkpoints, a.alerts, a.has_stdout_log) == \
+        (b.run_dir, b.run, b.series, b.log_tail, b.checkpoints, b.alerts, b.has_stdout_log)

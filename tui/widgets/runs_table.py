@@ -21,6 +21,11 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+# The status column fits the longest status word from the start ("stopping" must not be
+# cut to "stoppin" because the column was sized when every run was "running").
+STATUS_WIDTH = max(len(fmt.status_text(s, {}).plain) for s in fmt.STATUS_ICON)
+
+
 def run_key(run: Any) -> str:
     return str(run.run_dir)
 
@@ -39,8 +44,11 @@ class RunsTable(DataTable[Any]):
         self.bar_width = 8
 
     def on_mount(self) -> None:
+        self._add_columns()
+
+    def _add_columns(self) -> None:
         for key, label in COLUMNS:
-            self.add_column(label, key=key)
+            self.add_column(label, key=key, width=STATUS_WIDTH if key == "status" else None)
 
     def run_at_cursor(self) -> Any | None:
         if not self.row_count:
@@ -145,8 +153,7 @@ class RunsTable(DataTable[Any]):
         self.clear(columns=True)
         self._rows.clear()
         self._runs.clear()
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        self._add_columns()
         self.update_runs(runs)
         if current is not None:
             self.select_run_dir(run_key(current))
@@ -165,7 +172,7 @@ class RunsTable(DataTable[Any]):
             elif force or old != cells:
                 for (col, _), new, prev in zip(COLUMNS, cells, old, strict=True):
                     if force or new != prev:
-                        self.update_cell(key, col, new)
+                        self.update_cell(key, col, new, update_width=col != "status")
             self._rows[key] = cells
         for key in [k for k in self._rows if k not in seen]:
             self.remove_row(key)
