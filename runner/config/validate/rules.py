@@ -158,6 +158,10 @@ def _rule_method(ctx: _Ctx) -> None:
             ctx.add("error", "pissa-stage", "pissa_init", f"PiSSA cannot be used for stage {stage} with a reference model")
         if _zero3(ctx):
             ctx.add("error", "pissa-zero3", "pissa_init", "PiSSA cannot be initialised under DeepSpeed ZeRO-3")
+
+
+def _rule_engines(ctx: _Ctx) -> None:
+    """Kernels, engines, tokenizer and export switches that rule each other out."""
     if ctx.on("use_unsloth") and _zero3(ctx):
         ctx.add("error", "unsloth-zero3", "use_unsloth", "Unsloth does not work under DeepSpeed ZeRO-3")
     if ctx.on("use_kt") and _zero3(ctx):
@@ -353,5 +357,6 @@ def _rule_no_cuda(ctx: _Ctx) -> None:
 
 
 _RULES: tuple[Callable[[_Ctx], None], ...] = (
-    _rule_deepspeed, _rule_method, _rule_stage, _rule_data, _rule_training, _rule_no_cuda,
+    _rule_deepspeed, _rule_method, _rule_engines, _rule_stage, _rule_data, _rule_training,
+    _rule_no_cuda,
 )
