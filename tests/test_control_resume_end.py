@@ -2,7 +2,7 @@
 
 transformers restores ``global_step`` and still runs one step before it checks
 ``max_steps`` (checkpoint-300 -> checkpoint-301). The CLI's warning, triage's
-diagnosis and the trainer all read one rule (``tunedeck.runner.control.resume.resume_end``).
+diagnosis and the trainer all read one rule (``tunedeck.runner.rundir.health.resume_end``).
 """
 
 from __future__ import annotations

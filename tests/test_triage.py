@@ -422,6 +422,7 @@ def test_a_run_silent_since_start_up_is_stalled(tmp_path: Path) -> None:
 def test_auto_triage_passes_over_a_patch_whose_package_is_not_installed(
         tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     import tunedeck.runner.triage as triage
+    import tunedeck.runner.triage.suggestions as remedies
     from tunedeck.runner.control.supervisor import _first_triage_patch
 
     run = make_run(tmp_path)
@@ -432,7 +433,7 @@ def test_auto_triage_passes_over_a_patch_whose_package_is_not_installed(
     assert oom.suggestions[0].patch == {"enable_liger_kernel": True}
 
     installed = {"liger_kernel": False, "bitsandbytes": False}
-    monkeypatch.setattr(triage, "_installed", lambda m: installed.get(m, True))
+    monkeypatch.setattr(remedies, "_installed", lambda m: installed.get(m, True))
     assert triage.missing_requirements(oom.suggestions[0].patch) == ["liger-kernel"]
     patch = _first_triage_patch(run)
     # Neither Liger nor QLoRA can start here: the shorter cutoff_len is the first that can.

@@ -11,8 +11,6 @@ checkpoint is refused.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import RunBusy, TunedeckError
+from tunedeck.runner.rundir.health import checkpoint_resume_end
 from tunedeck.runner.rundir.protocol import (
     FROZEN_CONFIG,
     STOP_REQUEST,
     TRAINER_EXIT,
-    TRAINER_STATE,
 )
 
 
@@ -74,69 +72,6 @@ def pick_checkpoint(run_dir: Path, spec: str | None) -> Path:
             hint="resume from an earlier checkpoint with --from checkpoint-N, or --from latest",
         )
     return ck
-
-
-@dataclass(frozen=True)
-class ResumeEnd:
-    """A checkpoint that already reached the end the config asks for: a resume trains nothing."""
-
-    checkpoint_step: int
-    key: str                      # "max_steps" or "num_train_epochs": the key to raise
-    message: str                  # "checkpoint-300 is already at max_steps 300"
-    patch: dict[str, Any]         # a value of ``key`` that would train further
-
-
-def resume_end(step: int | None, epoch: float | None, values: dict[str, Any] | Any,
-               total_steps: int | None = None) -> ResumeEnd | None:
-    """Whether resuming at ``step`` (``epoch``) would train nothing under ``values``.
-
-    The one rule shared by ``tunedeck resume``'s warning, triage's "a resume would do
-    nothing", the TUI's resume dialog and the trainer itself (which then does zero steps
-    instead of transformers' one extra step). ``max_steps > 0`` wins over epochs, as in
-    transformers; ``total_steps`` (from the log) also counts as the end of the epochs.
-    """
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        return None
-    raw_max = values.get("max_steps")
-    try:
-        max_steps = int(raw_max) if raw_max is not None else -1
-    except (TypeError, ValueError):
-        max_steps = -1
-    if max_steps > 0:
-        if step >= max_steps:
-            return ResumeEnd(step, "max_steps",
-                             f"checkpoint-{step} is already at max_steps {max_steps}",
-                             {"max_steps": step + max_steps})
-        return None
-    try:
-        epochs = float(values.get("num_train_epochs", 3.0))
-    except (TypeError, ValueError):
-        return None
-    done_epochs = isinstance(epoch, (int, float)) and math.isfinite(epoch) and epoch >= epochs - 1e-6
-    if done_epochs or (total_steps and step >= total_steps):
-        return ResumeEnd(step, "num_train_epochs",
-                         f"checkpoint-{step} already finished all {epochs:g} epochs",
-                         {"num_train_epochs": float(math.floor(max(epochs, float(epoch or 0))) + 1)})
-    return None
-
-
-def checkpoint_state(ck: Path) -> tuple[int | None, float | None]:
-    """``(global_step, epoch)`` from a checkpoint's trainer_state.json (None where unreadable)."""
-    try:
-        state = json.loads((ck / TRAINER_STATE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None, None
-    if not isinstance(state, dict):
-        return None, None
-    step, epoch = state.get("global_step"), state.get("epoch")
-    return (step if isinstance(step, int) else None,
-            float(epoch) if isinstance(epoch, (int, float)) else None)
-
-
-def checkpoint_resume_end(ck: Path, values: dict[str, Any] | Any) -> ResumeEnd | None:
-    """:func:`resume_end` for a checkpoint directory."""
-    step, epoch = checkpoint_state(ck)
-    return resume_end(step, epoch, values)
 
 
 def end_of_training_warning(ck: Path, values: dict[str, Any]) -> str | None:

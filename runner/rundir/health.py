@@ -6,15 +6,22 @@ THE stall rule: a run is stalled when no log line arrived for longer than
 expected gap is the median seconds per optimizer step times the median number of steps
 between log lines (over the last :data:`RECENT` records). Without a step time (too few
 lines), the limit is :data:`STALL_NO_BASIS_S`.
+
+THE resume-past-the-end rule (:func:`resume_end`): a checkpoint that already reached the
+``max_steps`` / ``num_train_epochs`` the config asks for trains nothing when resumed.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from tunedeck.runner.rundir.protocol import TRAINER_STATE
 from tunedeck.runner.rundir.runs import parse_duration
 
 STALL_FACTOR = 10            # times the expected gap between two log lines
@@ -101,3 +108,66 @@ def stall_check(records: Sequence[dict[str, Any]], idle_s: float | None) -> Stal
         return None
     limit, basis = stall_limit(records)
     return Stall(idle_s > limit, idle_s, limit, basis)
+
+
+@dataclass(frozen=True)
+class ResumeEnd:
+    """A checkpoint that already reached the end the config asks for: a resume trains nothing."""
+
+    checkpoint_step: int
+    key: str                      # "max_steps" or "num_train_epochs": the key to raise
+    message: str                  # "checkpoint-300 is already at max_steps 300"
+    patch: dict[str, Any]         # a value of ``key`` that would train further
+
+
+def resume_end(step: int | None, epoch: float | None, values: dict[str, Any] | Any,
+               total_steps: int | None = None) -> ResumeEnd | None:
+    """Whether resuming at ``step`` (``epoch``) would train nothing under ``values``.
+
+    The one rule shared by ``tunedeck resume``'s warning, triage's "a resume would do
+    nothing", the TUI's resume dialog and the trainer itself (which then does zero steps
+    instead of transformers' one extra step). ``max_steps > 0`` wins over epochs, as in
+    transformers; ``total_steps`` (from the log) also counts as the end of the epochs.
+    """
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return None
+    raw_max = values.get("max_steps")
+    try:
+        max_steps = int(raw_max) if raw_max is not None else -1
+    except (TypeError, ValueError):
+        max_steps = -1
+    if max_steps > 0:
+        if step >= max_steps:
+            return ResumeEnd(step, "max_steps",
+                             f"checkpoint-{step} is already at max_steps {max_steps}",
+                             {"max_steps": step + max_steps})
+        return None
+    try:
+        epochs = float(values.get("num_train_epochs", 3.0))
+    except (TypeError, ValueError):
+        return None
+    done_epochs = isinstance(epoch, (int, float)) and math.isfinite(epoch) and epoch >= epochs - 1e-6
+    if done_epochs or (total_steps and step >= total_steps):
+        return ResumeEnd(step, "num_train_epochs",
+                         f"checkpoint-{step} already finished all {epochs:g} epochs",
+                         {"num_train_epochs": float(math.floor(max(epochs, float(epoch or 0))) + 1)})
+    return None
+
+
+def checkpoint_state(ck: Path) -> tuple[int | None, float | None]:
+    """``(global_step, epoch)`` from a checkpoint's trainer_state.json (None where unreadable)."""
+    try:
+        state = json.loads((ck / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(state, dict):
+        return None, None
+    step, epoch = state.get("global_step"), state.get("epoch")
+    return (step if isinstance(step, int) else None,
+            float(epoch) if isinstance(epoch, (int, float)) else None)
+
+
+def checkpoint_resume_end(ck: Path, values: dict[str, Any] | Any) -> ResumeEnd | None:
+    """:func:`resume_end` for a checkpoint directory."""
+    step, epoch = checkpoint_state(ck)
+    return resume_end(step, epoch, values)

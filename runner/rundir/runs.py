@@ -261,101 +261,116 @@ def _backend_info(m: dict[str, Any]) -> dict[str, Any]:
     return reader_for(m).info(m)
 
 
-def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
-    """A snapshot of one run directory (tunedeck's, LLaMA-Factory's or transformers')."""
-    run = Path(run_dir)
-    now = time.time()
-    m = raw_manifest(run)
-    from tunedeck.runner.rundir.logs import read_log_records
+def _newest(recs: list[dict[str, Any]], key: str, *alts: str) -> float | None:
+    """The newest numeric value of ``key`` (or an alternative name) in the records."""
+    for r in reversed(recs):
+        for k in (key, *alts):
+            v = _num(r.get(k))
+            if v is not None:
+                return v
+    return None
 
-    logged = read_log_records(run, tail_bytes=_TAIL_BYTES)
-    recs = logged.records[-_TAIL_LINES:]
-    state = logged.state
-    log_mtime = _mtime(logged.path) if logged.path else _mtime(run / TRAINER_LOG)
+
+def _progress(recs: list[dict[str, Any]], state: dict[str, Any]
+              ) -> tuple[int | None, int | None, float | None]:
+    """(current step, total steps, percentage) from the newest records, else trainer_state."""
     last = recs[-1] if recs else {}
-
-    def newest(key: str, *alts: str) -> float | None:
-        for r in reversed(recs):
-            for k in (key, *alts):
-                v = _num(r.get(k))
-                if v is not None:
-                    return v
-        return None
-
     current = _int(last.get("current_steps"))
     if current is None:
-        current = _int(newest("step"))
+        current = _int(_newest(recs, "step"))
     if current is None:
         current = _int(state.get("global_step"))
     total = _int(last.get("total_steps")) or _int(state.get("max_steps"))
     pct = _num(last.get("percentage"))
     if pct is None and current is not None and total:
         pct = round(100.0 * current / total, 2)
-    cks = checkpoint_refs(run)
-    age = (now - log_mtime) if log_mtime is not None else None
+    return current, total, pct
 
-    if m is not None:
-        status = computed_status(m, now)
-        kind = "tunedeck"
-        rid = str(m.get("id"))
-        name = str(m.get("name") or rid)
-        attempts = m.get("attempts") or []
-        pids = []
-        for ref in [m.get("supervisor"), *(m.get("procs") or [])]:
-            if isinstance(ref, dict) and isinstance(ref.get("pid"), int):
-                pids.append(ref["pid"])
-        msg = m.get("message")
-        binfo = _backend_info(m)
-        if binfo.get("slurm_message") and (status is RunStatus.LOST or not msg):
-            msg = str(binfo["slurm_message"])
-        elif status is RunStatus.LOST and m.get("status") != RunStatus.LOST.value:
-            msg = (f"the supervisor is gone but the manifest says {m.get('status')}"
-                   + (f" ({msg})" if msg else ""))
-        gpus = tuple(int(g) for g in (m.get("gpus") or []) if isinstance(g, int))
-        snap_kw: dict[str, Any] = {
-            "attempts": len(attempts),
-            "restarts": _int(m.get("restarts")) or 0,
-            "gpus": gpus,
-            "pids": tuple(pids),
-            "config_path": str(run / FROZEN_CONFIG) if (run / FROZEN_CONFIG).exists() else m.get("config_path"),
-            "message": msg,
-            "exit_code": _int(m.get("exit_code")),
-            "updated_at": _num(m.get("updated_at")),
-            "supervisor_alive": status in ACTIVE_STATUSES and m.get("supervisor") is not None,
-            "host": m.get("host") or None,
-            "created_at": _num(m.get("created_at")),
-            "finished_at": _num(m.get("finished_at")),
-            "extra": {
-                **binfo,
-                "launched_config": m.get("config_path"),
-                "max_restarts": _int(m.get("max_restarts")) or 0,
-                "stop_requested_at": _num(m.get("stop_requested_at")),
-                # what the supervised process is: "train", or "serve" / "predict" after training
-                "job": m.get("job") if isinstance(m.get("job"), str) else "train",
-                **({"details": m["details"]} if isinstance(m.get("details"), dict) and m["details"] else {}),
-            },
-        }
+
+def _tunedeck_fields(run: Path, m: dict[str, Any], now: float
+                     ) -> tuple[RunStatus, str, str, dict[str, Any]]:
+    """(status, id, name, RunSnapshot fields) of a run with a tunedeck manifest."""
+    status = computed_status(m, now)
+    rid = str(m.get("id"))
+    name = str(m.get("name") or rid)
+    pids = []
+    for ref in [m.get("supervisor"), *(m.get("procs") or [])]:
+        if isinstance(ref, dict) and isinstance(ref.get("pid"), int):
+            pids.append(ref["pid"])
+    msg = m.get("message")
+    binfo = _backend_info(m)
+    if binfo.get("slurm_message") and (status is RunStatus.LOST or not msg):
+        msg = str(binfo["slurm_message"])
+    elif status is RunStatus.LOST and m.get("status") != RunStatus.LOST.value:
+        msg = (f"the supervisor is gone but the manifest says {m.get('status')}"
+               + (f" ({msg})" if msg else ""))
+    fields: dict[str, Any] = {
+        "attempts": len(m.get("attempts") or []),
+        "restarts": _int(m.get("restarts")) or 0,
+        "gpus": tuple(int(g) for g in (m.get("gpus") or []) if isinstance(g, int)),
+        "pids": tuple(pids),
+        "config_path": str(run / FROZEN_CONFIG) if (run / FROZEN_CONFIG).exists() else m.get("config_path"),
+        "message": msg,
+        "exit_code": _int(m.get("exit_code")),
+        "updated_at": _num(m.get("updated_at")),
+        "supervisor_alive": status in ACTIVE_STATUSES and m.get("supervisor") is not None,
+        "host": m.get("host") or None,
+        "created_at": _num(m.get("created_at")),
+        "finished_at": _num(m.get("finished_at")),
+        "extra": {
+            **binfo,
+            "launched_config": m.get("config_path"),
+            "max_restarts": _int(m.get("max_restarts")) or 0,
+            "stop_requested_at": _num(m.get("stop_requested_at")),
+            # what the supervised process is: "train", or "serve" / "predict" after training
+            "job": m.get("job") if isinstance(m.get("job"), str) else "train",
+            **({"details": m["details"]} if isinstance(m.get("details"), dict) and m["details"] else {}),
+        },
+    }
+    return status, rid, name, fields
+
+
+def _foreign_fields(run: Path, current: int | None, total: int | None, age: float | None,
+                    log_mtime: float | None) -> tuple[RunStatus, dict[str, Any]]:
+    """(status, RunSnapshot fields) of a LLaMA-Factory / transformers dir (no manifest):
+    finished at its last step or with results written, running while its log moves."""
+    finished = bool(current is not None and total and current >= total)
+    if (run / "all_results.json").exists() or (run / "train_results.json").exists():
+        finished = True
+    if finished:
+        status = RunStatus.FINISHED
+    elif age is not None and age < FOREIGN_ACTIVE_WINDOW_S:
+        status = RunStatus.RUNNING
     else:
-        kind = _kind(run)
-        rid = str(run)
-        name = run.name
-        finished = bool(current is not None and total and current >= total)
-        if (run / "all_results.json").exists() or (run / "train_results.json").exists():
-            finished = True
-        if finished:
-            status = RunStatus.FINISHED
-        elif age is not None and age < FOREIGN_ACTIVE_WINDOW_S:
-            status = RunStatus.RUNNING
-        else:
-            status = RunStatus.LOST
-        cfg = run / "training_args.yaml"
-        snap_kw = {
-            "config_path": str(cfg) if cfg.exists() else None,
-            "message": None if status is not RunStatus.LOST else
-            "no tunedeck manifest; the log has not moved for a while and the run did not reach its last step",
-            "updated_at": log_mtime,
-        }
+        status = RunStatus.LOST
+    cfg = run / "training_args.yaml"
+    return status, {
+        "config_path": str(cfg) if cfg.exists() else None,
+        "message": None if status is not RunStatus.LOST else
+        "no tunedeck manifest; the log has not moved for a while and the run did not reach its last step",
+        "updated_at": log_mtime,
+    }
 
+
+def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
+    """A snapshot of one run directory (tunedeck's, LLaMA-Factory's or transformers')."""
+    from tunedeck.runner.rundir.logs import read_log_records
+
+    run = Path(run_dir)
+    now = time.time()
+    m = raw_manifest(run)
+    logged = read_log_records(run, tail_bytes=_TAIL_BYTES)
+    recs = logged.records[-_TAIL_LINES:]
+    log_mtime = _mtime(logged.path) if logged.path else _mtime(run / TRAINER_LOG)
+    last = recs[-1] if recs else {}
+    current, total, pct = _progress(recs, logged.state)
+    age = (now - log_mtime) if log_mtime is not None else None
+    if m is not None:
+        kind = "tunedeck"
+        status, rid, name, snap_kw = _tunedeck_fields(run, m, now)
+    else:
+        kind, rid, name = _kind(run), str(run), run.name
+        status, snap_kw = _foreign_fields(run, current, total, age, log_mtime)
     results = _train_results(run)
     if results:
         snap_kw["extra"] = {**snap_kw.get("extra", {}), **results}
@@ -365,23 +380,12 @@ def read_run(run_dir: str | os.PathLike[str]) -> RunSnapshot:
     if status not in ACTIVE_STATUSES:
         eta = None if status is not RunStatus.FINISHED else 0.0
     return RunSnapshot(
-        run_dir=run,
-        id=rid,
-        name=name,
-        kind=kind,
-        status=status,
-        current_steps=current,
-        total_steps=total,
-        percentage=pct,
-        loss=newest("loss"),
-        eval_loss=newest("eval_loss"),
-        lr=newest("lr", "learning_rate"),
-        throughput=newest("throughput"),
-        eta_seconds=eta,
-        elapsed_seconds=parse_duration(last.get("elapsed_time")),
-        epoch=newest("epoch"),
-        checkpoints=cks,
-        last_log_age_s=age,
+        run_dir=run, id=rid, name=name, kind=kind, status=status,
+        current_steps=current, total_steps=total, percentage=pct,
+        loss=_newest(recs, "loss"), eval_loss=_newest(recs, "eval_loss"),
+        lr=_newest(recs, "lr", "learning_rate"), throughput=_newest(recs, "throughput"),
+        eta_seconds=eta, elapsed_seconds=parse_duration(last.get("elapsed_time")),
+        epoch=_newest(recs, "epoch"), checkpoints=checkpoint_refs(run), last_log_age_s=age,
         **snap_kw,
     )
 

@@ -399,7 +399,7 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
         return Outcome.make("finished", trainer.state.global_step, "evaluation finished")
 
     if resume:
-        from tunedeck.runner.control.resume import checkpoint_resume_end
+        from tunedeck.runner.rundir.health import checkpoint_resume_end
 
         end = checkpoint_resume_end(Path(resume), {"max_steps": args.max_steps,
                                                    "num_train_epochs": args.num_train_epochs})
