@@ -149,3 +149,20 @@ def test_session_commands_edit_history_settings_and_system() -> None:
         parse_command("/sett top_k 2")
     with pytest.raises(TunedeckError, match="key and a value"):
         s.apply(parse_command("/set top_k"))
+
+
+def test_a_model_that_does_not_fit_gets_the_estimates_words_not_a_traceback(tmp_path: Path,
+                                                                             tiny_model_dir: Path) -> None:
+    # a 70B-shaped LLaMA config (no weights needed: the check comes before loading anything)
+    big = tmp_path / "big-llama"
+    big.mkdir()
+    cfg = json.loads((tiny_model_dir / "config.json").read_text())
+    cfg.update(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+               num_key_value_heads=8, head_dim=128, vocab_size=128256)
+    (big / "config.json").write_text(json.dumps(cfg))
+    conf = tmp_path / "chat.yaml"
+    conf.write_text(f"model_name_or_path: {big}\ntemplate: llama3\ninfer_dtype: float32\n")
+    proc = _chat([str(conf)], "hello\n")
+    assert proc.returncode == 1, proc.stderr[-1500:]
+    assert "the weights alone need" in proc.stderr and "B parameters in float32" in proc.stderr
+    assert "tunedeck estimate" in proc.stderr and "Traceback" not in proc.stderr

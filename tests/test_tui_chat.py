@@ -122,3 +122,31 @@ async def test_two_checkpoints_side_by_side_answer_one_prompt(trained_demo_run: 
 
         saved = json.loads(out.read_text())
         assert [s["model"] for s in saved["panes"]] == [left.label, right.label]
+
+
+async def test_checkpoints_X_exports_the_selected_checkpoint_with_progress(
+        trained_demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from tests.control_helpers import REPO
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    app = TunedeckApp(root=trained_demo_run.parent)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.selected_run_dir == trained_demo_run, timeout=60, what="the run selected")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: app.screen.id == "checkpoints" and app.screen.checkpoints, what="checkpoints")
+        await pilot.press("down")  # checkpoint-200
+        await pilot.press("X")
+        await wait_for(pilot, lambda: app.screen.id == "path-prompt", what="export path prompt")
+        field = app.screen.query_one("#path-input")
+        assert field.value.endswith("out-checkpoint-200-merged")
+        out = tmp_path / "from-tui"
+        field.value = str(out)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen.id == "checkpoints", what="back on checkpoints")
+        screen = app.screen
+        await wait_for(pilot, lambda: (out / "tunedeck_export.json").is_file(), timeout=240, what="the export")
+        await wait_text(pilot, app, f"exported checkpoint-200 to {out}", timeout=60)
+        assert any(p.startswith("shard") for p in screen.export_progress), screen.export_progress
+        assert json.loads((out / "tunedeck_export.json").read_text())["checkpoint_step"] == 200

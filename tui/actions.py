@@ -188,6 +188,9 @@ ACTIONS: tuple[Action, ...] = (
     _a("checkpoints.chat", "C", "chat", "Chat",
        "Chat with the selected checkpoint (ctrl+o in the chat opens another one beside it).",
        "checkpoints", show=False),
+    _a("checkpoints.export", "X", "export", "Export",
+       "Merge the selected checkpoint into its base model and write a deployable folder "
+       "(tunedeck export, with its progress here).", "checkpoints", mutating=True, show=False),
     # -- chat -----------------------------------------------------------------
     _a("chat.back", "escape", "back", "Back",
        "Stop the answer being written; when none is, leave the chat.", "chat"),

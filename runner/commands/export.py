@@ -18,7 +18,8 @@ LLaMA-Factory's export keys apply (in the config or as key=value): export_dir, e
 (GB per shard), export_device (cpu|auto), export_legacy_format, export_quantization_bit with
 export_quantization_dataset/_nsamples/_maxlen (GPTQ: CUDA + gptqmodel/optimum; refused while
 adapters are attached: export the merged model first, then quantize that folder), and
-export_hub_model_id (uploads after the export; needs HF_TOKEN and the network).
+export_hub_model_id (uploads after the export, into a repository created private if it is new;
+needs HF_TOKEN and the network).
 The folder appears only when complete (written beside it under a hidden temp name, then renamed).
 exit codes: 0 exported, 1 failed, 2 invalid config, 3 run not found, 130 interrupted.
 """

@@ -150,8 +150,6 @@ def load_model(spec: InferSpec, progress: Progress = _noop) -> Loaded:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     progress = _slowed(progress)
-    progress(f"tokenizer of {spec.model_name_or_path}")
-    tokenizer, template, added = prepare_tokenizer(spec)
     device = pick_device(spec)
     try:
         config = AutoConfig.from_pretrained(spec.model_name_or_path, trust_remote_code=spec.trust_remote_code,
@@ -159,7 +157,9 @@ def load_model(spec: InferSpec, progress: Progress = _noop) -> Loaded:
     except OSError as exc:
         raise TunedeckError(f"cannot read the model config of {spec.model_name_or_path}: {exc}") from exc
     dtype = pick_dtype(spec, device, config)
-    fit_check(spec, device, dtype)
+    fit_check(spec, device, dtype)  # before anything heavy: a model that cannot fit is said so
+    progress(f"tokenizer of {spec.model_name_or_path}")
+    tokenizer, template, added = prepare_tokenizer(spec)
     progress(f"weights of {spec.model_name_or_path} ({str(dtype).removeprefix('torch.')}, {device})")
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(

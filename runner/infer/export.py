@@ -211,13 +211,12 @@ def upload_to_hub(folder: Path, repo_id: str, progress: Progress = _noop) -> str
 
 def _slow_shard_seconds() -> float:
     """``TUNEDECK_FAULT=slowshard@S``: sleep S seconds after each shard (interrupt tests)."""
-    spec = os.environ.get("TUNEDECK_FAULT", "")
-    for part in spec.split(","):
-        kind, _, arg = part.strip().partition("@")
-        if kind == "slowshard":
-            with contextlib.suppress(ValueError):
-                return float(arg)
-    return 0.0
+    from tunedeck.runner.train.faults import faults_from_env
+
+    try:
+        return faults_from_env().slow_shard_seconds
+    except ValueError:
+        return 0.0
 
 
 def write_shards(model: Any, out: Path, max_shard_bytes: int, *, legacy: bool,

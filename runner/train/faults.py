@@ -14,6 +14,7 @@ Faults let tests and the triage code exercise real failure paths without a GPU:
 - ``preempt@N``   same with SIGUSR1
 - ``slowtoken@S`` sleep S seconds per generated token in chat/serve/predict (streaming tests)
 - ``slowload@S``  sleep S seconds at each phase of loading a model for inference (TUI tests)
+- ``slowshard@S`` sleep S seconds after each shard ``tunedeck export`` writes (interrupt tests)
 - ``hang@exit``   never leave after writing ``trainer_exit.json`` (a worker stuck in its
                   teardown, as torch's gloo/DDP destructors can leave one)
 
@@ -42,6 +43,7 @@ class Faults:
     hang_at_exit: bool = False
     slow_token_seconds: float = 0.0
     slow_load_seconds: float = 0.0
+    slow_shard_seconds: float = 0.0
 
     @property
     def any(self) -> bool:
@@ -75,6 +77,8 @@ def parse_faults(spec: str | None) -> Faults:
                 fields["stop_step"] = int(arg)
             elif kind == "preempt":
                 fields["preempt_step"] = int(arg)
+            elif kind == "slowshard":
+                fields["slow_shard_seconds"] = float(arg)
             elif kind == "slowload":
                 fields["slow_load_seconds"] = float(arg)
             elif kind == "slowtoken":
@@ -86,7 +90,7 @@ def parse_faults(spec: str | None) -> Faults:
         except ValueError:
             raise ValueError(
                 f"{FAULT_ENV}: cannot understand {part!r} (expected oom@N, nan@N, enospc@save, "
-                "slow@SECONDS, slow-save@SECONDS, exit@N, stop@N, preempt@N, slowtoken@SECONDS, slowload@SECONDS or hang@exit)"
+                "slow@SECONDS, slow-save@SECONDS, exit@N, stop@N, preempt@N, slowtoken@SECONDS, slowload@SECONDS, slowshard@SECONDS or hang@exit)"
             ) from None
     return Faults(**fields)  # type: ignore[arg-type]
 

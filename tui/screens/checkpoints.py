@@ -15,7 +15,7 @@ from tunedeck import themes
 from tunedeck.tui import data
 from tunedeck.tui import format as fmt
 from tunedeck.tui.screens.base import RegistryScreen
-from tunedeck.tui.screens.modals import ConfirmationModal
+from tunedeck.tui.screens.modals import ConfirmationModal, PathPrompt
 from tunedeck.tui.widgets.footer import AppFooter
 
 COLUMNS = (("step", "Step"), ("time", "Saved"), ("size", "Size"), ("loss", "Loss"),
@@ -30,6 +30,8 @@ class CheckpointsScreen(RegistryScreen[None]):
         super().__init__(id="checkpoints")
         self.run_dir = Path(run_dir)
         self.checkpoints: tuple[Any, ...] = ()
+        self.export_proc: Any = None
+        self.export_progress: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Static(f"Checkpoints of {self.run_dir.name}  ({self.run_dir})", classes="screen-title")
@@ -106,6 +108,65 @@ class CheckpointsScreen(RegistryScreen[None]):
             self.notify(f"checkpoint-{c.step} is incomplete: nothing to load.", severity="error")
             return
         self.app.push_screen(ChatScreen([ChatTarget(str(self.run_dir), str(c.path))]))
+
+    def action_export(self) -> None:
+        c = self.selected()
+        if c is None:
+            return
+        if not c.complete:
+            self.notify(f"checkpoint-{c.step} is incomplete: nothing to export.", severity="error")
+            return
+        if self.export_proc is not None and self.export_proc.poll() is None:
+            self.notify("An export is already running.", severity="warning")
+            return
+        default = str(self.run_dir.parent / f"{self.run_dir.name}-checkpoint-{c.step}-merged")
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self._export(Path(c.path), Path(path).expanduser())
+
+        self.app.push_screen(PathPrompt(f"Merge checkpoint-{c.step} into its base model and write it to",
+                                        value=default), chosen)
+
+    @work(thread=True, group="ckpt-export", exit_on_error=False)
+    def _export(self, checkpoint: Path, export_dir: Path) -> None:
+        """``tunedeck export`` in its own process (its memory goes when it ends); its progress
+        lines are shown as they come."""
+        import subprocess
+        import sys
+
+        argv = [sys.executable, "-m", "tunedeck.runner.cli", "export", str(self.run_dir),
+                "--checkpoint", str(checkpoint), f"export_dir={export_dir}"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+        self.export_proc = proc
+        tail: list[str] = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip()
+            if line.startswith("export: "):
+                self.export_progress.append(line[len("export: "):])
+                self.app.call_from_thread(self._export_status, f"exporting {checkpoint.name}: {line[8:]}")
+            elif line.strip():
+                tail.append(line)
+        proc.wait()
+        if proc.returncode == 0:
+            self.app.call_from_thread(self._export_status, f"exported {checkpoint.name} to {export_dir}")
+            self.app.call_from_thread(self.notify, f"Exported {checkpoint.name} to {export_dir}.")
+        else:
+            why = next((t for t in reversed(tail) if t.startswith("tunedeck: error")), tail[-1] if tail else "")
+            self.app.call_from_thread(self._export_status, f"export failed: {why}")
+            self.app.call_from_thread(self.notify, f"Export failed: {why}", severity="error", timeout=10)
+
+    def _export_status(self, text: str) -> None:
+        if self.is_mounted:
+            self.query_one("#ckpt-path", Static).update(text)
+
+    def on_unmount(self) -> None:
+        # leaving the screen does not leave an export running unseen: it is stopped (its temp
+        # folder is removed; export_dir never appears half-written)
+        if self.export_proc is not None and self.export_proc.poll() is None:
+            self.export_proc.terminate()
 
     def action_resume_from(self) -> None:
         c = self.selected()
