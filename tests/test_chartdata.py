@@ -33,3 +33,13 @@ def test_view_keys_cycle() -> None:
     v = ChartView()
     assert [v.next_x().x, v.next_x().next_x().x, v.next_x().next_x().next_x().x] == ["tokens", "time", "step"]
     assert v.next_smoothing().smoothing == 0.6 and v.next_zoom().zoom == 1000
+
+
+def test_desktop_notification_escape_only_for_terminals_that_have_one() -> None:
+    from tunedeck.tui.desktop import escape_for
+
+    assert escape_for("t", "b", {"TERM": "xterm-256color"}) is None
+    assert escape_for("run done", "a;b\x1b", {"TERM_PROGRAM": "iTerm.app"}) == "\x1b]9;run done: a,b\x07"
+    assert escape_for("x", "y", {"TERM": "foot"}) == "\x1b]777;notify;x;y\x07"
+    wrapped = escape_for("x", "y", {"TERM": "foot", "TMUX": "/tmp/tmux-0/default,1,0"})
+    assert wrapped == "\x1bPtmux;\x1b\x1b]777;notify;x;y\x07\x1b\\"

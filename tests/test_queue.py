@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.alert_helpers import receiver
 from tests.control_helpers import control_env, end_of_tail, manifest, tunedeck, wait_for
 from tunedeck.runner.control import runqueue as q
 
@@ -84,8 +85,13 @@ def test_three_queued_runs_start_in_order_on_one_slot_across_a_runner_restart(
 def test_a_2x2_sweep_makes_four_named_runs_that_compare_by_their_two_keys(
     tmp_path: Path, make_demo_config
 ) -> None:
+    with receiver() as rx:
+        _sweep(tmp_path, make_demo_config, rx)
+
+
+def _sweep(tmp_path: Path, make_demo_config, rx) -> None:  # type: ignore[no-untyped-def]
     home = tmp_path / "home"
-    env = control_env(home)
+    env = control_env(home, TUNEDECK_NOTIFY=rx.url)
     cfg = make_demo_config(tmp_path, max_steps=2, save_steps=2, logging_steps=1)
     out = tunedeck(["queue", "add", str(cfg), "--name", "sw", "--json",
                     "--sweep", "learning_rate=1e-3,2e-3", "lora_rank=4,8"], env, timeout=60)
@@ -100,9 +106,15 @@ def test_a_2x2_sweep_makes_four_named_runs_that_compare_by_their_two_keys(
         wait_for(lambda d=d: _ended(d), RUN_TIMEOUT, f"{d.name} to end")
         assert manifest(d)["status"] == "finished", end_of_tail(d)
     assert [manifest(d)["name"] for d in run_dirs] == names
-    cmp = tunedeck(["compare", *map(str, run_dirs), "--json"], env, timeout=120)
+    # The sweep's output_dir stands for its four runs.
+    cmp = tunedeck(["compare", str(tmp_path / "out"), "--json"], env, timeout=120)
     assert cmp.returncode == 0, cmp.stderr
-    assert sorted(json.loads(cmp.stdout)["diff"]) == ["learning_rate", "lora_rank"]
+    data = json.loads(cmp.stdout)
+    assert sorted(r["name"] for r in data["runs"]) == sorted(names)
+    assert sorted(data["diff"]) == ["learning_rate", "lora_rank"]
+    # Each queued run's start was alerted (by the queue runner), then its end (by its supervisor).
+    wait_for(lambda: len(rx.statuses()) >= 8, 120, "eight alerts")
+    assert sorted(rx.statuses()) == ["finished"] * 4 + ["started"] * 4
 
 
 def test_remove_pause_and_a_bad_sweep(tmp_path: Path, make_demo_config) -> None:

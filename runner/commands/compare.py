@@ -10,7 +10,8 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="run ids, run names or output_dir paths (tunedeck, LLaMA-Factory, transformers)")
+                        help="run ids, run names or output_dir paths (tunedeck, LLaMA-Factory, transformers); "
+                        "a directory holding runs (a sweep's output_dir) stands for all of them")
     parser.add_argument("--baseline", metavar="RUN", help="the run deltas are taken against (default: the first)")
     parser.add_argument("--root", metavar="DIR", help="also look for RUN by directory name under DIR")
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -25,9 +26,19 @@ def run(args: argparse.Namespace) -> int:
     from tunedeck.runner.commands.runs import format_table
     from tunedeck.runner.compare import compare_dirs, diff_rows, table_rows, write_png
     from tunedeck.runner.errors import TunedeckError
+    from tunedeck.runner.rundir.discover import discover_runs, run_kind
     from tunedeck.runner.rundir.runs import resolve_run
 
-    refs = list(args.runs)
+    # A directory that holds runs but is none (a sweep's output_dir) stands for its runs.
+    refs: list[str] = []
+    for r in args.runs:
+        p = Path(r).expanduser()
+        if p.is_dir() and run_kind(p) == "unknown":
+            found = [d for d in discover_runs(p, 2) if d.resolve() != p.resolve()]
+            if found:
+                refs.extend(str(d) for d in found)
+                continue
+        refs.append(r)
     dirs = [resolve_run(r, args.root) for r in refs]
     if len({str(d) for d in dirs}) != len(dirs):
         raise TunedeckError("the same run is named twice", hint="name each run once")

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, Static
 
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data import GpuView, RunDetail, RunsView
+from tunedeck.tui.desktop import desktop_notify
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.widgets.footer import AppFooter
 from tunedeck.tui.widgets.gpu_panel import GpuPanel
@@ -115,6 +116,7 @@ class DashboardScreen(RegistryScreen[None]):
             before, now = was.get(str(r.run_dir)), _status(r)
             if before in ACTIVE and now not in ACTIVE:
                 self.app.bell()
+                desktop_notify(self.app, f"tunedeck: {r.name} {now}", str(r.run_dir))
                 self.notify(f"{r.name} ended: {now}", severity="information" if now == "finished" else "error",
                             timeout=10)
                 self.query_one(RunsTable).flash(str(r.run_dir))
