@@ -16,7 +16,7 @@ import pytest
 from textual.command import CommandList, Hits, Provider
 from textual.widgets import Input
 
-from tunedeck.runner.control.manifest import ProcRef
+from tunedeck.runner.rundir.manifest import ProcRef
 from tests.monitor_helpers import make_llamafactory_resumed_run
 from tests.tui_helpers import RunSpec, screen_text, wait_for, wait_text, write_run
 from tunedeck.tui.app import TunedeckApp
