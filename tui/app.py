@@ -132,7 +132,7 @@ class TunedeckApp(App[int]):
 
         from tunedeck.tui.commands import TunedeckPalette
 
-        if self.use_command_palette and not CommandPalette.is_open(self):
+        if self.use_command_palette and not CommandPalette.is_open(self):  # type: ignore[arg-type]
             self.push_screen(TunedeckPalette(id="--command-palette"))
 
     # -- start-up -----------------------------------------------------------------
