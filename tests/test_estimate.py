@@ -191,7 +191,7 @@ def test_eager_attention_adds_a_quadratic_term() -> None:
 
 
 def test_liger_removes_the_logits_buffer_and_shrinks_activations() -> None:
-    cfg = {"finetuning_type": "lora", "bf16": True, "cutoff_len": 4096}
+    cfg = {"finetuning_type": "lora", "bf16": True, "cutoff_len": 4096, "per_device_train_batch_size": 1}
     plain = est(cfg, params="Qwen2.5-7B")
     liger = est({**cfg, "enable_liger_kernel": True}, params="Qwen2.5-7B")
     # Logits: tokens x vocab x (2 bf16 + 4 fp32 upcast + 4 log-softmax) bytes.
