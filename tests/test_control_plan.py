@@ -265,6 +265,7 @@ def test_thread_counts_share_the_cores_given_to_the_run_unless_the_user_set_them
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     cores = cores_for_run()
     assert 1 <= cores <= len(os.sched_getaffinity(0))
     # A run given one core (taskset, a cgroup cpuset) gets one thread, whatever the box has.
@@ -277,6 +278,7 @@ def test_thread_counts_share_the_cores_given_to_the_run_unless_the_user_set_them
     one = build_launch_plan({"use_cpu": True}, config_path=tmp_path / "c.yaml")
     two = build_launch_plan({"use_cpu": True}, config_path=tmp_path / "c.yaml", num_processes=2)
     assert one.env["OMP_NUM_THREADS"] == one.env["MKL_NUM_THREADS"] == str(cores)
+    assert one.env["OMP_WAIT_POLICY"] == "PASSIVE"  # no spinning threads starving a busy CPU
     assert two.env["OMP_NUM_THREADS"] == two.env["MKL_NUM_THREADS"] == str(max(1, cores // 2))
     many = build_launch_plan({"use_cpu": True}, config_path=tmp_path / "c.yaml", num_processes=cores * 4)
     assert many.env["OMP_NUM_THREADS"] == "1"
