@@ -160,8 +160,10 @@ ACTIONS: tuple[Action, ...] = (
     _a("editor.launch", "ctrl+r", "launch", "Launch",
        "Launch this config: shows the exact command and a GPU picker first; unsaved edits are "
        "saved only when you confirm.", "editor", mutating=True),
-    _a("editor.next_group", "ctrl+t,ctrl+pagedown", "next_group", "Next group",
+    _a("editor.next_group", "ctrl+t", "next_group", "Next group",
        "Show the next parameter group and focus its first field.", "editor"),
+    _a("editor.next_group_page", "ctrl+pagedown", "next_group", "Next group",
+       "Show the next parameter group (as ctrl+t).", "editor", show=False),
     _a("editor.previous_group", "ctrl+pageup", "previous_group", "Prev group",
        "Show the previous parameter group and focus its first field.", "editor", show=False),
     _a("editor.findings", "ctrl+l", "focus_findings", "Findings",
