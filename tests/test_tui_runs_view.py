@@ -256,7 +256,10 @@ async def test_help_stays_in_the_footer_at_80_columns_when_the_keys_do_not_fit(t
     app = TunedeckApp(root=root)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: _row_names(app) == ["alpha"], what="the run")
-        footer = screen_text(app).splitlines()[-1]
-        assert "? Help" in footer, footer  # the key that lists every other key
+        def footer() -> str:
+            return screen_text(app).splitlines()[-1]
+
+        await wait_for(pilot, lambda: "Stop" in footer(), what="the footer painted")
+        assert "? Help" in footer(), footer()  # the key that lists every other key
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: app.screen.id == "help", what="help")
