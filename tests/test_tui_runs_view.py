@@ -248,3 +248,18 @@ async def test_one_run_with_a_corrupt_log_line_does_not_hide_the_other_runs(tmp_
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for(pilot, lambda: sorted(_row_names(app)) == ["fuzzed", "good"], what="both runs")
         assert "cannot list runs" not in screen_text(app)
+
+
+async def test_help_stays_in_the_footer_at_80_columns_when_the_keys_do_not_fit(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_run(root, RunSpec("alpha", "finished", 100, 100), now=time.time())
+    app = TunedeckApp(root=root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: _row_names(app) == ["alpha"], what="the run")
+        def footer() -> str:
+            return screen_text(app).splitlines()[-1]
+
+        await wait_for(pilot, lambda: "Stop" in footer(), what="the footer painted")
+        assert "? Help" in footer(), footer()  # the key that lists every other key
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: app.screen.id == "help", what="help")
