@@ -16,9 +16,9 @@ import pytest
 from textual.command import CommandList, Hits, Provider
 from textual.widgets import Input
 
-from tunedeck.runner.rundir.manifest import ProcRef
 from tests.monitor_helpers import make_llamafactory_resumed_run
 from tests.tui_helpers import RunSpec, screen_text, wait_for, wait_text, write_run
+from tunedeck.runner.rundir.manifest import ProcRef
 from tunedeck.tui.app import TunedeckApp
 from tunedeck.tui.widgets.runs_table import RunsTable
 
