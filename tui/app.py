@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import App
@@ -28,6 +28,9 @@ from tunedeck import themes
 from tunedeck.tui import actions, data
 from tunedeck.tui.messages import GpusSampled, RunDetailSampled, RunsSampled
 from tunedeck.tui.settings import Settings, load_settings, save_settings, user_themes_dir
+
+if TYPE_CHECKING:
+    from tunedeck.runner.rundir.runs import RunSnapshot
 
 GPU_INTERVAL = 1.0       # NVML devices ~1 Hz (processes are cached ~2 s by the facade)
 RUNS_INTERVAL = 2.0      # run discovery + manifests
@@ -493,15 +496,14 @@ class TunedeckApp(App[int]):
         self.push_screen(ChoiceModal("Start a config from", choices, id="new-config"), chosen)
 
     # -- run control flows (asked for by screens) --------------------------------
-    def confirm_stop(self, run: Any) -> None:
+    def confirm_stop(self, run: RunSnapshot) -> None:
         from tunedeck.tui.screens.dashboard import describe_stop
         from tunedeck.tui.screens.modals import ConfirmationModal
 
         if self.readonly:
             return
-        status = str(getattr(run.status, "value", run.status))
-        if status not in ("running", "starting", "stopping"):
-            self.notify(f"{run.name} is {status}: nothing to stop.", severity="warning")
+        if not run.active:
+            self.notify(f"{run.name} is {run.status.value}: nothing to stop.", severity="warning")
             return
 
         def done(ok: bool | None) -> None:
@@ -568,12 +570,11 @@ class TunedeckApp(App[int]):
             cks = ()
         self.call_from_thread(then, cks)
 
-    def _confirm_resume(self, run: Any, checkpoint: str, overrides: dict[str, Any] | None) -> None:
+    def _confirm_resume(self, run: RunSnapshot, checkpoint: str, overrides: dict[str, Any] | None) -> None:
         from tunedeck.tui.screens.modals import ConfirmationModal
 
-        status = str(getattr(run.status, "value", run.status))
         lines = [
-            f"Run: {run.name}  ({status})",
+            f"Run: {run.name}  ({run.status.value})",
             f"Directory: {run.run_dir}",
             f"From: {checkpoint}",
             "What happens: a new supervised attempt starts from that checkpoint with the run's "
@@ -581,7 +582,7 @@ class TunedeckApp(App[int]):
         ]
         for k, v in (overrides or {}).items():
             lines.append(f"  {k}: {v}")
-        if status in ("running", "starting", "stopping"):
+        if run.active:
             lines.append("The run is still active: resume will refuse until it has stopped.")
 
         def done(ok: bool | None) -> None:

@@ -387,7 +387,9 @@ def scan_checkpoints(run_dir: Path) -> tuple[Any, ...]:
 
 def delete_checkpoint(path: Path) -> None:
     """Remove one checkpoint directory (the caller confirmed it)."""
-    if not path.name.startswith("checkpoint-") or not path.is_dir():
+    from tunedeck.runner.rundir.checkpoints import checkpoint_step
+
+    if checkpoint_step(path.name) is None or not path.is_dir():
         raise ValueError(f"{path} is not a checkpoint directory")
     shutil.rmtree(path)
 

@@ -744,6 +744,76 @@ def resolve_output_dir(values: Mapping[str, Any], cwd: Path, source: str) -> Pat
     return Path(os.path.normpath(p))
 
 
+def _apply_start_policy(run_dir: Path, values: Mapping[str, Any], *, overwrite: bool,
+                        say: Any) -> tuple[dict[str, Any], str | None]:
+    """The checkpoint policy (LLaMA-Factory's, made explicit) applied under the lock: the
+    config patch the frozen copy gets and the checkpoint the attempt resumes from;
+    ``--overwrite`` removes the previous outputs, a fresh start retires the old log."""
+    decision = decide_start(run_dir, values, overwrite=overwrite)
+    patch: dict[str, Any] = {"output_dir": str(run_dir)}
+    if decision.overwrite:
+        removed = _remove_previous_outputs(run_dir)
+        say(f"--overwrite: removed {', '.join(removed) or 'nothing'} from {run_dir}; "
+            "starting from step 0")
+        patch["resume_from_checkpoint"] = None
+        patch["overwrite_output_dir"] = True  # final weights from before must not stop the trainer
+    elif decision.resume_from is not None and decision.implicit:
+        patch["resume_from_checkpoint"] = decision.resume_from
+    if decision.note:
+        say(decision.note)
+    if decision.resume_from is None:
+        _retire(run_dir / TRAINER_LOG)
+    for stale in (TRAINER_EXIT, STOP_REQUEST):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / stale).unlink()
+    return patch, decision.resume_from
+
+
+def _attempt_manifest(old: RunManifest | None, run_id: str, name: str, run_dir: Path,
+                      config_path: str | Path, plan: LaunchPlan, attempt: Any,
+                      env_diff: dict[str, str]) -> RunManifest:
+    """The manifest with this attempt: ``old``'s with the attempt appended when the launch
+    continues that run in place, else a new run's."""
+    from tunedeck.runner.rundir.manifest import RunManifest
+
+    if old is not None:
+        m = old
+        m.attempts.append(attempt)
+        m.argv = plan.argv
+        m.env_diff = env_diff
+    else:
+        m = RunManifest(
+            id=run_id,
+            name=name,
+            output_dir=str(run_dir),
+            config_path=str(Path(config_path).resolve()),
+            argv=plan.argv,
+            env_diff=env_diff,
+            attempts=[attempt],
+        )
+    m.name = name
+    m.config_path = str(Path(config_path).resolve())
+    return m
+
+
+def _register(run_id: str, name: str, run_dir: Path, old: RunManifest | None, say: Any) -> None:
+    """The registry entry of the run (a replaced run's entry goes); a note on name twins."""
+    from tunedeck.runner.rundir import registry
+
+    if old is not None and old.id != run_id:
+        # The previous run's manifest is replaced: its registry entry would be a second
+        # run of the same name pointing at this directory (and make the name ambiguous).
+        registry.unregister(old.id)
+        say(f"note: run {old.id} ({old.status.value}) in {run_dir} is replaced by run {run_id}")
+    registry.register(run_id, name, run_dir)
+    twins = [e for e in registry.entries() if e.name == name and e.id != run_id
+             and e.run_dir.resolve() != run_dir.resolve()]
+    if twins:
+        say(f"note: {len(twins) + 1} runs are named {name!r} (also "
+            + ", ".join(f"{e.id} in {e.run_dir}" for e in twins[:3])
+            + f"); refer to this one by its id {run_id}")
+
+
 def launch(
     config_path: str | Path,
     overrides: Iterable[str] | Mapping[str, Any] = (),
@@ -767,7 +837,7 @@ def launch(
     from tunedeck.runner.control.secrets import redact_env, redact_values
     from tunedeck.runner.fsutil import ensure_dir
     from tunedeck.runner.rundir import registry
-    from tunedeck.runner.rundir.manifest import Attempt, RunManifest, read_manifest
+    from tunedeck.runner.rundir.manifest import Attempt, read_manifest
 
     opts = options or LaunchOptions()
     say = warn or (lambda _t: None)
@@ -789,25 +859,7 @@ def launch(
             raise RunBusy(f"run {old.id} is still active in {run_dir} (status {old.status.value})",
                           hint=f"tunedeck stop {old.id}")
 
-        # -- the checkpoint policy (LLaMA-Factory's, made explicit) -------------
-        decision = decide_start(run_dir, values, overwrite=opts.overwrite)
-        patch: dict[str, Any] = {"output_dir": str(run_dir)}
-        if decision.overwrite:
-            removed = _remove_previous_outputs(run_dir)
-            say(f"--overwrite: removed {', '.join(removed) or 'nothing'} from {run_dir}; "
-                "starting from step 0")
-            patch["resume_from_checkpoint"] = None
-            patch["overwrite_output_dir"] = True  # final weights from before must not stop the trainer
-        elif decision.resume_from is not None and decision.implicit:
-            patch["resume_from_checkpoint"] = decision.resume_from
-        if decision.note:
-            say(decision.note)
-        resume_from = decision.resume_from
-        if resume_from is None:
-            _retire(run_dir / TRAINER_LOG)
-        for stale in (TRAINER_EXIT, STOP_REQUEST):
-            with contextlib.suppress(FileNotFoundError):
-                (run_dir / stale).unlink()
+        patch, resume_from = _apply_start_policy(run_dir, values, overwrite=opts.overwrite, say=say)
 
         # Continue the same run id when this resumes a tunedeck run in place.
         continuing = old is not None and resume_from is not None
@@ -839,23 +891,8 @@ def launch(
             overrides=redact_values(dict(doc.overrides)),
         )
         env_diff = redact_env({**plan.env, **{k.upper(): "***" for k in secrets}})
-        if continuing and old is not None:
-            m = old
-            m.attempts.append(attempt)
-            m.argv = plan.argv
-            m.env_diff = env_diff
-        else:
-            m = RunManifest(
-                id=run_id,
-                name=name,
-                output_dir=str(run_dir),
-                config_path=str(Path(config_path).resolve()),
-                argv=plan.argv,
-                env_diff=env_diff,
-                attempts=[attempt],
-            )
-        m.name = name
-        m.config_path = str(Path(config_path).resolve())
+        m = _attempt_manifest(old if continuing else None, run_id, name, run_dir, config_path,
+                              plan, attempt, env_diff)
         m.host = _host()
         m.gpus = plan.gpus
         m.num_processes = plan.world_size
@@ -866,18 +903,7 @@ def launch(
         m.launch_options = {**plan_kwargs, "cpu": plan.cpu}
         m.backend = "local" if slurm is None else "slurm"
         m.write(run_dir)
-        if old is not None and old.id != run_id:
-            # The previous run's manifest is replaced: its registry entry would be a second
-            # run of the same name pointing at this directory (and make the name ambiguous).
-            registry.unregister(old.id)
-            say(f"note: run {old.id} ({old.status.value}) in {run_dir} is replaced by run {run_id}")
-        registry.register(run_id, name, run_dir)
-        twins = [e for e in registry.entries() if e.name == name and e.id != run_id
-                 and e.run_dir.resolve() != run_dir.resolve()]
-        if twins:
-            say(f"note: {len(twins) + 1} runs are named {name!r} (also "
-                + ", ".join(f"{e.id} in {e.run_dir}" for e in twins[:3])
-                + f"); refer to this one by its id {run_id}")
+        _register(run_id, name, run_dir, old, say)
         pid, job = start_attempt(run_dir, lock, m, plan, secrets, cwd_p, slurm=slurm, warn=say)
     finally:
         lock.release()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunedeck.runner.errors import ConfigError, RunNotFound, TunedeckError
-from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX, MANIFEST
+from tunedeck.runner.rundir.protocol import CHECKPOINT_PREFIX
 
 EXPORT_RECORD = "tunedeck_export.json"
 # LLaMA-Factory's generating arguments (hparams/generating_args.py), in its order.
@@ -185,15 +185,15 @@ def resolve(target: str | Path, checkpoint: str | None = None,
 
 def run_config_path(run_dir: Path) -> Path | None:
     """The run's frozen config: ``config.yaml``, else LLaMA Board's ``training_args.yaml``."""
-    for name in ("config.yaml", "training_args.yaml"):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    return None
+    from tunedeck.runner.rundir.runs import config_path_of
+
+    return config_path_of(run_dir)
 
 
 def _is_run_dir(p: Path) -> bool:
-    return (p / MANIFEST).is_file() or (p / "trainer_state.json").is_file() or (
-        p / "trainer_log.jsonl").is_file() or any(p.glob(f"{CHECKPOINT_PREFIX}*"))
+    from tunedeck.runner.rundir.runs import is_run_dir
+
+    return is_run_dir(p)
 
 
 def _path_bases(config_path: Path, run_dir: Path | None) -> list[Path]:

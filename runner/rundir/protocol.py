@@ -11,6 +11,7 @@ import enum
 # -- files inside a run's output_dir ------------------------------------------
 MANIFEST = "tunedeck_run.json"      # supervisor: the run manifest
 FROZEN_CONFIG = "config.yaml"       # launcher: frozen copy of the launched config
+LF_CONFIG = "training_args.yaml"    # LLaMA Board: the config it launched with (a foreign run)
 TRAINER_LOG = "trainer_log.jsonl"   # trainer rank 0: one JSON object per logging step
 STDOUT_LOG = "stdout.log"           # supervisor: combined stdout/stderr of the tree, appended
 STOP_REQUEST = "tunedeck_stop"      # controller -> supervisor: please stop (JSON body: who/when)

@@ -23,6 +23,7 @@ from tunedeck.runner.errors import RunNotFound
 from tunedeck.runner.rundir.protocol import (
     ACTIVE_STATUSES,
     FROZEN_CONFIG,
+    LF_CONFIG,
     MANIFEST,
     TRAINER_EXIT,
     TRAINER_LOG,
@@ -343,7 +344,7 @@ def _foreign_fields(run: Path, current: int | None, total: int | None, age: floa
         status = RunStatus.RUNNING
     else:
         status = RunStatus.LOST
-    cfg = run / "training_args.yaml"
+    cfg = run / LF_CONFIG
     return status, {
         "config_path": str(cfg) if cfg.exists() else None,
         "message": None if status is not RunStatus.LOST else
@@ -414,7 +415,17 @@ def _train_results(run: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 # Listing and resolving
 # ----------------------------------------------------------------------------
-def _is_run_dir(p: Path) -> bool:
+def config_path_of(run_dir: Path) -> Path | None:
+    """The run's frozen config: ``config.yaml``, else LLaMA Board's ``training_args.yaml``."""
+    for name in (FROZEN_CONFIG, LF_CONFIG):
+        p = run_dir / name
+        if p.is_file():
+            return p
+    return None
+
+
+def is_run_dir(p: Path) -> bool:
+    """Does ``p`` hold a run (a manifest, a trainer log or state, or a checkpoint)?"""
     return any((p / n).exists() for n in (MANIFEST, TRAINER_LOG, TRAINER_STATE)) or bool(
         checkpoint_refs(p)
     )
@@ -503,7 +514,7 @@ def resolve_run(ref: str, root: str | os.PathLike[str] | None = None) -> Path:
     except (OSError, RuntimeError):  # a name too long to be a path; ~nosuchuser
         p, is_dir = Path(ref), False
     if is_dir:
-        if _is_run_dir(p):
+        if is_run_dir(p):
             return p.resolve()
         raise RunNotFound(f"{ref} is a directory but not a run (no {MANIFEST}, {TRAINER_LOG}, "
                           f"{TRAINER_STATE} or checkpoint-N inside)")

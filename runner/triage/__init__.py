@@ -17,9 +17,10 @@ By concern: :mod:`.model` (input, diagnoses, suggestions), :mod:`.logtext` (log 
 
 from __future__ import annotations
 
+from tunedeck.runner.rundir.runs import config_path_of
 from tunedeck.runner.triage.apply import apply_suggestion, diagnoses_to_data, numbered
 from tunedeck.runner.triage.detectors import DETECTORS, GPU_PEAK_TFLOPS, diagnose, gpu_peak_flops
-from tunedeck.runner.triage.gather import config_path_of, gather, triage_run
+from tunedeck.runner.triage.gather import gather, triage_run
 from tunedeck.runner.triage.logtext import current_attempt
 from tunedeck.runner.triage.model import Diagnosis, Suggestion, TriageInput
 from tunedeck.runner.triage.suggestions import missing_requirements

@@ -14,8 +14,9 @@ from tunedeck.runner.errors import RunNotFound, TunedeckError
 from tunedeck.runner.fsutil import atomic_write_text
 from tunedeck.runner.rundir.protocol import (
     FROZEN_CONFIG,
+    LF_CONFIG,
 )
-from tunedeck.runner.triage.gather import LF_CONFIG, config_path_of
+from tunedeck.runner.rundir.runs import config_path_of
 from tunedeck.runner.triage.model import Diagnosis, Suggestion
 from tunedeck.runner.triage.suggestions import missing_requirements
 

@@ -15,16 +15,14 @@ from tunedeck.runner.config.yamlio import ConfigDoc
 from tunedeck.runner.errors import ConfigError, RunNotFound
 from tunedeck.runner.fsutil import read_json
 from tunedeck.runner.rundir.protocol import (
-    FROZEN_CONFIG,
     TRAINER_EXIT,
     TRAINER_LOG,
     TRAINER_STATE,
 )
+from tunedeck.runner.rundir.runs import config_path_of
 from tunedeck.runner.triage.detectors import diagnose
 from tunedeck.runner.triage.logtext import LOG_FILES, _read_tail, current_attempt
 from tunedeck.runner.triage.model import Diagnosis, TriageInput
-
-LF_CONFIG = "training_args.yaml"     # what LLaMA Board writes into a run's output_dir
 
 
 def _mount_of(path: Path) -> str:
@@ -41,15 +39,6 @@ def _mount_of(path: Path) -> str:
     except Exception:   # psutil is optional for naming the device
         device = None
     return f"{p} ({device})" if device else str(p)
-
-
-def config_path_of(run_dir: Path) -> Path | None:
-    """The run's frozen config: ``config.yaml``, else LLaMA Board's ``training_args.yaml``."""
-    for name in (FROZEN_CONFIG, LF_CONFIG):
-        p = run_dir / name
-        if p.is_file():
-            return p
-    return None
 
 
 def gather(run_dir: str | Path) -> TriageInput:
