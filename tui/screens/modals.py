@@ -133,8 +133,6 @@ class LaunchModal(RegistryModal["list[int] | None"]):
             yield Label(escape(self.title_text), id="dialog-title")
             with VerticalScroll(id="dialog-body"):
                 yield Static(f"config: {escape(self.config_path)}", classes="dialog-line")
-                if self.slurm_script is not None:
-                    yield Static(self._target_text(), id="launch-target", classes="dialog-line")
                 yield Label("Command (runs detached under a supervisor):", classes="dialog-heading",
                             id="launch-heading")
                 yield Static(escape(self.command), id="launch-command", classes="command")
@@ -153,6 +151,8 @@ class LaunchModal(RegistryModal["list[int] | None"]):
             with Horizontal(id="dialog-buttons"):
                 yield Button("Launch (y)", id="yes", variant="primary")
                 yield Button("Cancel (n)", id="no")
+                if self.slurm_script is not None:
+                    yield Button(self._target_text(), id="target")
 
     def on_mount(self) -> None:
         if self.gpus:
@@ -161,20 +161,18 @@ class LaunchModal(RegistryModal["list[int] | None"]):
             self.query_one("#yes", Button).focus()
 
     def _target_text(self) -> str:
-        if self.target == "slurm":
-            return ("Run on: [b]Slurm[/b] (sbatch; defaults from settings.json's slurm block)   "
-                    "t: this machine")
-        return "Run on: [b]this machine[/b]   t: Slurm (shows the job script)"
+        return "On: Slurm (t)" if self.target == "slurm" else "On: this machine (t)"
 
     def action_toggle_target(self) -> None:
         """Switch between this machine and a Slurm job (only offered where sbatch exists)."""
         if self.slurm_script is None:
             return
         self.target = "slurm" if self.target == "local" else "local"
-        self.query_one("#launch-target", Static).update(self._target_text())
+        self.query_one("#target", Button).label = self._target_text()
         slurm = self.target == "slurm"
         self.query_one("#launch-heading", Label).update(
-            "Job script (submitted with sbatch; slurm_job.sh in the run directory):" if slurm
+            "Job script (sbatch; settings.json's slurm defaults; slurm_job.sh in the run directory):"
+            if slurm
             else "Command (runs detached under a supervisor):")
         for wid in ("#gpu-picker", "#launch-cpu", "#launch-env"):
             for w in self.query(wid):
@@ -232,6 +230,8 @@ class LaunchModal(RegistryModal["list[int] | None"]):
     def _pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "yes":
             self.action_yes()
+        elif event.button.id == "target":
+            self.action_toggle_target()
         else:
             self.action_no()
 
