@@ -195,8 +195,9 @@ ACTIONS: tuple[Action, ...] = (
        "(tunedeck export, with its progress here).", "checkpoints", mutating=True, show=False),
     # -- chat -----------------------------------------------------------------
     _a("chat.back", "escape", "back", "Back",
-       "Stop the answer being written; when none is, leave the chat.", "chat"),
-    _a("chat.stop", "ctrl+g", "stop_generation", "Stop", "Stop generating at the next token.", "chat"),
+       "Interrupt the answer being written; when none is, leave the chat.", "chat"),
+    # "Interrupt", not "Stop": in tunedeck "Stop" stops a run (and --readonly has none).
+    _a("chat.stop", "ctrl+g", "stop_generation", "Interrupt", "Interrupt the answer at the next token.", "chat"),
     _a("chat.beside", "ctrl+o", "open_beside", "Beside",
        "Open another checkpoint (or the base model) beside this one: one prompt, two answers.", "chat"),
     # -- chart and compare ----------------------------------------------------
