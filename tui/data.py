@@ -1,8 +1,10 @@
-"""The one place where the TUI calls into ``runner``.
+"""Where the TUI does I/O through ``runner``: reading runs (through
+:mod:`tunedeck.runner.rundir`), GPUs, logs, checkpoints, and the actions that change a run
+(launch, stop, resume, apply a triage patch).
 
-Everything here runs in thread workers (it does I/O) and returns immutable
-snapshots that the widgets render. Screens never import ``runner`` themselves, so
-swapping an implementation or faking one in a test happens here only.
+Everything here runs in thread workers and returns immutable snapshots that the widgets
+render. Screens and widgets import ``runner`` only for its types, the schema and pure
+helpers; anything that reads a file or starts a process goes through this module.
 """
 
 from __future__ import annotations
