@@ -25,6 +25,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from tunedeck import themes
+from tunedeck.runner.rundir.protocol import FROZEN_CONFIG
 from tunedeck.tui import actions, data
 from tunedeck.tui.messages import GpusSampled, RunDetailSampled, RunsSampled
 from tunedeck.tui.settings import Settings, load_settings, save_settings, user_themes_dir
@@ -449,7 +450,7 @@ class TunedeckApp(App[int]):
         m = read_manifest(run.run_dir)
         path = Path(m.config_path) if m and m.config_path and Path(m.config_path).is_file() else None
         if path is None:
-            frozen = Path(run.run_dir) / "config.yaml"
+            frozen = Path(run.run_dir) / FROZEN_CONFIG
             path = frozen if frozen.is_file() else None
         if path is None:
             self.notify(f"{run.name} has no config file to edit.", severity="warning")
@@ -608,7 +609,7 @@ class TunedeckApp(App[int]):
         self.refresh_now()
 
     def launch_copy(self, run: Any) -> None:
-        frozen = Path(run.run_dir) / "config.yaml"
+        frozen = Path(run.run_dir) / FROZEN_CONFIG
         if not frozen.is_file():
             self.notify(f"{run.name} has no frozen config.yaml to copy.", severity="warning")
             return

@@ -1,8 +1,10 @@
-"""The one place where the TUI calls into ``runner``.
+"""Where the TUI does I/O through ``runner``: reading runs (through
+:mod:`tunedeck.runner.rundir`), GPUs, logs, checkpoints, and the actions that change a run
+(launch, stop, resume, apply a triage patch).
 
-Everything here runs in thread workers (it does I/O) and returns immutable
-snapshots that the widgets render. Screens never import ``runner`` themselves, so
-swapping an implementation or faking one in a test happens here only.
+Everything here runs in thread workers and returns immutable snapshots that the widgets
+render. Screens and widgets import ``runner`` only for its types, the schema and pure
+helpers; anything that reads a file or starts a process goes through this module.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunedeck.runner.rundir.protocol import STDOUT_LOG, RunStatus
+from tunedeck.runner.rundir.protocol import FROZEN_CONFIG, STDOUT_LOG, RunStatus
 
 # tunedeck.runner.config (ruamel.yaml), estimate, triage and control are imported inside the
 # functions that need them: the dashboard's first frame should not wait for them.
@@ -591,7 +593,7 @@ def launch_plan(config_path: Path, overrides: Mapping[str, Any], gpus: Sequence[
         doc.apply(dict(overrides))
     values = doc.values()
     run_dir = launch_mod.resolve_output_dir(values, Path.cwd(), doc.source)
-    plan = launch_mod.build_launch_plan(values, config_path=run_dir / "config.yaml",
+    plan = launch_mod.build_launch_plan(values, config_path=run_dir / FROZEN_CONFIG,
                                         gpus=list(gpus) if gpus else None)
     env = tuple(f"{k}={v}" for k, v in sorted(redact_env(plan.env).items()))
     return PlannedLaunch(plan.shell_command(redact=True), run_dir, env, tuple(plan.notes),
@@ -652,7 +654,7 @@ def triage(run_dir: Path) -> TriageView:
 
     values: dict[str, Any] = {}
     with contextlib.suppress(Exception):
-        values = yamlio.ConfigDoc.load(run_dir / "config.yaml").values()
+        values = yamlio.ConfigDoc.load(run_dir / FROZEN_CONFIG).values()
     try:
         diags = tuple(triage_mod.triage_run(run_dir))
     except Exception as exc:  # noqa: BLE001

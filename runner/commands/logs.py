@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+from tunedeck.runner.rundir.protocol import STDOUT_LOG, TRAINER_LOG
+
 # LLaMA-Factory runs have no stdout.log: LLaMA Board writes these instead.
-_CANDIDATES = ("stdout.log", "running_log.txt", "webui_subprocess.log", "trainer_log.jsonl")
+_CANDIDATES = (STDOUT_LOG, "running_log.txt", "webui_subprocess.log", TRAINER_LOG)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -84,6 +84,26 @@ def end_of_training_warning(ck: Path, values: dict[str, Any]) -> str | None:
             f"Raise {key} (e.g. {key}={value:g}) to train further")
 
 
+def _original_secrets(original: str | None, frozen: Path, secrets: dict[str, Any],
+                      say: Callable[[str], None]) -> None:
+    """Secrets are not in the frozen copy: add those of the user's original config (when it
+    is still there) to ``secrets`` (the overrides' win); warn when it is gone."""
+    from tunedeck.runner.config.yamlio import ConfigDoc
+    from tunedeck.runner.control.secrets import REDACTED, is_secret_key
+
+    if original and Path(original).is_file():
+        try:
+            orig = ConfigDoc.load(original).values()
+        except TunedeckError:
+            orig = {}
+        for k, v in orig.items():
+            if k not in secrets and is_secret_key(k) and v not in (None, "", REDACTED):
+                secrets[k] = v
+    elif "secret keys removed" in frozen.read_text(encoding="utf-8", errors="replace")[:300]:
+        say(f"warning: the original config {original} is gone, so the secrets it held "
+            "cannot be passed on; give them as key=value or through the environment")
+
+
 def resume(
     run_dir: str | Path,
     *,
@@ -146,19 +166,7 @@ def resume(
         doc.set("resume_from_checkpoint", str(ck))
         atomic_write_text(cfg_path, doc.dumps())
 
-        # Secrets are not in the frozen copy: take them from the overrides, else from
-        # the user's original config if it is still there.
-        if m.config_path and Path(m.config_path).is_file():
-            try:
-                orig = ConfigDoc.load(m.config_path).values()
-            except TunedeckError:
-                orig = {}
-            for k, v in orig.items():
-                if k not in secrets and is_secret_key(k) and v not in (None, "", REDACTED):
-                    secrets[k] = v
-        elif "secret keys removed" in cfg_path.read_text(encoding="utf-8", errors="replace")[:300]:
-            say(f"warning: the original config {m.config_path} is gone, so the secrets it held "
-                "cannot be passed on; give them as key=value or through the environment")
+        _original_secrets(m.config_path, cfg_path, secrets, say)
 
         eff = doc.values()
         plan = build_launch_plan(eff, config_path=cfg_path, cwd=m.cwd or None, **m.launch_options)
