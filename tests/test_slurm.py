@@ -109,6 +109,11 @@ def test_launch_follow_on_slurm_runs_from_queue_to_finished_with_loss_and_slurm_
     assert _sacct(_job_id(run_dir)) is None
 
 
+def _job_done(c: SlurmCluster, job: str) -> bool:
+    """The job has left the queue (ended), whatever other tests left queued."""
+    return c.job_field(job, "JobState") not in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED")
+
+
 def _steps_logged(run_dir: Path, n: int) -> bool:
     return len(log_steps(run_dir)) >= n
 
@@ -146,7 +151,7 @@ def test_stop_sends_usr1_to_the_batch_step_leaves_a_checkpoint_and_no_process_an
     st = status_json(res["id"], env)
     assert st["status"] == "stopped" and st["slurm_state"] == "completed"
     assert st["latest_checkpoint"] == str(ck)
-    assert cluster.queue_empty()
+    assert _job_done(cluster, res["job_id"])
     assert _run_processes(res["id"]) == []
     stopped_at = max(log_steps(run_dir))
     assert stopped_at < 16 and ck.name == f"checkpoint-{stopped_at}"
@@ -280,14 +285,18 @@ async def test_a_queued_job_shows_pending_with_slurms_reason_in_status_and_the_d
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     monkeypatch.setenv("TUNEDECK_FAKE_NVML", "none")
     app = TunedeckApp(root=tmp_path)
-    async with app.run_test(size=(160, 40)) as pilot:
-        await wait_text(pilot, app, f"job {res['job_id']}", "starting pending (BeginTime)", timeout=60)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            await wait_text(pilot, app, f"job {res['job_id']} pending (BeginTime)", timeout=60)
+    except BaseException:
+        cluster.run("scancel", res["job_id"])  # never leave a queued job for the next test
+        raise
 
     out = tunedeck(["stop", res["id"], "--json"], env)
     assert out.returncode == 0, out.stdout + out.stderr
     rep = json.loads(out.stdout)
     assert rep["status"] == "stopped" and "cancelled while pending" in rep["message"]
-    assert cluster.queue_empty()
+    assert _job_done(cluster, res["job_id"])
     st = status_json(res["id"], env)
     assert st["status"] == "stopped" and st["slurm_state"] == "cancelled"
 
@@ -303,7 +312,7 @@ def test_stop_of_a_two_task_job_reaches_both_workers_through_the_task_wrapper(
     assert out.returncode == 0, out.stdout + out.stderr + end_of_tail(run_dir, 60)
     rep = json.loads(out.stdout)
     assert rep["status"] == "stopped" and Path(rep["checkpoint"]).name == f"checkpoint-{max(log_steps(run_dir))}"
-    assert cluster.queue_empty() and _run_processes(res["id"]) == []
+    assert _job_done(cluster, res["job_id"]) and _run_processes(res["id"]) == []
 
 
 async def test_the_tui_launch_dialog_switches_to_slurm_shows_the_script_and_submits(
@@ -322,7 +331,7 @@ async def test_the_tui_launch_dialog_switches_to_slurm_shows_the_script_and_subm
                            timeout=60, what="editor")
         await pilot.press("ctrl+r")
         await tui_wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=60, what="launch modal")
-        await wait_text(pilot, app, "On: this machine (t)", "accelerate")
+        await wait_text(pilot, app, "On: this machine (t)", "tunedeck.runner.train")
         await pilot.press("t")
         await wait_text(pilot, app, "On: Slurm (t)", "#SBATCH --requeue", "slurm_job", timeout=60)
         await pilot.press("y")

@@ -126,12 +126,11 @@ class RunsTable(DataTable[Any]):
         gpus_width = 7
         extra = getattr(run, "extra", None) or {}
         if extra.get("backend") == "slurm":
-            # A Slurm run: where it is in the queue beside tunedeck's word, the job in place of GPUs
-            # (the GPU panel is about this machine).
+            # A Slurm run: the job and where it is in the queue in place of GPUs (the GPU panel is
+            # about this machine; the status column has a fixed width).
             queue = str(extra.get("queue") or extra.get("slurm_state") or "")
-            if queue and queue != status:
-                status_cell.append(f" {fmt.truncate(queue, 22)}", style=fmt.style_for(var, "muted"))
-            gpus, gpus_width = f"job {extra.get('job_id') or '?'}", 14
+            gpus = f"job {extra.get('job_id') or '?'}" + (f" {queue}" if queue and queue != status else "")
+            gpus_width = 34
         mark = "● " if run_key(run) in self.marked else ""
         name: str | Text = mark + fmt.truncate(run.name or run.id, self.name_width - len(mark))
         if run_key(run) in self.flashing:
