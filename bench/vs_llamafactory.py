@@ -174,6 +174,17 @@ def _stat(pid: int) -> tuple[int, float, int] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[19])
 
 
+def _boot_time() -> float:
+    with open("/proc/stat", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+_BOOT = _boot_time()
+
+
 def _hwm_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
@@ -197,10 +208,22 @@ def _cmdline(pid: int) -> str:
 class Sampled:
     spawned: float
     ended: float
+    root: int
     cpu: list[tuple[float, float]]            # (wall time, tree CPU seconds)
     records: list[tuple[float, dict]]         # (wall time first seen, record)
     peak_rss_kib: dict[int, int] = field(default_factory=dict)
     cmd: dict[int, str] = field(default_factory=dict)
+    started: dict[int, float] = field(default_factory=dict)     # pid -> start (epoch seconds)
+    last_seen: dict[int, float] = field(default_factory=dict)   # pid -> last sample it was alive
+
+    def wrapper_overhead_s(self, root: int) -> float | None:
+        """Wall time the run spent outside the trainer: from spawning the command to the
+        trainer's start, plus from the trainer's end to the command's end."""
+        trainers = [p for p, c in self.cmd.items() if p != root and "tunedeck.runner.train" in c]
+        if not trainers:
+            return None
+        t = trainers[0]
+        return (self.started[t] - self.spawned) + (self.ended - self.last_seen[t])
 
     def cpu_at(self, t: float) -> float:
         best = self.cpu[0][1]
@@ -229,6 +252,7 @@ class Tree:
         self.cpu_by_pid: dict[int, float] = {}
         self.hwm: dict[int, int] = {}
         self.cmd: dict[int, str] = {}
+        self.last_seen: dict[int, float] = {}
         self.samples: list[tuple[float, float]] = []
         self.records: list[tuple[float, dict]] = []
         self._offset = 0
@@ -276,6 +300,7 @@ class Tree:
                 if st is None:
                     continue
                 self.cpu_by_pid[pid] = st[1]
+                self.last_seen[pid] = now
                 self.hwm[pid] = max(self.hwm.get(pid, 0), _hwm_kib(pid))
                 if pid not in self.cmd:
                     self.cmd[pid] = _cmdline(pid)[:200]
@@ -298,7 +323,9 @@ class Tree:
         self.err.close()
         if self.proc.returncode != 0:
             raise SystemExit(f"failed ({self.proc.returncode}): {' '.join(self.proc.args)}\n{out[-3000:]}")
-        return Sampled(self.spawned, ended, self.samples, self.records, dict(self.hwm), dict(self.cmd))
+        started = {p: _BOOT + ticks / CLK_TCK for p, ticks in self.tracked.items() if ticks >= 0}
+        return Sampled(self.spawned, ended, self.proc.pid, self.samples, self.records, dict(self.hwm), dict(self.cmd), started,
+                       dict(self.last_seen))
 
 
 # -- the shared inputs -----------------------------------------------------------------
@@ -352,6 +379,7 @@ class Result:
     epoch_cpu_s: float
     tokens_per_s: float | None
     vram_gib: float | None
+    outside_trainer_s: float | None
 
 
 def measure(s: Sampled, batch: int) -> Result:
@@ -377,6 +405,7 @@ def measure(s: Sampled, batch: int) -> Result:
         epoch_cpu_s=window_cpu / steps * total,
         tokens_per_s=tps,
         vram_gib=max(vram) if vram else None,
+        outside_trainer_s=s.wrapper_overhead_s(s.root),
     )
 
 
@@ -546,7 +575,11 @@ def main() -> int:  # noqa: C901 - one linear script
             dw = [x.wall_s - y.wall_s for x, y in lt]
             dc = [x.tree_cpu_s - y.tree_cpu_s for x, y in lt]
             dm = [x.tree_rss_mib - y.tree_rss_mib for x, y in lt]
-            row("launch --follow minus trainer alone: wall s", med(dw), ".2f", LAUNCH_WALL_MAX_S, dw)
+            out = [x.outside_trainer_s for x, _ in lt if x.outside_trainer_s is not None]
+            if out:
+                row("launch --follow: wall outside the trainer (spawn to trainer start + trainer end to exit), s",
+                    med(out), ".2f", LAUNCH_WALL_MAX_S, out)
+            row("launch --follow minus trainer alone: wall s", med(dw), ".2f", None, dw)
             row("launch --follow minus trainer alone: tree CPU s", med(dc), ".2f", None, dc)
             row("launch --follow minus trainer alone: summed peak RSS MiB", med(dm), ".0f", LAUNCH_RSS_MAX_MIB, dm)
             row("launch --follow / trainer alone: wall", ratio("launch", "td", "wall_s")[0], ".3f", None)
