@@ -62,10 +62,11 @@ async def test_launch_watch_stop_and_resume_a_real_run_from_the_tui(
         errors = [f for f in editor.analysis.findings if f.severity == "error"]  # type: ignore[union-attr]
         assert not errors, errors
 
-        # Launch: the modal shows the exact command and says there is no GPU.
+        # Launch: the modal shows the exact command (one process: the trainer itself, no launcher)
+        # and says there is no GPU.
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=30, what="launch modal")
-        text = await wait_text(pilot, app, "accelerate", "tunedeck.runner.train", "uses the CPU")
+        text = await wait_text(pilot, app, "-m tunedeck.runner.train", "uses the CPU")
         assert str(run_dir) in text
         await pilot.press("y")
         await wait_for(pilot, lambda: app.screen.id == "dashboard" and app.selected_run_dir == run_dir,
