@@ -2,8 +2,8 @@
 model's size, side by side with transformers' own path (load, ``PeftModel``,
 ``merge_and_unload``, ``save_pretrained``).
 
-    /work/venv/bin/python bench/export_memory.py                      # ~1 GB fp32 model
-    /work/venv/bin/python bench/export_memory.py --hidden 1024 --layers 8 --rounds 2
+    python bench/export_memory.py                      # ~1 GB fp32 model
+    python bench/export_memory.py --hidden 1024 --layers 8 --rounds 2
 
 A LLaMA-shaped model (``build_tiny_model`` with a larger hidden size, float32) and a rank-16
 LoRA adapter on every linear layer (random B, so the merge changes every weight) are built

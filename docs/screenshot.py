@@ -2,7 +2,7 @@
 directories, the fake 8-GPU NVML backend (one run's trainer shown on two GPUs),
 exported with ``App.save_screenshot`` (SVG) and rendered to PNG with cairosvg.
 
-    /work/venv/bin/python docs/screenshot.py [--size 160x48] [--out docs/screenshot-dashboard.png]
+    python docs/screenshot.py [--size 160x48] [--out docs/screenshot-dashboard.png]
 """
 
 from __future__ import annotations
