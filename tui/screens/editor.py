@@ -656,7 +656,7 @@ class EditorScreen(RegistryScreen[None]):
         self.title_text = str(saved)
         self.dirty = False
         errors = sum(1 for f in (self.analysis.findings if self.analysis else ()) if str(f.severity) == "error")
-        self.status(f"Saved {saved}" + (f" (with {errors} error(s) still listed)" if errors else ""))
+        self.status(f"Saved {saved}" + (f" (with {fmt.count(errors, 'error')} still listed)" if errors else ""))
         self.notify(f"Saved {saved.name}", title="Saved")
         self._update_header()
         self._schedule_analysis(0)
@@ -672,8 +672,8 @@ class EditorScreen(RegistryScreen[None]):
         errors = [f for f in (self.analysis.findings if self.analysis else ())
                   if str(getattr(f.severity, "value", f.severity)) == "error"]
         if errors:
-            self.notify(f"The config has {len(errors)} error(s); the findings list names them "
-                        "(ctrl+f).", severity="error", timeout=8)
+            self.notify(f"The config has {fmt.count(len(errors), 'error')}; the findings list names "
+                        f"them ({actions.get('editor.findings').display_key}).", severity="error", timeout=8)
             return
         if self.path is None:
             self.notify("Save the config first (ctrl+s): a run launches from a file.", severity="warning")
