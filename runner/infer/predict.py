@@ -249,11 +249,21 @@ def run(job_dir: Path, spec_doc: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+def _tag(spec: Any) -> str:
+    """``checkpoint-N``, ``final`` (the run's own weights) or ``base``."""
+    if spec.checkpoint is None:
+        return "base" if spec.kind == "run" and not spec.adapters else "final"
+    ck = Path(str(spec.checkpoint))
+    if spec.run_dir is not None and ck.resolve() == Path(str(spec.run_dir)).resolve():
+        return "final"
+    return ck.name
+
+
 def job_dir_for(spec: Any, explicit: str | None) -> Path:
     """``--dir``, else ``predict-<checkpoint>`` in the run directory (or the config's output_dir)."""
     if explicit:
         return Path(explicit).expanduser().resolve()
-    tag = Path(str(spec.checkpoint)).name if spec.checkpoint else "final"
+    tag = _tag(spec)
     if spec.run_dir is not None:
         return Path(spec.run_dir) / f"predict-{tag}"
     out = (spec.values or {}).get("output_dir")
@@ -303,8 +313,9 @@ def start(target: str, checkpoint: str | None, overrides: dict[str, Any], *, job
     doc = {**question, "target": str(target), "batch_size": batch_size}
     atomic_write_json(d / PREDICT_SPEC, doc)
     argv = [sys.executable, "-m", "tunedeck.runner.infer.predict", str(d / PREDICT_SPEC)]
-    tag = Path(str(spec.checkpoint)).name if spec.checkpoint else "final"
-    return start_job(d, argv, job="predict", name=f"{spec.label.split(' @ ')[0]}-predict-{tag}",
+    from tunedeck.runner.infer.serve import _run_name
+
+    return start_job(d, argv, job="predict", name=f"{_run_name(spec)}-predict-{_tag(spec)}",
                      config_path=str(spec.config_path or target),
                      details={"predicts": str(target), "checkpoint": question["checkpoint"]})
 
