@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.control_helpers import control_env, manifest, tunedeck, wait_for
+from tests.train_helpers import pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -48,21 +49,6 @@ def _get(url: str, auth: str | None = None) -> int:
             return int(r.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-    return True
 
 
 def test_serve_answers_the_openai_client_needs_its_key_and_stops_clean(trained: dict[str, Any]) -> None:
@@ -148,8 +134,8 @@ def test_serve_answers_the_openai_client_needs_its_key_and_stops_clean(trained: 
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     m = manifest(job_dir)
     assert m["status"] == "stopped", m
-    assert not [p["pid"] for p in m.get("procs", []) if _alive(p["pid"])]
-    assert not _alive(m["supervisor"]["pid"])
+    assert not [p["pid"] for p in m.get("procs", []) if pid_alive(p["pid"])]
+    assert not pid_alive(m["supervisor"]["pid"])
 
 
 def test_serve_refuses_to_expose_a_model_without_a_key(trained: dict[str, Any]) -> None:

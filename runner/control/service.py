@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tunedeck.runner.errors import RunBusy
 
@@ -94,3 +95,21 @@ def start_job(
         lock.release()
     wait_supervisor_up(run_dir, pid)
     return JobStart(run_id=m.id, name=name, run_dir=run_dir, supervisor_pid=pid)
+
+
+def read_job_spec(argv: list[str] | None, module: str, what: str) -> tuple[Path, dict[str, Any]] | None:
+    """The job directory and the JSON spec a job process was started with (``python -m
+    MODULE JOB_DIR/WHAT``); ``None`` after saying why on stderr."""
+    import sys
+
+    from tunedeck.runner.fsutil import read_json
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print(f"usage: python -m {module} {what}", file=sys.stderr)
+        return None
+    doc = read_json(args[0])
+    if not isinstance(doc, dict):
+        print(f"cannot read {args[0]}", file=sys.stderr)
+        return None
+    return Path(args[0]).resolve().parent, doc

@@ -328,17 +328,13 @@ def summary(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tunedeck.runner.control.service import read_job_spec
     from tunedeck.runner.rundir.protocol import TRAINER_EXIT
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m tunedeck.runner.infer.predict PREDICT_JSON", file=sys.stderr)
+    got = read_job_spec(argv, "tunedeck.runner.infer.predict", "PREDICT_JSON")
+    if got is None:
         return 2
-    job_dir = Path(args[0]).resolve().parent
-    spec_doc = read_json(args[0])
-    if not isinstance(spec_doc, dict):
-        print(f"cannot read {args[0]}", file=sys.stderr)
-        return 2
+    job_dir, spec_doc = got
     try:
         results = run(job_dir, spec_doc)
     except TunedeckError as exc:

@@ -29,14 +29,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tunedeck.runner.errors import TunedeckError
-from tunedeck.runner.fsutil import atomic_write_json, read_json
+from tunedeck.runner.fsutil import atomic_write_json
 from tunedeck.runner.infer.serve import API_KEY_ENV, SERVER_INFO, model_id
 
 log = logging.getLogger("tunedeck.serve")
@@ -325,15 +324,12 @@ def url_of(host: str, port: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m tunedeck.runner.infer.server SERVE_JSON", file=sys.stderr)
+    from tunedeck.runner.control.service import read_job_spec
+
+    got = read_job_spec(argv, "tunedeck.runner.infer.server", "SERVE_JSON")
+    if got is None:
         return 2
-    job_dir = Path(args[0]).resolve().parent
-    spec_doc = read_json(args[0])
-    if not isinstance(spec_doc, dict):
-        print(f"cannot read {args[0]}", file=sys.stderr)
-        return 2
+    job_dir, spec_doc = got
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     from tunedeck.runner.infer.spec import resolve
 
