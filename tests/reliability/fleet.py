@@ -161,14 +161,19 @@ def wait_steps(run_dir: Path, n: int, timeout: float = RUN_TIMEOUT) -> list[int]
 
 
 def trainer_pid(run_dir: Path) -> int | None:
-    """The rank-0 training process: the launcher's direct child running ``tunedeck.runner.train``.
+    """The rank-0 training process: the manifest's trainer itself when one process runs without
+    a launcher, else the launcher's direct child running ``tunedeck.runner.train``.
 
     (The manifest's "worker" role also covers processes the trainer forked, e.g. the
     tokenizer's pool, whose command line is the trainer's.)
     """
     launcher = manifest(run_dir).get("trainer") or {}
     try:
-        kids = psutil.Process(int(launcher["pid"])).children()
+        top = psutil.Process(int(launcher["pid"]))
+        cmd = " ".join(top.cmdline())
+        if "tunedeck.runner.train" in cmd and "accelerate" not in cmd:
+            return top.pid
+        kids = top.children()
     except (KeyError, TypeError, ValueError, psutil.Error):
         return None
     for k in kids:

@@ -202,7 +202,7 @@ async def test_trust_remote_code_needs_explicit_confirmation_in_the_tui(
     reset_nvml()
     launched: list[Path] = []
 
-    def fake_launch(config_path, overrides, gpus):  # type: ignore[no-untyped-def]
+    def fake_launch(config_path, overrides, gpus, **_where):  # type: ignore[no-untyped-def]
         # Launching for real is another test's job: here only whether it was reached counts.
         launched.append(Path(config_path))
         raise RuntimeError("launch recorded by the test")
