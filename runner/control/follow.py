@@ -73,7 +73,7 @@ def follow(
     out: TextIO | None = None,
     err: TextIO | None = None,
     from_start: bool = True,
-    poll: float = 0.5,
+    poll: float = 0.1,
     timeout: float | None = None,
     as_json: bool = False,
 ) -> RunStatus:
@@ -81,6 +81,8 @@ def follow(
 
     ``from_start=False`` skips the records already in the log (a resumed run);
     ``as_json`` prints each record as one JSON line instead of a progress line.
+    A poll reads one small JSON file and stats the log (~0.1 ms), so polling ten times a
+    second costs nothing and ends ``launch --follow`` within 0.1 s of the run.
     """
     import json
 

@@ -290,7 +290,13 @@ class Supervisor:
             # killed alone, torchrun workers) may still be finishing: wait for them too.
             if rc is not None and not P.survivors(known.values(), [pid]):
                 break
-            time.sleep(POLL)
+            if rc is None:
+                # Wake the moment the trainer exits, not up to POLL later: a finished run's
+                # end is recorded (and --follow returns) that much sooner.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=POLL)
+            else:
+                time.sleep(POLL)
 
         left = self._verify_gone(known, pid)
         info = classify_exit(run_dir, rc, log_offset=offset, stop_requested=self.stopping)
