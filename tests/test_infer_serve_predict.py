@@ -196,3 +196,47 @@ def test_predict_writes_row_by_row_resumes_after_sigkill_and_scores(trained: dic
     assert all(ex["instruction"] in r["prompt"] for r, ex in zip(rows, source, strict=True))
     m = manifest(job_dir)
     assert m["job"] == "predict" and m["status"] == "finished" and len(m["attempts"]) == 2
+
+
+async def test_the_tui_chat_opened_on_a_served_run_talks_to_the_server(
+        trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """C on a `tunedeck serve` job in the dashboard opens a chat answered over HTTP (nothing loaded)."""
+    from tests.tui_helpers import wait_for as tui_wait
+    from tunedeck.tui.app import TunedeckApp
+    from tunedeck.tui.screens.chat import ChatPane, ChatScreen
+
+    env = trained["env"]
+    out = tunedeck(["serve", "demo-lora", "--checkpoint", "base", "--port", "0", "--json",
+                    "--dir", str(trained["tmp"] / "tui-serve"), "--name", "tui-serve", "max_new_tokens=16"],
+                   env, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    started = json.loads(out.stdout)
+    job_dir = Path(started["run_dir"])
+    monkeypatch.setenv("TUNEDECK_HOME", env["TUNEDECK_HOME"])
+    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "none")
+    from tunedeck.runner.monitor.nvml import reset_nvml
+
+    reset_nvml()
+    try:
+        app = TunedeckApp(root=trained["tmp"] / "nowhere")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await tui_wait(pilot, lambda: app.selected_run_dir is not None, timeout=60, what="a run selected")
+            for _ in range(12):   # j moves down the runs table to the server
+                if app.selected_run_dir == job_dir:
+                    break
+                await pilot.press("j")
+                await pilot.pause()
+            assert app.selected_run_dir == job_dir
+            await pilot.press("C")
+            await tui_wait(pilot, lambda: isinstance(app.screen, ChatScreen), what="the chat screen")
+            pane = next(iter(app.screen.query(ChatPane)))
+            await tui_wait(pilot, lambda: pane.state == "ready", timeout=60, what="the served model")
+            assert pane.session.remote is not None and pane.session.loaded is None
+            for key in ("h", "i", "enter"):
+                await pilot.press(key)
+            await tui_wait(pilot, lambda: pane.state == "ready" and len(pane.session.messages) == 2,
+                           timeout=120, what="the server's answer")
+            assert pane.session.messages[-1]["role"] == "assistant"
+            assert pane.session.messages[-1]["content"]
+    finally:
+        tunedeck(["stop", started["run_id"], "--timeout", "60"], env, timeout=180)

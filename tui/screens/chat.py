@@ -145,6 +145,20 @@ class ChatScreen(RegistryScreen[None]):
             self.app.call_from_thread(self._chat_set_status, pane, "loading", msg)
 
         try:
+            from tunedeck.runner.infer.remote import connect
+
+            # A running `tunedeck serve` job (or a server URL): talk to it, load nothing.
+            remote = connect(pane.target.target,
+                             model=None if pane.target.checkpoint in (None, "latest") else pane.target.checkpoint)
+            if remote is not None:
+                from tunedeck.runner.config.yamlio import parse_overrides
+                from tunedeck.runner.infer.spec import GenConfig
+
+                session = ChatSession(label=remote.label, remote=remote,
+                                      gen=GenConfig.from_values(parse_overrides(self.overrides)))
+                self.app.call_from_thread(self._chat_attach, pane, session)
+                self.app.call_from_thread(self._chat_set_status, pane, "ready", f"served at {remote.url}")
+                return
             spec = resolve(pane.target.target, pane.target.checkpoint, self.overrides)
             session = ChatSession(label=spec.label, gen=spec.generation)
             self.app.call_from_thread(self._chat_attach, pane, session)
