@@ -250,21 +250,22 @@ async def test_booleans_say_true_or_false_in_words_without_colour(
 ) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 40)) as pilot:  # unfolded fields (no compact layout)
         editor = await _open(pilot, app)
         assert app.no_color
         await pilot.press("ctrl+f", *"plot_loss", "enter")
         await wait_for(pilot, lambda: _focused_field(editor) == "plot_loss", what="plot_loss")
         def row() -> str:
-            """The painted line of plot_loss's switch: the first line under its name that
-            is not the help or advice text."""
+            """The painted line of plot_loss's switch: the first line under its name that is
+            not the help or advice text; empty while the jump has not painted the field yet."""
             lines = screen_text(app).splitlines()
-            at = next(i for i, ln in enumerate(lines) if "plot_loss  bool" in ln)
-            return next(ln for ln in lines[at + 1:] if ln.strip() in ("true", "false (default)",
-                                                                     "false", "true (default)"))
+            at = next((i for i, ln in enumerate(lines) if "plot_loss  bool" in ln), None)
+            if at is None:
+                return ""
+            return next((ln for ln in lines[at + 1:] if ln.strip() in ("true", "false (default)",
+                                                                       "false", "true (default)")), "")
 
-        await wait_text(pilot, app, "false (default)")
-        assert "false (default)" in row()
+        await wait_for(pilot, lambda: "false (default)" in row(), what="'false (default)' painted")
         await pilot.press("space")
         await wait_for(pilot, lambda: editor.doc.get("plot_loss") is True, what="plot_loss on")
         await wait_for(pilot, lambda: " true" in row() and "false" not in row(), what="'true' painted")
