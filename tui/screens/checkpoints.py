@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Static
 from tunedeck import themes
 from tunedeck.tui import data
 from tunedeck.tui import format as fmt
+from tunedeck.tui.flows import host, resume
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.screens.modals import ConfirmationModal, PathPrompt
 from tunedeck.tui.widgets.footer import AppFooter
@@ -180,7 +181,7 @@ class CheckpointsScreen(RegistryScreen[None]):
         if run is None:
             self.notify("Cannot read this run.", severity="error")
             return
-        self.app.choose_resume(run, checkpoint=Path(c.path))  # type: ignore[attr-defined]
+        resume.choose_resume(host(self), run, checkpoint=Path(c.path))
 
     def action_delete(self) -> None:
         c = self.selected()

@@ -18,6 +18,7 @@ from tunedeck import themes
 from tunedeck.tui import data
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data import TriageView
+from tunedeck.tui.flows import host, resume
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.widgets.footer import AppFooter
 
@@ -168,7 +169,7 @@ class TriageScreen(RegistryScreen[None]):
         status = str(getattr(run.status, "value", run.status))
         if status in ("running", "starting", "stopping"):
             return
-        self.app.choose_resume(run, checkpoint=None, overrides=dict(suggestion.patch))  # type: ignore[attr-defined]
+        resume.choose_resume(host(self), run, checkpoint=None, overrides=dict(suggestion.patch))
 
 
 def patch_diff(patch: dict[str, Any], values: Any) -> list[str]:
