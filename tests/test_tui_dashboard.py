@@ -347,10 +347,10 @@ async def test_stop_says_when_there_is_nothing_to_stop_asks_first_and_y_requests
 async def test_resume_offers_complete_checkpoints_newest_first_then_confirms(
     runs_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tunedeck.tui import data
+    from tunedeck.tui.data import control
 
     resumed: list[tuple[Path, str | None, object]] = []
-    monkeypatch.setattr(data, "resume", lambda run_dir, from_=None, overrides=None:
+    monkeypatch.setattr(control, "resume", lambda run_dir, from_=None, overrides=None:
                         resumed.append((Path(run_dir), from_, overrides)))
     run = runs_root / "tiny-demo"
     app = TunedeckApp(root=runs_root)
@@ -394,7 +394,7 @@ async def test_launch_a_copy_launches_on_y_and_selects_the_new_run(
 ) -> None:
     from types import SimpleNamespace
 
-    from tunedeck.tui import data
+    from tunedeck.tui.data import control
 
     copy_dir = runs_root / "qwen2-7b-dpo-copy2"
     launched: list[tuple[Path, dict[str, str], list[int] | None, bool]] = []
@@ -404,7 +404,7 @@ async def test_launch_a_copy_launches_on_y_and_selects_the_new_run(
         write_run(runs_root, RunSpec(copy_dir.name, "finished", 10, 600), now=time.time())
         return SimpleNamespace(run_dir=str(copy_dir), name=copy_dir.name)
 
-    monkeypatch.setattr(data, "launch", fake_launch)
+    monkeypatch.setattr(control, "launch", fake_launch)
     app = TunedeckApp(root=runs_root)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
@@ -424,10 +424,10 @@ async def test_launch_a_copy_launches_on_y_and_selects_the_new_run(
 async def test_new_config_from_a_hardware_preset_opens_the_editor_on_it(runs_root: Path) -> None:
     from textual.widgets import OptionList
 
-    from tunedeck.tui import data
+    from tunedeck.tui.data.configs import hardware_presets
     from tunedeck.tui.screens.editor import EditorScreen
 
-    preset = data.hardware_presets()[0]
+    preset = hardware_presets()[0]
     app = TunedeckApp(root=runs_root, poll=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("n")

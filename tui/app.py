@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import App
@@ -28,7 +27,10 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from tunedeck import themes
-from tunedeck.tui import actions, data
+from tunedeck.tui import actions
+from tunedeck.tui.data.detail import RunDetail, RunDetailSampler
+from tunedeck.tui.data.gpus import GpuSampler, GpuSnapshot, GpuView, failed_snapshot
+from tunedeck.tui.data.runs import RunSnapshot, RunsSampler, RunsView, list_runs
 from tunedeck.tui.flows import configs
 from tunedeck.tui.messages import (
     GpusSampled,
@@ -41,9 +43,6 @@ from tunedeck.tui.messages import (
 )
 from tunedeck.tui.settings import Settings, load_settings, save_settings, user_themes_dir
 from tunedeck.tui.terminal import TerminalWatch
-
-if TYPE_CHECKING:
-    from tunedeck.runner.rundir.runs import RunSnapshot
 
 GPU_INTERVAL = 1.0       # NVML devices ~1 Hz (processes are cached ~2 s by the facade)
 RUNS_INTERVAL = 2.0      # run discovery + manifests
@@ -68,9 +67,9 @@ class TunedeckApp(App[int]):
 
     # What the samplers saw; the dashboard binds these (DashboardScreen.data_bind).
     root: reactive[Path] = reactive(Path, init=False)
-    runs_view: reactive[data.RunsView | None] = reactive(None, always_update=True, init=False)
-    gpu_view: reactive[data.GpuView | None] = reactive(None, always_update=True, init=False)
-    detail: reactive[data.RunDetail | None] = reactive(None, always_update=True, init=False)  # selected run
+    runs_view: reactive[RunsView | None] = reactive(None, always_update=True, init=False)
+    gpu_view: reactive[GpuView | None] = reactive(None, always_update=True, init=False)
+    detail: reactive[RunDetail | None] = reactive(None, always_update=True, init=False)  # selected run
     started_run: reactive[Path | None] = reactive(None, always_update=True, init=False)  # to select
 
     def __init__(
@@ -93,9 +92,9 @@ class TunedeckApp(App[int]):
         self.cli_theme = theme
         self.selected_run_dir: Path | None = None
         self.shown_metric = "loss"  # the dashboard's sparkline: only it is downsampled
-        self._gpu_sampler = data.GpuSampler()
-        self._detail_sampler = data.RunDetailSampler()
-        self._runs_sampler = data.RunsSampler(self.root)
+        self._gpu_sampler = GpuSampler()
+        self._detail_sampler = RunDetailSampler()
+        self._runs_sampler = RunsSampler(self.root)
         self._theme_problems: list[str] = []
         self._polls_started = False
         self._mounted_once = False  # theme changes before mount are not "choices" to remember
@@ -192,7 +191,7 @@ class TunedeckApp(App[int]):
         try:
             view = self._gpu_sampler.sample(runs)
         except Exception as exc:  # noqa: BLE001 - the facade never raises, but be sure
-            view = data.GpuView(_failed_snapshot(str(exc)), {}, {})
+            view = GpuView(failed_snapshot(str(exc)), {}, {})
         self.post_message(GpusSampled(view))
 
     @on(GpusSampled)
@@ -204,7 +203,7 @@ class TunedeckApp(App[int]):
         try:
             view = self._runs_sampler.sample()
         except Exception as exc:  # noqa: BLE001
-            view = data.RunsView(self.root, (), error=str(exc))
+            view = RunsView(self.root, (), error=str(exc))
         self.post_message(RunsSampled(view))
 
     @on(RunsSampled)
@@ -215,7 +214,7 @@ class TunedeckApp(App[int]):
         if first:
             self._poll_detail()
 
-    def _take_runs(self, view: data.RunsView) -> None:
+    def _take_runs(self, view: RunsView) -> None:
         if view.root == self.root:  # not an answer for the root before a change
             self.runs_view = view
 
@@ -224,7 +223,7 @@ class TunedeckApp(App[int]):
         self.run_worker(self._list_runs_now, thread=True, group="runs-now", exit_on_error=False)
 
     def _list_runs_now(self) -> None:
-        view = data.list_runs(self.root)
+        view = list_runs(self.root)
         self.call_from_thread(self._take_runs, view)
 
     # The selected run is sampled by one chain of polls: at most one sample in flight, and
@@ -264,12 +263,13 @@ class TunedeckApp(App[int]):
     def _listed(self, run_dir: Path) -> RunSnapshot | None:
         return next((r for r in (self.runs_view.runs if self.runs_view else ()) if Path(r.run_dir) == run_dir), None)
 
-    def _sample_detail(self, run_dir: Path, run: Any, gpus: Any, metric: str) -> None:
+    def _sample_detail(self, run_dir: Path, run: RunSnapshot | None, gpus: GpuSnapshot | None,
+                       metric: str) -> None:
         try:
             self._detail_sampler.forget({run_dir})
             detail = self._detail_sampler.sample(run_dir, run, gpus, metric=metric)
         except Exception as exc:  # noqa: BLE001
-            detail = data.RunDetail(run_dir, run, {}, (f"cannot read run: {exc}",), (), ())
+            detail = RunDetail(run_dir, run, {}, (f"cannot read run: {exc}",), (), ())
         self.post_message(RunDetailSampled(detail))
 
     @on(RunDetailSampled)
@@ -287,7 +287,7 @@ class TunedeckApp(App[int]):
         For tests, snapshots and the bench (called from outside the app's message loop):
         deterministic, no timers involved.
         """
-        runs = await asyncio.to_thread(data.list_runs, self.root)
+        runs = await asyncio.to_thread(list_runs, self.root)
         self._take_runs(runs)
         await self._settled()  # the dashboard shows them and said which run is selected
         gpus = await asyncio.to_thread(self._gpu_sampler.sample, runs.runs)
@@ -329,7 +329,7 @@ class TunedeckApp(App[int]):
     @on(RootChosen)
     def _root_chosen(self, message: RootChosen) -> None:
         self.root = message.root
-        self._runs_sampler = data.RunsSampler(self.root)
+        self._runs_sampler = RunsSampler(self.root)
         self.refresh_now()
 
     # -- navigation ------------------------------------------------------------
@@ -343,9 +343,3 @@ class TunedeckApp(App[int]):
     def back_to_dashboard(self) -> None:
         while len(self.screen_stack) > 1:
             self.pop_screen()
-
-
-def _failed_snapshot(message: str) -> Any:
-    from tunedeck.runner.monitor.nvml import GpuSnapshot
-
-    return GpuSnapshot(available=False, message=message, driver_version=None, gpus=(), taken_at=time.time())

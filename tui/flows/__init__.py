@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from textual.message_pump import MessagePump
     from textual.screen import Screen
 
-    from tunedeck.tui.data import GpuView
+    from tunedeck.tui.data.gpus import GpuView
 
 
 @runtime_checkable

@@ -4,10 +4,9 @@ edit the config a run was launched from."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from tunedeck.runner.rundir.protocol import FROZEN_CONFIG
-from tunedeck.tui import data
+from tunedeck.tui.data import configs as samples
+from tunedeck.tui.data.runs import FROZEN_CONFIG, RunSnapshot, read_manifest
 from tunedeck.tui.flows import FlowHost
 
 
@@ -28,10 +27,8 @@ def open_editor(h: FlowHost, path: Path | None = None, *, text: str | None = Non
     h.push_screen(screen)
 
 
-def edit_run_config(h: FlowHost, run: Any) -> None:
+def edit_run_config(h: FlowHost, run: RunSnapshot) -> None:
     """The config the run was launched from, else its frozen copy."""
-    from tunedeck.runner.rundir.manifest import read_manifest
-
     m = read_manifest(run.run_dir)
     path = Path(m.config_path) if m and m.config_path and Path(m.config_path).is_file() else None
     if path is None:
@@ -64,10 +61,10 @@ def new_config(h: FlowHost) -> None:
     from tunedeck.tui.screens.modals import ChoiceModal
 
     choices: list[tuple[str, str]] = []
-    for p in data.sample_config_paths():
+    for p in samples.sample_config_paths():
         choices.append((f"sample:{p}", f"sample  {p.name}"))
     try:
-        for pr in data.hardware_presets():
+        for pr in samples.hardware_presets():
             choices.append((f"preset:{pr.name}", f"preset  {pr.title}"))
     except Exception:  # noqa: BLE001 - presets not available
         pass
@@ -83,31 +80,6 @@ def new_config(h: FlowHost) -> None:
             text = Path(ref).read_text(encoding="utf-8")
             open_editor(h, None, text=text, title=f"new config from {Path(ref).name}")
         else:
-            open_editor(h, None, text=preset_yaml(ref), title=f"new config from preset {ref}")
+            open_editor(h, None, text=samples.preset_yaml(ref), title=f"new config from preset {ref}")
 
     h.push_screen(ChoiceModal("Start a config from", choices, id="new-config"), chosen)
-
-
-def preset_yaml(name: str) -> str:
-    """A new config for a hardware preset: its sample config (comments kept) with the
-    preset's values applied, or just those values when there is no sample file."""
-    import io
-
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-
-    from tunedeck.runner.config.yamlio import ConfigDoc
-
-    preset = next(p for p in data.hardware_presets() if p.name == name)
-    sample = next((p for p in data.sample_config_paths() if p.name == (preset.sample_config or "")), None)
-    if sample is not None:
-        doc = ConfigDoc.loads(sample.read_text(encoding="utf-8"), source=str(sample))
-        doc.apply(dict(preset.values))
-        return doc.dumps()
-    m = CommentedMap()
-    for k, v in preset.values.items():
-        m[k] = v
-    m.yaml_set_start_comment(f"{preset.title}\nFrom the guide's hardware presets; fill in the model and dataset.")
-    buf = io.StringIO()
-    YAML(typ="rt").dump(m, buf)
-    return buf.getvalue()

@@ -11,8 +11,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunedeck.runner.rundir.protocol import FROZEN_CONFIG
-from tunedeck.tui import data
+from tunedeck.tui.data import control
+from tunedeck.tui.data.gpus import gpu_snapshot
+from tunedeck.tui.data.runs import FROZEN_CONFIG, RunSnapshot
 from tunedeck.tui.flows import FlowHost, in_thread, run_started, tell
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class LaunchRequest:
     before_launch: Callable[[], bool] | None = None
 
 
-def launch_copy(h: FlowHost, run: Any) -> None:
+def launch_copy(h: FlowHost, run: RunSnapshot) -> None:
     """Launch the run's frozen config again into ``<run>-copyN`` beside it."""
     frozen = Path(run.run_dir) / FROZEN_CONFIG
     if not frozen.is_file():
@@ -57,9 +58,9 @@ def _gpu_choices(h: FlowHost) -> list[GpuChoice]:
     """The picker's GPUs (the first one ticked), from the app's last sample or a new one."""
     from tunedeck.tui.screens.modals import GpuChoice
 
-    snap = h.gpu_view.snapshot if h.gpu_view else data.gpu_snapshot()
+    snap = h.gpu_view.snapshot if h.gpu_view else gpu_snapshot()
     gpus: list[GpuChoice] = []
-    if getattr(snap, "available", False):
+    if snap.available:
         for g in snap.gpus:
             if g.error:
                 continue
@@ -73,7 +74,7 @@ def _plan(h: FlowHost, req: LaunchRequest) -> None:
     """In a worker thread: the plan for the ticked GPUs, then the dialog on the UI thread."""
     gpus = _gpu_choices(h)
     try:
-        plan = data.launch_plan(req.config_path, req.overrides,
+        plan = control.launch_plan(req.config_path, req.overrides,
                                 [g.index for g in gpus if g.selected] or None, text=req.text)
     except Exception as exc:  # noqa: BLE001
         tell(h, str(exc), title="Cannot launch", error=True, timeout=12)
@@ -81,7 +82,7 @@ def _plan(h: FlowHost, req: LaunchRequest) -> None:
     h.call_from_thread(_show_dialog, h, req, plan, gpus)
 
 
-def _show_dialog(h: FlowHost, req: LaunchRequest, plan: data.PlannedLaunch, gpus: list[GpuChoice]) -> None:
+def _show_dialog(h: FlowHost, req: LaunchRequest, plan: control.PlannedLaunch, gpus: list[GpuChoice]) -> None:
     from tunedeck.tui.screens.modals import LaunchModal
 
     notes = list(plan.notes)
@@ -90,10 +91,10 @@ def _show_dialog(h: FlowHost, req: LaunchRequest, plan: data.PlannedLaunch, gpus
                         "cancel (n) leaves the file as it is.")
 
     def replan(chosen: list[int]) -> str:
-        return data.launch_plan(req.config_path, req.overrides, chosen or None, text=req.text).command
+        return control.launch_plan(req.config_path, req.overrides, chosen or None, text=req.text).command
 
     def slurm_script() -> str:
-        return data.slurm_script(req.config_path, req.overrides, text=req.text)
+        return control.slurm_script(req.config_path, req.overrides, text=req.text)
 
     modal = LaunchModal(req.title, f"{req.config_path}  ->  {plan.run_dir}", plan.command, (), gpus,
                         " ".join(notes) or None, replan=replan,
@@ -139,7 +140,7 @@ def _go(h: FlowHost, req: LaunchRequest, gpus: list[int], slurm: bool) -> None:
 def _launch(h: FlowHost, config_path: Path, overrides: dict[str, Any], gpus: list[int], slurm: bool) -> None:
     """In a worker thread: launch (a supervisor here, or a Slurm job)."""
     try:
-        manifest = data.launch(config_path, overrides, gpus or None, slurm=slurm)  # LaunchResult
+        manifest = control.launch(config_path, overrides, gpus or None, slurm=slurm)  # LaunchResult
     except Exception as exc:  # noqa: BLE001
         tell(h, str(exc), title="Launch failed", error=True, timeout=12)
         return

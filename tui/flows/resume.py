@@ -6,22 +6,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tunedeck.tui import data
 from tunedeck.tui import format as fmt
+from tunedeck.tui.data import checkpoints, control
+from tunedeck.tui.data.checkpoints import CheckpointInfo
+from tunedeck.tui.data.runs import RunSnapshot
 from tunedeck.tui.flows import FlowHost, in_thread, run_started, tell
 
-if TYPE_CHECKING:
-    from tunedeck.runner.rundir.runs import RunSnapshot
 
-
-def choose_resume(h: FlowHost, run: Any, *, checkpoint: Path | None = None,
+def choose_resume(h: FlowHost, run: RunSnapshot, *, checkpoint: Path | None = None,
                   overrides: dict[str, Any] | None = None) -> None:
     """Pick a checkpoint (unless given), confirm, resume."""
     if h.readonly:
         return
-    kind = getattr(run, "kind", "tunedeck")
+    kind = run.kind
     if kind != "tunedeck":
         # Said at once: a picker and a confirmation before "cannot" wastes the user's time.
         who = {"llamafactory": "LLaMA-Factory"}.get(kind, "plain transformers")
@@ -34,22 +33,22 @@ def choose_resume(h: FlowHost, run: Any, *, checkpoint: Path | None = None,
         _confirm(h, run, str(checkpoint), overrides)
         return
 
-    def then(cks: tuple[Any, ...]) -> None:
+    def then(cks: tuple[CheckpointInfo, ...]) -> None:
         _offer(h, run, cks, overrides)
 
     in_thread(h, partial(_scan_then, h, Path(run.run_dir), then), group="scan")
 
 
-def _scan_then(h: FlowHost, run_dir: Path, then: Callable[[tuple[Any, ...]], None]) -> None:
+def _scan_then(h: FlowHost, run_dir: Path, then: Callable[[tuple[CheckpointInfo, ...]], None]) -> None:
     """In a worker thread: the run's checkpoints, handed to ``then`` on the UI thread."""
     try:
-        cks = data.scan_checkpoints(run_dir)
+        cks = checkpoints.scan_checkpoints(run_dir)
     except Exception:  # noqa: BLE001
         cks = ()
     h.call_from_thread(then, cks)
 
 
-def _offer(h: FlowHost, run: Any, cks: tuple[Any, ...], overrides: dict[str, Any] | None) -> None:
+def _offer(h: FlowHost, run: RunSnapshot, cks: tuple[CheckpointInfo, ...], overrides: dict[str, Any] | None) -> None:
     """The checkpoint picker: complete checkpoints, newest first."""
     from tunedeck.tui.screens.modals import ChoiceModal
 
@@ -59,7 +58,7 @@ def _offer(h: FlowHost, run: Any, cks: tuple[Any, ...], overrides: dict[str, Any
         return
     choices = [(str(c.path), f"step {c.step:<7} {Path(c.path).name}"
                 + (f"  loss {shown}" if (shown := fmt.checkpoint_metric(
-                    c.loss, getattr(c, "loss_step", None), c.step)) else "")
+                    c.loss, c.loss_step, c.step)) else "")
                 + ("  (newest)" if i == 0 else "")) for i, c in enumerate(complete)]
 
     def picked(cid: str | None) -> None:
@@ -97,7 +96,7 @@ def _resume(h: FlowHost, run_dir: Path, name: str, checkpoint: str,
             overrides: dict[str, Any] | None) -> None:
     """In a worker thread: start the new attempt."""
     try:
-        data.resume(run_dir, checkpoint, overrides)
+        control.resume(run_dir, checkpoint, overrides)
     except Exception as exc:  # noqa: BLE001
         tell(h, str(exc), title=f"Resume {name}", error=True, timeout=10)
         return

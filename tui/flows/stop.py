@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from tunedeck.tui import data
+from tunedeck.tui.data import control
+from tunedeck.tui.data.runs import RunSnapshot
 from tunedeck.tui.flows import FlowHost, in_thread, tell
 from tunedeck.tui.messages import RunsChanged
-
-if TYPE_CHECKING:
-    from tunedeck.runner.rundir.runs import RunSnapshot
 
 
 def confirm_stop(h: FlowHost, run: RunSnapshot) -> None:
@@ -36,7 +33,7 @@ def confirm_stop(h: FlowHost, run: RunSnapshot) -> None:
 def _stop(h: FlowHost, run_dir: Path, name: str) -> None:
     """In a worker thread: ask the run's supervisor to stop."""
     try:
-        data.stop(run_dir)
+        control.stop(run_dir)
     except Exception as exc:  # noqa: BLE001 - typed errors carry the fix
         tell(h, str(exc), title=f"Stop {name}", error=True, timeout=10)
         return
@@ -44,12 +41,11 @@ def _stop(h: FlowHost, run_dir: Path, name: str) -> None:
     h.post_message(RunsChanged())
 
 
-def describe_stop(run: Any) -> list[str]:
+def describe_stop(run: RunSnapshot) -> list[str]:
     """The stop dialog's lines: the run, its processes, what happens, how to resume."""
-    pids = list(getattr(run, "pids", ()) or ())
-    status = str(getattr(run.status, "value", run.status))
+    pids = list(run.pids)
     lines = [
-        f"Run: {run.name}  ({status})",
+        f"Run: {run.name}  ({run.status})",
         f"Directory: {run.run_dir}",
         f"Processes: {', '.join(map(str, pids)) if pids else 'none recorded'}",
         "What happens: the supervisor sends SIGTERM to the trainer's process group; the trainer "
