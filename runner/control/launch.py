@@ -210,10 +210,10 @@ def build_launch_plan(
     else:
         argv = _accelerate_argv(acc_path, mode_flags, world, num_machines, mp, machine_rank,
                                 main_process_ip, port, config_path)
+    env = _run_env(values, direct=direct, world=world, per_machine=per_machine, mp=mp, cpu=cpu, gpus=gpus)
     return LaunchPlan(
         argv=argv,
-        env=_run_env(values, direct=direct, world=world, per_machine=per_machine, mp=mp,
-                     cpu=cpu, gpus=gpus),
+        env=env,
         accelerate_config=acc,
         accelerate_config_path=acc_path,
         world_size=world,
