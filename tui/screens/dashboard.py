@@ -145,14 +145,6 @@ class DashboardScreen(RegistryScreen[None]):
         self.detail = detail
         self.query_one(RunPanel).show(detail)
 
-    def recolour(self) -> None:
-        """Redraw what carries colours from the theme in its text (after a theme switch)."""
-        if self.runs_view is not None:
-            self.query_one(RunsTable).update_runs(self.runs_view.runs, force=True)
-        panel = self.query_one(RunPanel)
-        panel.show(panel.detail, force=True)
-        self.query_one(GpuPanel).recolour()
-
     def _show_empty(self) -> None:
         empty = self.query_one("#runs-empty", Static)
         view = self.runs_view
