@@ -129,7 +129,8 @@ class TunedeckApp(App[int]):
         return [n for n in self.available_themes if n in themes.BUILTIN or n in self.user_theme_names]
 
     def watch_theme(self, theme_name: str) -> None:
-        # Remember the choice (palette switch or --theme).
+        # Remember the choice (palette switch or --theme). Widgets recolour themselves: their
+        # colours are component classes styled with the theme's variables.
         if self._mounted_once and theme_name != self.settings.theme:
             self.settings = self.settings.with_theme(theme_name)
             save_settings(self.settings, self.settings_file)

@@ -73,7 +73,6 @@ class DashboardScreen(RegistryScreen[None]):
         self.query_one("#run-panel").border_title = "Selected run"
         self._layout_for(self.size.width, self.size.height)
         self._show_empty()
-        self.watch(self.app, "theme", self.recolour, init=False)
 
     def watch_root(self, root: Path) -> None:
         self.query_one("#runs-box").border_title = f"Runs: registered + under {root}"
@@ -171,14 +170,6 @@ class DashboardScreen(RegistryScreen[None]):
             if sel is not None and Path(sel.run_dir) != detail.run_dir:
                 return  # an answer for a run that is no longer selected
             self.query_one(RunPanel).show(detail)
-
-    def recolour(self) -> None:
-        """Redraw what carries colours from the theme in its text (after a theme switch)."""
-        if self.runs_view is not None:
-            self.query_one(RunsTable).update_runs(self.runs_view.runs, force=True)
-        panel = self.query_one(RunPanel)
-        panel.show(panel.detail, force=True)
-        self.query_one(GpuPanel).recolour()
 
     def _show_empty(self) -> None:
         empty = self.query_one("#runs-empty", Static)
