@@ -304,6 +304,7 @@ class Tree:
         self.records: list[tuple[float, dict]] = []
         self._offset = 0
         self._seen: set[int] = set()
+        self.finished_at: float | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -359,15 +360,20 @@ class Tree:
                     self.cmd[pid] = cmd
             self.samples.append((now, sum(self.cpu_by_pid.values())))
             self._poll_log(now)
+            if self.finished_at is None and self.proc.poll() is not None and not any(
+                    _running(p) for p in self.tracked if p != self.proc.pid):
+                self.finished_at = time.time()  # the command and every process it started are gone
             time.sleep(0.02)
 
     def wait(self, timeout: float = 3600) -> Sampled:
         self.proc.wait(timeout=timeout)
-        # A detached supervisor may outlive the command by a moment.
+        # A detached supervisor may outlive the command by a moment. The end is the moment
+        # the sampler saw everything gone, not this call's (side by side, the other tree is
+        # waited for first every other round).
         deadline = time.time() + 30
-        while time.time() < deadline and any(_running(p) and p != self.proc.pid for p in self.tracked):
-            time.sleep(0.05)
-        ended = time.time()
+        while self.finished_at is None and time.time() < deadline:
+            time.sleep(0.02)
+        ended = self.finished_at or time.time()
         self._done.set()
         self._thread.join()
         self._poll_log(ended)
