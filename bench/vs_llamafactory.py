@@ -40,8 +40,10 @@ medians of the rounds:
 - samples/s: batch x steps over wall time in the same window;
 - time to first logged step: spawn to the first record (start-up, data, model, 5 steps);
 - peak RSS of the largest process;
-- ``launch --follow``: its whole tree's wall and CPU (spawn to exit) and summed peak RSS,
-  minus the trainer alone's;
+- ``launch --follow``, read within its own tree: wall outside the trainer (spawn to the
+  trainer's start + the trainer's end to the exit), CPU and summed peak RSS of every process
+  but the trainer's, and the load average; also its whole tree's wall, CPU and RSS minus the
+  trainer alone's, side by side (at the mercy of the other core's load);
 - packing speed-ups: CPU per epoch unpacked over packed;
 - the largest loss difference at any logged step (same seed, same data order).
 
