@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pty_helpers import kill_child, read_some
 from tests.tui_helpers import build_runs, wait_for
 from tunedeck import themes
 from tunedeck.tui.app import TunedeckApp
@@ -89,23 +90,16 @@ def test_high_contrast_theme_uses_only_the_16_ansi_colours() -> None:
 
 
 def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
-    import select
-
     buf = b""
     deadline = time.monotonic() + timeout
     while needle not in buf:
         left = deadline - time.monotonic()
         if left <= 0:
             raise AssertionError(f"{needle!r} never appeared; got {buf[-2000:]!r}")
-        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
+        chunk = read_some(fd, min(left, 0.5))
+        if chunk is None:
+            break
+        buf += chunk
     return buf
 
 
@@ -132,8 +126,4 @@ def test_the_tui_exits_when_its_terminal_hangs_up_and_honours_no_color(tmp_path:
             assert time.monotonic() < deadline, "the TUI kept running after its terminal went away"
             time.sleep(0.1)
     finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        kill_child(pid)

@@ -7,13 +7,9 @@ helper process stands in for a running run's supervisor so its status is real.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.tui_helpers import RunSpec, build_runs, screen_text, wait_for, wait_text, write_run
@@ -22,25 +18,7 @@ from tunedeck.tui import actions
 from tunedeck.tui.app import TunedeckApp
 from tunedeck.tui.widgets.runs_table import RunsTable
 
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
-    from tunedeck.runner.monitor.nvml import reset_nvml
-
-    reset_nvml()
-
-
-@pytest.fixture
-def supervisor() -> Iterator[ProcRef]:
-    """A live process to stand in for a running run's supervisor (pid + start time)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        yield ProcRef(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time())
-    finally:
-        proc.kill()
-        proc.wait(10)
+pytestmark = pytest.mark.fake_gpus("gpu2")
 
 
 @pytest.fixture

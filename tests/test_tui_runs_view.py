@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from textual.command import CommandList, Hits, Provider
 from textual.widgets import Input
@@ -22,14 +18,7 @@ from tunedeck.runner.rundir.manifest import ProcRef
 from tunedeck.tui.app import TunedeckApp
 from tunedeck.tui.widgets.runs_table import RunsTable
 
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
-    from tunedeck.runner.monitor.nvml import reset_nvml
-
-    reset_nvml()
+pytestmark = pytest.mark.fake_gpus("gpu2")
 
 
 def _row_names(app: TunedeckApp) -> list[str]:
@@ -91,17 +80,6 @@ async def test_the_dashboard_lists_registered_runs_outside_its_root_once_and_the
         await pilot.press("ctrl+u", *"nowhere", "enter")
         await wait_text(pilot, app, "Not a directory")
         assert app.root == other.resolve()
-
-
-@pytest.fixture
-def supervisor() -> Iterator[ProcRef]:
-    """A live process to stand in for a running run's supervisor (pid + start time)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        yield ProcRef(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time())
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 async def test_resume_on_a_llamafactory_run_says_at_once_that_it_cannot_and_its_missing_log_is_named(
