@@ -36,8 +36,9 @@ def control_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def tunedeck(
-    args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 180
+    args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``tunedeck ARGS`` (the real CLI, argv list, no shell) and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "tunedeck.runner.cli", *args],
         env=env,
@@ -45,10 +46,11 @@ def tunedeck(
         capture_output=True,
         text=True,
         timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+def wait_for(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.1) -> Any:
     """Poll ``pred`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
