@@ -175,10 +175,11 @@ def _cli(args: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def _banner(run: Path) -> list[str]:
-    from tunedeck.tui import data as tdata
+    from tunedeck.tui.data.detail import RunDetailSampler
+    from tunedeck.tui.data.runs import read_run
 
-    snap = tdata.read_run(run)
-    detail = tdata.RunDetailSampler().sample(run, snap)
+    snap = read_run(run)
+    detail = RunDetailSampler().sample(run, snap)
     return [a.kind for a in detail.alerts]
 
 

@@ -162,3 +162,53 @@ def test_the_run_directory_reader_and_triage_never_import_control() -> None:
     offenders = [f"{p.relative_to(REPO)}: {m}" for p in readers for m in sorted(_tunedeck_imports(p))
                  if m.startswith("tunedeck.runner.control")]
     assert offenders == []
+
+
+def _runner_imports(source: str) -> list[str]:
+    """Every ``tunedeck.runner`` import in ``source``, at any depth (lazy and TYPE_CHECKING too)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if _top(a.name) == "runner"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if _top(node.module) == "runner":
+                found.append(node.module)
+            elif node.module == "tunedeck":
+                found += [f"tunedeck.{a.name}" for a in node.names if a.name == "runner"]
+    return found
+
+
+def test_the_boundary_check_sees_every_way_a_screen_could_import_runner() -> None:
+    screen = (
+        "from typing import TYPE_CHECKING\n"
+        "import tunedeck.runner.estimate\n"
+        "from tunedeck import runner\n"
+        "if TYPE_CHECKING:\n"
+        "    from tunedeck.runner.rundir.runs import RunSnapshot\n"
+        "def later():\n"
+        "    from tunedeck.runner.compare import read_curves\n"
+        "from tunedeck.tui.data.runs import RunStatus\n"
+    )
+    assert _runner_imports(screen) == ["tunedeck.runner.estimate", "tunedeck.runner",
+                                       "tunedeck.runner.rundir.runs", "tunedeck.runner.compare"]
+
+
+def test_the_tui_reaches_the_core_only_through_tui_data() -> None:
+    # One door: the app, its screens and widgets import tunedeck.tui.data (which re-exports the
+    # runner's types by concern), never tunedeck.runner, so every read of a run directory, a GPU
+    # or a config and every action on a run is in one package that can be typed and tested.
+    files = [p for p in sorted((REPO / "tui").rglob("*.py"))
+             if p.relative_to(REPO / "tui").parts[0] != "data"]
+    names = {p.relative_to(REPO).as_posix() for p in files}
+    assert {"tui/app.py", "tui/screens/dashboard.py", "tui/screens/chat.py",
+            "tui/widgets/run_panel.py"} <= names
+    offenders = [f"{p.relative_to(REPO).as_posix()}: {m}" for p in files
+                 for m in _runner_imports(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_the_dashboards_first_frame_imports_no_training_stack() -> None:
+    # Textual of course; torch and friends never (the data package imports only the cheap,
+    # torch-free runner modules at the top).
+    code = "import tunedeck.tui.app, tunedeck.tui.screens.dashboard\n"
+    assert _loaded_after(code) == ["textual"]

@@ -21,7 +21,9 @@ from tunedeck.runner.config.validate import validate_path
 from tunedeck.runner.control.resume import pick_checkpoint
 from tunedeck.runner.errors import TunedeckError
 from tunedeck.runner.triage import gather, triage_run
-from tunedeck.tui import data as tui_data
+from tunedeck.tui.data.checkpoints import scan_checkpoints as tui_scan_checkpoints
+from tunedeck.tui.data.detail import RunDetailSampler
+from tunedeck.tui.data.runs import read_run as tui_read_run
 
 DAMAGED = (20, 30, 40, 50, 60)   # empty weights, truncated state, marker, no state, missing shard
 
@@ -61,7 +63,7 @@ def supervisor() -> Iterator[tuple[int, float]]:
 def _complete_steps_everywhere(run: Path, env: dict[str, str]) -> dict[str, set[int]]:
     status = json.loads(tunedeck(["status", str(run), "--json"], env).stdout)
     cks = json.loads(tunedeck(["checkpoints", str(run), "--json"], env).stdout)
-    tui = tui_data.scan_checkpoints(run)
+    tui = tui_scan_checkpoints(run)
     return {
         "status": {c["step"] for c in status["checkpoints"] if c["complete"]},
         "checkpoints": {c["step"] for c in cks if c["complete"]},
@@ -92,8 +94,8 @@ def test_damaged_checkpoints_get_one_verdict_from_every_reader(tmp_path: Path) -
 
 
 def _stall_verdicts(run: Path) -> dict[str, bool]:
-    snap = tui_data.read_run(run)
-    banner = tui_data.RunDetailSampler().sample(run, snap).alerts
+    snap = tui_read_run(run)
+    banner = RunDetailSampler().sample(run, snap).alerts
     return {
         "status_active": snap is not None and snap.active,
         "triage": "stalled" in [d.kind for d in triage_run(run)],

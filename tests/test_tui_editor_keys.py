@@ -17,8 +17,8 @@ import pytest
 
 from tests.pty_helpers import read_some
 from tests.tui_helpers import open_editor, screen_text, wait_for, wait_text, write_editor_config
-from tunedeck.tui import data
 from tunedeck.tui.app import TunedeckApp
+from tunedeck.tui.data import schema
 from tunedeck.tui.screens.editor import EditorScreen
 
 pytestmark = pytest.mark.fake_gpus("gpu2")
@@ -72,11 +72,11 @@ async def test_tab_visits_every_field_of_a_group_in_order_and_shows_each_one(
     async with app.run_test(size=size) as pilot:
         editor = await open_editor(pilot, app)
         first_group = editor.groups[0].id
-        assert _focused_field(editor) == data.schema().params_in_group(first_group)[0].name
+        assert _focused_field(editor) == schema.params_in_group(first_group)[0].name
         # To the LoRA group with the keyboard: its first field gets the focus.
         await pilot.press("ctrl+pagedown")
         await wait_for(pilot, lambda: _group_of(editor) == "lora", what="the LoRA group")
-        names = [p.name for p in data.schema().params_in_group("lora")]
+        names = [p.name for p in schema.params_in_group("lora")]
         assert len(names) > 10
         await wait_for(pilot, lambda: not editor._pending.get("lora"), what="every LoRA field mounted")
         await wait_for(pilot, lambda: _focused_field(editor) == names[0], what="first field focused")
@@ -114,7 +114,7 @@ async def test_ctrl_pageup_and_pagedown_switch_groups_and_say_which(
         await wait_text(pilot, app, f"Group {len(ids)}/{len(ids)}: {editor.groups[-1].title}")
         await pilot.press("ctrl+pagedown", "ctrl+pagedown")
         await wait_for(pilot, lambda: _group_of(editor) == ids[1], what="second group")
-        first = data.schema().params_in_group(ids[1])[0].name
+        first = schema.params_in_group(ids[1])[0].name
         await wait_for(pilot, lambda: _focused_field(editor) == first, what="its first field")
         await wait_text(pilot, app, f"Group 2/{len(ids)}: {editor.groups[1].title}", first)
         await pilot.press("ctrl+t")  # the older key still goes forward
@@ -146,7 +146,7 @@ async def test_typing_part_of_a_name_in_the_find_box_focuses_that_field(
         )
         await pilot.press("ctrl+f", *"quantiz", "enter")
         await wait_for(pilot, lambda: _group_of(editor) == "quantization", what="quantization group")
-        first = data.schema().params_in_group("quantization")[0].name
+        first = schema.params_in_group("quantization")[0].name
         await wait_for(pilot, lambda: _focused_field(editor) == first, what="its first field")
 
         # Esc closes the box and changes nothing.

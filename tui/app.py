@@ -25,13 +25,24 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from tunedeck import themes
-from tunedeck.runner.rundir.protocol import FROZEN_CONFIG
-from tunedeck.tui import actions, data
+from tunedeck.tui import actions
+from tunedeck.tui.data import checkpoints, configs, control
+from tunedeck.tui.data.checkpoints import CheckpointInfo
+from tunedeck.tui.data.detail import RunDetail, RunDetailSampler
+from tunedeck.tui.data.gpus import GpuSampler, GpuSnapshot, GpuView, failed_snapshot, gpu_snapshot
+from tunedeck.tui.data.runs import (
+    FROZEN_CONFIG,
+    RunSnapshot,
+    RunsSampler,
+    RunsView,
+    list_runs,
+    read_manifest,
+)
 from tunedeck.tui.messages import GpusSampled, RunDetailSampled, RunsSampled
 from tunedeck.tui.settings import Settings, load_settings, save_settings, user_themes_dir
 
 if TYPE_CHECKING:
-    from tunedeck.runner.rundir.runs import RunSnapshot
+    from tunedeck.tui.screens.dashboard import DashboardScreen
 
 GPU_INTERVAL = 1.0       # NVML devices ~1 Hz (processes are cached ~2 s by the facade)
 RUNS_INTERVAL = 2.0      # run discovery + manifests
@@ -76,11 +87,11 @@ class TunedeckApp(App[int]):
         self.cli_theme = theme
         self.selected_run_dir: Path | None = None
         self.shown_metric = "loss"  # the dashboard's sparkline: only it is downsampled
-        self.gpu_view: data.GpuView | None = None
-        self.runs_view: data.RunsView | None = None
-        self._gpu_sampler = data.GpuSampler()
-        self._detail_sampler = data.RunDetailSampler()
-        self._runs_sampler = data.RunsSampler(self.root)
+        self.gpu_view: GpuView | None = None
+        self.runs_view: RunsView | None = None
+        self._gpu_sampler = GpuSampler()
+        self._detail_sampler = RunDetailSampler()
+        self._runs_sampler = RunsSampler(self.root)
         self._theme_problems: list[str] = []
         self._polls_started = False
         self._hup_received = False
@@ -146,7 +157,7 @@ class TunedeckApp(App[int]):
         return DashboardScreen()
 
     @property
-    def dashboard(self) -> Any | None:
+    def dashboard(self) -> DashboardScreen | None:
         from tunedeck.tui.screens.dashboard import DashboardScreen
 
         try:
@@ -222,7 +233,7 @@ class TunedeckApp(App[int]):
         try:
             view = self._gpu_sampler.sample(runs)
         except Exception as exc:  # noqa: BLE001 - the facade never raises, but be sure
-            view = data.GpuView(_failed_snapshot(str(exc)), {}, {})
+            view = GpuView(failed_snapshot(str(exc)), {}, {})
         self.post_message(GpusSampled(view))
 
     @on(GpusSampled)
@@ -242,7 +253,7 @@ class TunedeckApp(App[int]):
         try:
             view = self._runs_sampler.sample()
         except Exception as exc:  # noqa: BLE001
-            view = data.RunsView(self.root, (), error=str(exc))
+            view = RunsView(self.root, (), error=str(exc))
         self.post_message(RunsSampled(view))
 
     @on(RunsSampled)
@@ -308,12 +319,12 @@ class TunedeckApp(App[int]):
         self.run_worker(lambda: self._sample_detail(run_dir, run, gpus, metric), thread=True,
                         group="detail", exit_on_error=False, name="detail-sampler")
 
-    def _sample_detail(self, run_dir: Path, run: Any, gpus: Any, metric: str) -> None:
+    def _sample_detail(self, run_dir: Path, run: RunSnapshot | None, gpus: GpuSnapshot | None, metric: str) -> None:
         try:
             self._detail_sampler.forget({run_dir})
             detail = self._detail_sampler.sample(run_dir, run, gpus, metric=metric)
         except Exception as exc:  # noqa: BLE001
-            detail = data.RunDetail(run_dir, run, {}, (f"cannot read run: {exc}",), (), ())
+            detail = RunDetail(run_dir, run, {}, (f"cannot read run: {exc}",), (), ())
         self.post_message(RunDetailSampled(detail))
 
     @on(RunDetailSampled)
@@ -338,7 +349,7 @@ class TunedeckApp(App[int]):
         dash = self.dashboard
         while dash is not None and not dash.is_mounted:
             await asyncio.sleep(0.01)  # the first screen is still being composed
-        runs = await asyncio.to_thread(data.list_runs, self.root)
+        runs = await asyncio.to_thread(list_runs, self.root)
         self._apply_runs_once(runs)
         gpus = await asyncio.to_thread(self._gpu_sampler.sample, runs.runs)
         self.gpu_view = gpus
@@ -361,10 +372,10 @@ class TunedeckApp(App[int]):
 
     @work(thread=True, group="runs-now", exit_on_error=False)
     def _poll_runs_once(self) -> None:
-        view = data.list_runs(self.root)
+        view = list_runs(self.root)
         self.call_from_thread(self._apply_runs_once, view)
 
-    def _apply_runs_once(self, view: data.RunsView) -> None:
+    def _apply_runs_once(self, view: RunsView) -> None:
         if view.root != self.root:
             return  # listed for the root before a change
         self.runs_view = view
@@ -385,7 +396,7 @@ class TunedeckApp(App[int]):
                         title="Runs root", severity="error", timeout=8)
             return False
         self.root = root.resolve()
-        self._runs_sampler = data.RunsSampler(self.root)
+        self._runs_sampler = RunsSampler(self.root)
         dash = self.dashboard
         if dash is not None and dash.is_mounted:
             dash.show_root(self.root)
@@ -444,9 +455,7 @@ class TunedeckApp(App[int]):
             return
         self.push_screen(screen)
 
-    def edit_run_config(self, run: Any) -> None:
-        from tunedeck.runner.rundir.manifest import read_manifest
-
+    def edit_run_config(self, run: RunSnapshot) -> None:
         m = read_manifest(run.run_dir)
         path = Path(m.config_path) if m and m.config_path and Path(m.config_path).is_file() else None
         if path is None:
@@ -473,10 +482,10 @@ class TunedeckApp(App[int]):
         from tunedeck.tui.screens.modals import ChoiceModal
 
         choices: list[tuple[str, str]] = []
-        for p in data.sample_config_paths():
+        for p in configs.sample_config_paths():
             choices.append((f"sample:{p}", f"sample  {p.name}"))
         try:
-            for pr in data.hardware_presets():
+            for pr in configs.hardware_presets():
                 choices.append((f"preset:{pr.name}", f"preset  {pr.title}"))
         except Exception:  # noqa: BLE001 - presets not available
             pass
@@ -492,7 +501,7 @@ class TunedeckApp(App[int]):
                 text = Path(ref).read_text(encoding="utf-8")
                 self.open_editor(None, text=text, title=f"new config from {Path(ref).name}")
             else:
-                self.open_editor(None, text=preset_yaml(ref), title=f"new config from preset {ref}")
+                self.open_editor(None, text=configs.preset_yaml(ref), title=f"new config from preset {ref}")
 
         self.push_screen(ChoiceModal("Start a config from", choices, id="new-config"), chosen)
 
@@ -517,7 +526,7 @@ class TunedeckApp(App[int]):
     @work(thread=True, group="control", exit_on_error=False)
     def _do_stop(self, run_dir: Path, name: str) -> None:
         try:
-            data.stop(run_dir)
+            control.stop(run_dir)
         except Exception as exc:  # noqa: BLE001 - typed errors carry the fix
             self.call_from_thread(self.notify, str(exc), title=f"Stop {name}", severity="error", timeout=10)
             return
@@ -525,7 +534,7 @@ class TunedeckApp(App[int]):
                               title="Stopping")
         self.call_from_thread(self.refresh_now)
 
-    def choose_resume(self, run: Any, *, checkpoint: Path | None = None,
+    def choose_resume(self, run: RunSnapshot, *, checkpoint: Path | None = None,
                       overrides: dict[str, Any] | None = None) -> None:
         """Pick a checkpoint (unless given), confirm, resume."""
         from tunedeck.tui import format as fmt
@@ -533,7 +542,7 @@ class TunedeckApp(App[int]):
 
         if self.readonly:
             return
-        kind = getattr(run, "kind", "tunedeck")
+        kind = run.kind
         if kind != "tunedeck":
             # Said at once: a picker and a confirmation before "cannot" wastes the user's time.
             who = {"llamafactory": "LLaMA-Factory"}.get(kind, "plain transformers")
@@ -550,23 +559,23 @@ class TunedeckApp(App[int]):
             if cid:
                 self._confirm_resume(run, cid, overrides)
 
-        def offer(cks: tuple[Any, ...]) -> None:
+        def offer(cks: tuple[CheckpointInfo, ...]) -> None:
             complete = [c for c in cks if c.complete]
             if not complete:
                 self.notify(f"{run.name} has no complete checkpoint to resume from.", severity="warning")
                 return
             choices = [(str(c.path), f"step {c.step:<7} {Path(c.path).name}"
                         + (f"  loss {shown}" if (shown := fmt.checkpoint_metric(
-                            c.loss, getattr(c, "loss_step", None), c.step)) else "")
+                            c.loss, c.loss_step, c.step)) else "")
                         + ("  (newest)" if i == 0 else "")) for i, c in enumerate(complete)]
             self.push_screen(ChoiceModal(f"Resume {run.name} from", choices, id="resume-choice"), picked)
 
         self._scan_then(Path(run.run_dir), offer)
 
     @work(thread=True, group="scan", exit_on_error=False)
-    def _scan_then(self, run_dir: Path, then: Callable[[tuple[Any, ...]], None]) -> None:
+    def _scan_then(self, run_dir: Path, then: Callable[[tuple[CheckpointInfo, ...]], None]) -> None:
         try:
-            cks = data.scan_checkpoints(run_dir)
+            cks = checkpoints.scan_checkpoints(run_dir)
         except Exception:  # noqa: BLE001
             cks = ()
         self.call_from_thread(then, cks)
@@ -596,7 +605,7 @@ class TunedeckApp(App[int]):
     @work(thread=True, group="control", exit_on_error=False)
     def _do_resume(self, run_dir: Path, name: str, checkpoint: str, overrides: dict[str, Any] | None) -> None:
         try:
-            data.resume(run_dir, checkpoint, overrides)
+            control.resume(run_dir, checkpoint, overrides)
         except Exception as exc:  # noqa: BLE001
             self.call_from_thread(self.notify, str(exc), title=f"Resume {name}", severity="error", timeout=10)
             return
@@ -608,7 +617,7 @@ class TunedeckApp(App[int]):
         self._pending_select = Path(run_dir)
         self.refresh_now()
 
-    def launch_copy(self, run: Any) -> None:
+    def launch_copy(self, run: RunSnapshot) -> None:
         frozen = Path(run.run_dir) / FROZEN_CONFIG
         if not frozen.is_file():
             self.notify(f"{run.name} has no frozen config.yaml to copy.", severity="warning")
@@ -638,9 +647,9 @@ class TunedeckApp(App[int]):
                         before_launch: Callable[[], bool] | None = None) -> None:
         from tunedeck.tui.screens.modals import GpuChoice
 
-        snap = self.gpu_view.snapshot if self.gpu_view else data.gpu_snapshot()
+        snap = self.gpu_view.snapshot if self.gpu_view else gpu_snapshot()
         gpus: list[GpuChoice] = []
-        if getattr(snap, "available", False):
+        if snap.available:
             for g in snap.gpus:
                 if g.error:
                     continue
@@ -648,7 +657,7 @@ class TunedeckApp(App[int]):
                 label = f"GPU {g.index}  {g.name or ''}  {'n/a' if free is None else f'{free / 2**30:.1f} GiB'} free"
                 gpus.append(GpuChoice(g.index, label, selected=not gpus))
         try:
-            plan = data.launch_plan(config_path, overrides, [g.index for g in gpus if g.selected] or None,
+            plan = control.launch_plan(config_path, overrides, [g.index for g in gpus if g.selected] or None,
                                     text=text)
         except Exception as exc:  # noqa: BLE001
             self.call_from_thread(self.notify, str(exc), title="Cannot launch", severity="error", timeout=12)
@@ -657,7 +666,7 @@ class TunedeckApp(App[int]):
                               trust_remote_code, text, before_launch)
 
     def _show_launch_modal(self, config_path: Path, overrides: dict[str, Any], title: str,
-                           plan: data.PlannedLaunch, gpus: list[Any], trust_remote_code: bool,
+                           plan: control.PlannedLaunch, gpus: list[Any], trust_remote_code: bool,
                            text: str | None = None, before_launch: Callable[[], bool] | None = None,
                            ) -> None:
         from tunedeck.tui.screens.modals import ConfirmationModal, LaunchModal
@@ -695,12 +704,12 @@ class TunedeckApp(App[int]):
                                                yes="Trust and launch", id="confirm-trust"), trusted)
 
         def replan(chosen: list[int]) -> str:
-            return data.launch_plan(config_path, overrides, chosen or None, text=text).command
+            return control.launch_plan(config_path, overrides, chosen or None, text=text).command
 
         import shutil
 
         def slurm_script() -> str:
-            return data.slurm_script(config_path, overrides, text=text)
+            return control.slurm_script(config_path, overrides, text=text)
 
         modal = LaunchModal(title, f"{config_path}  ->  {plan.run_dir}", plan.command, (), gpus, note,
                             replan=replan, slurm_script=slurm_script if shutil.which("sbatch") else None)
@@ -710,39 +719,9 @@ class TunedeckApp(App[int]):
     def _do_launch(self, config_path: Path, overrides: dict[str, Any], gpus: list[int],
                    slurm: bool = False) -> None:
         try:
-            manifest = data.launch(config_path, overrides, gpus or None, slurm=slurm)  # LaunchResult
+            manifest = control.launch(config_path, overrides, gpus or None, slurm=slurm)  # LaunchResult
         except Exception as exc:  # noqa: BLE001
             self.call_from_thread(self.notify, str(exc), title="Launch failed", severity="error", timeout=12)
             return
         self.call_from_thread(self._after_start, Path(manifest.run_dir), f"Launched {manifest.name}.")
 
-
-def preset_yaml(name: str) -> str:
-    """A new config for a hardware preset: its sample config (comments kept) with the
-    preset's values applied, or just those values when there is no sample file."""
-    import io
-
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-
-    from tunedeck.runner.config.yamlio import ConfigDoc
-
-    preset = next(p for p in data.hardware_presets() if p.name == name)
-    sample = next((p for p in data.sample_config_paths() if p.name == (preset.sample_config or "")), None)
-    if sample is not None:
-        doc = ConfigDoc.loads(sample.read_text(encoding="utf-8"), source=str(sample))
-        doc.apply(dict(preset.values))
-        return doc.dumps()
-    m = CommentedMap()
-    for k, v in preset.values.items():
-        m[k] = v
-    m.yaml_set_start_comment(f"{preset.title}\nFrom the guide's hardware presets; fill in the model and dataset.")
-    buf = io.StringIO()
-    YAML(typ="rt").dump(m, buf)
-    return buf.getvalue()
-
-
-def _failed_snapshot(message: str) -> Any:
-    from tunedeck.runner.monitor.nvml import GpuSnapshot
-
-    return GpuSnapshot(available=False, message=message, driver_version=None, gpus=(), taken_at=time.time())

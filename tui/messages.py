@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from tunedeck.tui.data import EditorAnalysis, GpuView, RunDetail, RunsView
+    from tunedeck.tui.data.detail import RunDetail
+    from tunedeck.tui.data.editor import EditorAnalysis
+    from tunedeck.tui.data.gpus import GpuView
+    from tunedeck.tui.data.runs import RunsView
 
 
 class _Sample(Message, bubble=False):

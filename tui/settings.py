@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from tunedeck.runner.fsutil import atomic_write_json, ensure_dir, read_json
+from tunedeck.tui.data.files import atomic_write_json, ensure_dir, read_json
 
 
 def settings_dir() -> Path:

@@ -190,8 +190,8 @@ async def test_trust_remote_code_needs_explicit_confirmation_in_the_tui(
         tmp_path: Path, make_demo_config, monkeypatch: pytest.MonkeyPatch, scenario) -> None:  # type: ignore[no-untyped-def]
     from tests.tui_helpers import screen_text
     from tests.tui_helpers import wait_for as tui_wait
-    from tunedeck.tui import data
     from tunedeck.tui.app import TunedeckApp
+    from tunedeck.tui.data import control
     from tunedeck.tui.screens.editor import EditorScreen
     from tunedeck.tui.screens.modals import ConfirmationModal, LaunchModal
 
@@ -207,7 +207,7 @@ async def test_trust_remote_code_needs_explicit_confirmation_in_the_tui(
         launched.append(Path(config_path))
         raise RuntimeError("launch recorded by the test")
 
-    monkeypatch.setattr(data, "launch", fake_launch)
+    monkeypatch.setattr(control, "launch", fake_launch)
 
     async def attempt(cfg: Path, trust: bool, answer: str) -> None:
         app = TunedeckApp(root=tmp_path, config=cfg, settings_file=tmp_path / "settings.json")

@@ -1,27 +1,35 @@
 """The chart screen (one run, every metric, axes) and the compare screen (marked runs'
 curves overlaid, the compare table with deltas to a baseline, the hyperparameter diff).
 
-The curves and the comparison come from :mod:`tunedeck.runner.compare` in a thread
-worker; what is drawn is decided by :mod:`tunedeck.runner.chartdata`.
+The curves and the comparison come from :mod:`tunedeck.tui.data.charts` in a thread
+worker (which also decides what is drawn).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from tunedeck.runner.chartdata import CHART_METRICS, ChartView, chart_lines
+from tunedeck.tui.data.charts import (
+    CHART_METRICS,
+    ChartView,
+    Comparison,
+    RunCurves,
+    chart_lines,
+    compare_dirs,
+    diff_rows,
+    read_curves,
+    table_rows,
+)
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.widgets.curve_chart import CurveChart
 from tunedeck.tui.widgets.footer import AppFooter
 
-ACTIVE = ("starting", "running", "stopping")
 RELOAD_EVERY = 5.0
 
 
@@ -45,8 +53,8 @@ class ChartScreen(RegistryScreen[None]):
         self.compare_mode = len(self.runs) > 1
         self.view = view or ChartView()
         self.baseline = 0
-        self.curves: list[tuple[str, Any]] = []
-        self.comparison: Any = None
+        self.curves: list[tuple[str, RunCurves]] = []
+        self.comparison: Comparison | None = None
         self.loaded = False
         self._sizes: tuple[int, ...] = ()
 
@@ -87,8 +95,6 @@ class ChartScreen(RegistryScreen[None]):
 
     @work(thread=True, exclusive=True, group="chart-load", exit_on_error=False)
     def load(self) -> None:
-        from tunedeck.runner.compare import compare_dirs, read_curves
-
         sizes = self._log_sizes()
         labels = [label for label, _ in self.runs]
         dirs = [d for _, d in self.runs]
@@ -104,7 +110,8 @@ class ChartScreen(RegistryScreen[None]):
             return
         self.app.call_from_thread(self._loaded, curves, comp, sizes)
 
-    def _loaded(self, curves: list[tuple[str, Any]], comp: Any, sizes: tuple[int, ...]) -> None:
+    def _loaded(self, curves: list[tuple[str, RunCurves]], comp: Comparison | None,
+                sizes: tuple[int, ...]) -> None:
         self.curves = curves
         self.comparison = comp
         self._sizes = sizes
@@ -119,9 +126,7 @@ class ChartScreen(RegistryScreen[None]):
         self.query_one(CurveChart).set_lines(chart_lines(self.curves, self.view), self.view,
                                              f"no {label} logged")
 
-    def _fill_tables(self, comp: Any) -> None:
-        from tunedeck.runner.compare import diff_rows, table_rows
-
+    def _fill_tables(self, comp: Comparison) -> None:
         for table_id, rows in (("#compare-table", table_rows(comp)), ("#diff-table", diff_rows(comp))):
             table = self.query_one(table_id, DataTable)
             table.clear(columns=True)

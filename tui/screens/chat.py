@@ -1,6 +1,6 @@
 """Chat with a run's checkpoint, one or two side by side (the same prompt to both).
 
-Each pane owns a :class:`~tunedeck.runner.infer.chat.ChatSession` (the one ``tunedeck chat``
+Each pane owns a :class:`~tunedeck.tui.data.chat.ChatSession` (the one ``tunedeck chat``
 uses: same template code, same slash commands). Models load in thread workers that report
 progress to the pane's header; answers stream from a thread worker into the pane token by
 token; ``ctrl+g`` (or ``Esc``) stops generation at the next token. Nothing here blocks the UI.
@@ -12,7 +12,6 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -21,7 +20,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Static
 
 from tunedeck import themes
-from tunedeck.runner.errors import TunedeckError
+from tunedeck.tui.data import chat
+from tunedeck.tui.data.chat import ChatSession, TunedeckError
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.widgets.footer import AppFooter
 
@@ -43,7 +43,7 @@ class ChatPane(Vertical):
         super().__init__(id=f"chat-pane-{index}", classes="chat-pane")
         self.target = target
         self.index = index
-        self.session: Any = None          # ChatSession once resolved
+        self.session: ChatSession | None = None
         self.state = "loading"            # loading | ready | generating | error
         self.status = "resolving"
         self.partial: list[str] = []
@@ -138,34 +138,21 @@ class ChatScreen(RegistryScreen[None]):
     # -- loading (thread workers) -----------------------------------------------------------------
     @work(thread=True, group="chat-load", exit_on_error=False)
     def _chat_load(self, pane: ChatPane) -> None:
-        from tunedeck.runner.infer import resolve
-        from tunedeck.runner.infer.chat import ChatSession
-
         def progress(msg: str) -> None:
             self.app.call_from_thread(self._chat_set_status, pane, "loading", msg)
 
         try:
-            from tunedeck.runner.infer.remote import connect
-
             # A running `tunedeck serve` job (or a server URL): talk to it, load nothing.
-            remote = connect(pane.target.target,
-                             model=None if pane.target.checkpoint in (None, "latest") else pane.target.checkpoint)
+            remote = chat.remote_session(pane.target.target, pane.target.checkpoint, self.overrides)
             if remote is not None:
-                from tunedeck.runner.config.yamlio import parse_overrides
-                from tunedeck.runner.infer.spec import GenConfig
-
-                session = ChatSession(label=remote.label, remote=remote,
-                                      gen=GenConfig.from_values(parse_overrides(self.overrides)))
+                session, url = remote
                 self.app.call_from_thread(self._chat_attach, pane, session)
-                self.app.call_from_thread(self._chat_set_status, pane, "ready", f"served at {remote.url}")
+                self.app.call_from_thread(self._chat_set_status, pane, "ready", f"served at {url}")
                 return
-            spec = resolve(pane.target.target, pane.target.checkpoint, self.overrides)
-            session = ChatSession(label=spec.label, gen=spec.generation)
+            session, spec = chat.local_session(pane.target.target, pane.target.checkpoint, self.overrides)
             self.app.call_from_thread(self._chat_attach, pane, session)
             progress("importing torch and transformers")
-            from tunedeck.runner.infer.engine import load_model
-
-            loaded = load_model(spec, progress=progress)
+            loaded = chat.load_model(spec, progress)
         except TunedeckError as exc:
             self.app.call_from_thread(self._chat_set_status, pane, "error", str(exc).replace("\n", " "))
             return
@@ -175,7 +162,7 @@ class ChatScreen(RegistryScreen[None]):
         session.loaded = loaded
         self.app.call_from_thread(self._chat_set_status, pane, "ready", "ready")
 
-    def _chat_attach(self, pane: ChatPane, session: Any) -> None:
+    def _chat_attach(self, pane: ChatPane, session: ChatSession) -> None:
         # a pane opened beside an existing conversation keeps the same system prompt and settings
         others = [p.session for p in self.panes() if p is not pane and p.session is not None]
         if others:
@@ -194,13 +181,11 @@ class ChatScreen(RegistryScreen[None]):
     # -- input --------------------------------------------------------------------------------------
     @on(Input.Submitted, "#chat-input")
     def _submitted(self, event: Input.Submitted) -> None:
-        from tunedeck.runner.infer.chat import parse_command, unescape_line
-
         line = event.value
         if not line.strip():
             return
         try:
-            cmd = parse_command(unescape_line(line))
+            cmd = chat.parse_command(chat.unescape_line(line))
         except TunedeckError as exc:
             self._chat_status(str(exc).replace("\n", " "), error=True)
             return
@@ -222,6 +207,8 @@ class ChatScreen(RegistryScreen[None]):
         messages: list[str] = []
         to_answer: list[ChatPane] = []
         for p in live:
+            if p.session is None:
+                continue
             try:
                 out = p.session.apply(cmd)
             except TunedeckError as exc:
@@ -234,22 +221,18 @@ class ChatScreen(RegistryScreen[None]):
             p.stopped = False
             p.refresh_view()
         if cmd.name == "/help":
-            from tunedeck.runner.infer.chat import COMMANDS
-
-            messages = ["  ".join(COMMANDS)]
+            messages = ["  ".join(chat.COMMANDS)]
         self._chat_status(" | ".join(messages))
         for p in to_answer:
             self._chat_answer(p)
 
     def _chat_save_all(self, panes: list[ChatPane], arg: str) -> None:
-        from tunedeck.runner.fsutil import atomic_write_json
-
         if not arg:
             self._chat_status("/save needs a file name", error=True)
             return
         path = Path(arg).expanduser()
         try:
-            atomic_write_json(path, {"panes": [p.session.to_dict() for p in panes]})
+            chat.save_sessions(path, [p.session for p in panes if p.session is not None])
         except OSError as exc:
             self._chat_status(f"cannot write {path}: {exc}", error=True)
             return
@@ -268,7 +251,7 @@ class ChatScreen(RegistryScreen[None]):
     def _chat_generate(self, pane: ChatPane) -> None:
         error: str | None = None
         try:
-            for piece in pane.session.reply(pane.stop_event):
+            for piece in pane.session.reply(pane.stop_event) if pane.session is not None else ():
                 self.app.call_from_thread(self._chat_piece, pane, piece)
         except Exception as exc:  # noqa: BLE001 - shown, never a crash
             error = str(exc).replace("\n", " ")
@@ -335,17 +318,4 @@ class ChatScreen(RegistryScreen[None]):
 
 def beside_choices(first: ChatTarget) -> list[tuple[str, str]]:
     """(checkpoint choice, label): the base model, the final weights, every complete checkpoint."""
-    from tunedeck.runner.rundir.checkpoints import scan_checkpoints
-    from tunedeck.runner.rundir.runs import resolve_run
-
-    out: list[tuple[str, str]] = [("base", "base model (no adapter)")]
-    try:
-        run_dir = resolve_run(first.target)
-    except TunedeckError:
-        return out
-    if any((run_dir / f).is_file() for f in ("adapter_model.safetensors", "model.safetensors")):
-        out.append(("final", "final weights (end of training)"))
-    for c in reversed(scan_checkpoints(run_dir)):
-        if c.complete:
-            out.append((str(c.path), f"checkpoint-{c.step}"))
-    return out
+    return chat.checkpoint_choices(first.target)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from tunedeck.tui import data
 from tunedeck.tui import format as fmt
+from tunedeck.tui.data.checkpoints import (
+    CheckpointInfo,
+    delete_checkpoint,
+    export_argv,
+    scan_checkpoints,
+)
+from tunedeck.tui.data.runs import read_run
 from tunedeck.tui.screens.base import RunScreen
 from tunedeck.tui.screens.modals import ConfirmationModal, PathPrompt
 from tunedeck.tui.widgets.footer import AppFooter
@@ -26,8 +32,8 @@ class CheckpointsScreen(RunScreen):
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__(run_dir)
-        self.checkpoints: tuple[Any, ...] = ()
-        self.export_proc: Any = None
+        self.checkpoints: tuple[CheckpointInfo, ...] = ()
+        self.export_proc: subprocess.Popen[str] | None = None
         self.export_progress: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -46,13 +52,13 @@ class CheckpointsScreen(RunScreen):
     @work(thread=True, exclusive=True, group="ckpt-scan", exit_on_error=False)
     def reload(self) -> None:
         try:
-            cks = data.scan_checkpoints(self.run_dir)
+            cks = scan_checkpoints(self.run_dir)
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self.notify, f"cannot scan checkpoints: {exc}", severity="error")
             cks = ()
         self.app.call_from_thread(self._show, cks)
 
-    def _show(self, cks: tuple[Any, ...]) -> None:
+    def _show(self, cks: tuple[CheckpointInfo, ...]) -> None:
         self.checkpoints = cks
         table = self.query_one(DataTable)
         keep = table.cursor_row
@@ -63,20 +69,20 @@ class CheckpointsScreen(RunScreen):
         for c in cks:
             complete = Text("✔ yes", style=fmt.style_for(var, "status-running")) if c.complete else \
                 Text("✖ no", style=fmt.style_for(var, "status-failed"))
-            loss = fmt.checkpoint_metric(c.loss, getattr(c, "loss_step", None), c.step) or "--"
-            ev = fmt.checkpoint_metric(c.eval_loss, getattr(c, "eval_loss_step", None), c.step) or "--"
+            loss = fmt.checkpoint_metric(c.loss, c.loss_step, c.step) or "--"
+            ev = fmt.checkpoint_metric(c.eval_loss, c.eval_loss_step, c.step) or "--"
             step = f"{c.step}" + (" (newest)" if newest is not None and c.path == newest.path else "")
             table.add_row(step, f"{fmt.duration(now - c.mtime)} ago", fmt.size(c.size_bytes), loss, ev,
-                          str(getattr(c, "kind", "") or ""), complete, key=str(c.path))
+                          c.kind, complete, key=str(c.path))
         if not cks:
             self.query_one("#ckpt-path", Static).update("This run has no checkpoints yet.")
         elif keep is not None:
             table.move_cursor(row=min(keep, len(cks) - 1))
 
-    def newest_complete(self) -> Any | None:
+    def newest_complete(self) -> CheckpointInfo | None:
         return next((c for c in self.checkpoints if c.complete), None)  # sorted newest first
 
-    def selected(self) -> Any | None:
+    def selected(self) -> CheckpointInfo | None:
         table = self.query_one(DataTable)
         if not self.checkpoints or table.cursor_row is None:
             return None
@@ -95,7 +101,7 @@ class CheckpointsScreen(RunScreen):
         self.app.copy_to_clipboard(str(c.path))
         self.notify("Path copied to the clipboard (where the terminal supports it).")
 
-    def _complete_selected(self, refusal: str) -> Any:
+    def _complete_selected(self, refusal: str) -> CheckpointInfo | None:
         """The selected checkpoint if it is complete; else None (an incomplete one is refused
         with a notification ending in ``refusal``)."""
         c = self.selected()
@@ -132,12 +138,7 @@ class CheckpointsScreen(RunScreen):
     def _export(self, checkpoint: Path, export_dir: Path) -> None:
         """``tunedeck export`` in its own process (its memory goes when it ends); its progress
         lines are shown as they come."""
-        import subprocess
-        import sys
-
-        argv = [sys.executable, "-m", "tunedeck.runner.cli", "export", str(self.run_dir),
-                "--checkpoint", str(checkpoint), f"export_dir={export_dir}"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        proc = subprocess.Popen(export_argv(self.run_dir, checkpoint, export_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL)
         self.export_proc = proc
         tail: list[str] = []
@@ -176,7 +177,7 @@ class CheckpointsScreen(RunScreen):
             self.notify(f"checkpoint-{c.step} is incomplete: resuming from it would fail. "
                         "Pick a complete one.", severity="error")
             return
-        run = data.read_run(self.run_dir)
+        run = read_run(self.run_dir)
         if run is None:
             self.notify("Cannot read this run.", severity="error")
             return
@@ -220,9 +221,9 @@ class CheckpointsScreen(RunScreen):
                                                id="confirm-delete"), first)
 
     @work(thread=True, group="ckpt-delete", exit_on_error=False)
-    def _delete(self, c: Any) -> None:
+    def _delete(self, c: CheckpointInfo) -> None:
         try:
-            data.delete_checkpoint(Path(c.path))
+            delete_checkpoint(Path(c.path))
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self.notify, f"delete failed: {exc}", severity="error")
             return

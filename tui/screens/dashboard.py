@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
@@ -11,7 +11,9 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
 from tunedeck.tui import format as fmt
-from tunedeck.tui.data import GpuView, RunDetail, RunsView
+from tunedeck.tui.data.detail import RunDetail
+from tunedeck.tui.data.gpus import GpuView
+from tunedeck.tui.data.runs import RunSnapshot, RunStatus, RunsView
 from tunedeck.tui.desktop import desktop_notify
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.widgets.footer import AppFooter
@@ -98,7 +100,7 @@ class DashboardScreen(RegistryScreen[None]):
             table.update_runs(shown)
         box = self.query_one("#runs-box")
         n = len(view.runs)
-        active = sum(1 for r in view.runs if str(getattr(r.status, "value", r.status)) in ("running", "starting", "stopping"))
+        active = sum(1 for r in view.runs if r.active)
         subtitle = f"{n} run{'s' if n != 1 else ''}, {active} active"
         if self.filter_text:
             subtitle = f"{len(shown)} of {n} match “{self.filter_text}” (esc clears), {active} active"
@@ -111,13 +113,13 @@ class DashboardScreen(RegistryScreen[None]):
         """A run seen active that has now ended: the bell, a notification, its row flashes."""
         if old is None:
             return
-        was = {str(r.run_dir): _status(r) for r in old.runs}
+        was = {str(r.run_dir): r.active for r in old.runs}
         for r in new.runs:
-            before, now = was.get(str(r.run_dir)), _status(r)
-            if before in ACTIVE and now not in ACTIVE:
+            now = r.status
+            if was.get(str(r.run_dir)) and not r.active:
                 self.app.bell()
                 desktop_notify(self.app, f"tunedeck: {r.name} {now}", str(r.run_dir))
-                self.notify(f"{r.name} ended: {now}", severity="information" if now == "finished" else "error",
+                self.notify(f"{r.name} ended: {now}", severity="information" if now is RunStatus.FINISHED else "error",
                             timeout=10)
                 self.query_one(RunsTable).flash(str(r.run_dir))
 
@@ -169,12 +171,12 @@ class DashboardScreen(RegistryScreen[None]):
             empty.display = text is not None
 
     # -- the runs filter (/) and vi keys ----------------------------------------
-    def visible_runs(self, runs: tuple[Any, ...]) -> tuple[Any, ...]:
+    def visible_runs(self, runs: tuple[RunSnapshot, ...]) -> tuple[RunSnapshot, ...]:
         q = self.filter_text.lower()
         if not q:
             return runs
         return tuple(r for r in runs if q in (r.name or r.id or "").lower()
-                     or q in str(getattr(r.status, "value", r.status)).lower()
+                     or q in str(r.status)
                      or q in str(r.run_dir).lower())
 
     def action_filter_runs(self) -> None:
@@ -221,7 +223,7 @@ class DashboardScreen(RegistryScreen[None]):
             self.apply_runs(self.runs_view, refilter=True)
 
     # -- selection ------------------------------------------------------------
-    def selected_run(self) -> Any | None:
+    def selected_run(self) -> RunSnapshot | None:
         return self.query_one(RunsTable).run_at_cursor()
 
     def select_run_dir(self, run_dir: Path) -> bool:
@@ -242,7 +244,7 @@ class DashboardScreen(RegistryScreen[None]):
             if self.detail is None or self.detail.run_dir != new:
                 self.query_one(RunPanel).show(None if new is None else RunDetail(new, run, {}, (), (), ()))
 
-    def _need_run(self) -> Any | None:
+    def _need_run(self) -> RunSnapshot | None:
         run = self.selected_run()
         if run is None:
             self.notify("No run selected.", severity="warning")
@@ -333,18 +335,10 @@ class DashboardScreen(RegistryScreen[None]):
         self.tapp.prompt_root()
 
 
-ACTIVE = ("starting", "running", "stopping")
-
-
-def _status(run: Any) -> str:
-    return str(getattr(run.status, "value", run.status))
-
-
-def describe_stop(run: Any) -> list[str]:
-    pids = list(getattr(run, "pids", ()) or ())
-    status = str(getattr(run.status, "value", run.status))
+def describe_stop(run: RunSnapshot) -> list[str]:
+    pids = list(run.pids)
     lines = [
-        f"Run: {run.name}  ({status})",
+        f"Run: {run.name}  ({run.status})",
         f"Directory: {run.run_dir}",
         f"Processes: {', '.join(map(str, pids)) if pids else 'none recorded'}",
         "What happens: the supervisor sends SIGTERM to the trainer's process group; the trainer "

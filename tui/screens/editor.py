@@ -21,11 +21,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Select, Static, Switch, TabbedContent, TabPane
 
 from tunedeck import themes
-from tunedeck.runner.config import yamlio
-from tunedeck.runner.errors import ConfigError, StaleFileError
-from tunedeck.tui import actions, data
+from tunedeck.tui import actions
 from tunedeck.tui import format as fmt
-from tunedeck.tui.data import EditorAnalysis
+from tunedeck.tui.data import schema
+from tunedeck.tui.data.configs import Preset, hardware_presets
+from tunedeck.tui.data.editor import ConfigDoc, ConfigError, EditorAnalysis, StaleFileError, analyse
+from tunedeck.tui.data.gpus import GpuSnapshot
 from tunedeck.tui.messages import EditorAnalysed
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.screens.modals import PathPrompt, UnsavedModal
@@ -67,13 +68,12 @@ class EditorScreen(RegistryScreen[None]):
                  title: str | None = None) -> None:
         super().__init__(id="editor")
         if path is not None:
-            self.doc = yamlio.ConfigDoc.load(path)  # ConfigError -> caller notifies
+            self.doc = ConfigDoc.load(path)  # ConfigError -> caller notifies
         else:
-            self.doc = yamlio.ConfigDoc.loads(text or "", source="<new config>")
+            self.doc = ConfigDoc.loads(text or "", source="<new config>")
         self.path: Path | None = Path(path) if path else None
         self.title_text = title or (str(path) if path else "new config")
-        self.schema = data.schema()
-        self.groups = [g for g in self.schema.GROUPS if self.schema.params_in_group(g.id)]
+        self.groups = [g for g in schema.GROUPS if schema.params_in_group(g.id)]
         self.built: set[str] = set()
         self.fields: dict[str, ParamField] = {}
         self.field_errors: dict[str, str] = {}
@@ -151,7 +151,7 @@ class EditorScreen(RegistryScreen[None]):
 
     def _load_memory_sources(self) -> None:
         try:
-            for pr in data.hardware_presets():
+            for pr in hardware_presets():
                 self.memory_sources.append((_preset_label(pr), int(pr.num_gpus), float(pr.gpu_mem_gib)))
         except Exception:  # noqa: BLE001 - presets module missing: NVML only
             pass
@@ -180,14 +180,14 @@ class EditorScreen(RegistryScreen[None]):
         if gid not in self.built:
             self.built.add(gid)
             fields = []
-            for p in self.schema.params_in_group(gid):
+            for p in schema.params_in_group(gid):
                 is_set = p.name in self.doc.data
                 f = ParamField(p, self.doc.get(p.name) if is_set else None, is_set=is_set)
                 f.detail = not self.compact
                 if p.name in self.field_errors:
                     f.error = self.field_errors[p.name]
                 elif is_set:
-                    f.error = data.check_value(p.name, self.doc.get(p.name))
+                    f.error = schema.check_value(p.name, self.doc.get(p.name))
                     if f.error:
                         self.field_errors[p.name] = f.error
                 self.fields[p.name] = f
@@ -248,7 +248,7 @@ class EditorScreen(RegistryScreen[None]):
         for i, g in enumerate(self.groups):
             if i:
                 t.append(" · ", style=fmt.style_for(var, "muted"))
-            n_err = sum(1 for k in self.field_errors if self.schema.PARAMS.get(k) and self.schema.PARAMS[k].group == g.id)
+            n_err = sum(1 for k in self.field_errors if schema.PARAMS.get(k) and schema.PARAMS[k].group == g.id)
             label = g.title + (f" ✖{n_err}" if n_err else "")
             style = "reverse bold" if active == f"tab-{g.id}" else ""
             t.append(label.replace(" ", "\u00a0"), style=style)
@@ -256,11 +256,10 @@ class EditorScreen(RegistryScreen[None]):
 
     async def jump_to(self, key: str) -> bool:
         """Show the field for ``key`` (switching tabs) and focus it."""
-        p = self.schema.PARAMS.get(key)
+        p = schema.PARAMS.get(key)
         if p is None:
-            alias = getattr(self.schema, "alias_target", None)
-            target = alias(key) if callable(alias) else None
-            p = self.schema.PARAMS.get(target) if target else None
+            target = schema.alias_target(key)
+            p = schema.PARAMS.get(target) if target else None
         if p is None:
             self.notify(f"{key} has no field (unknown key): edit it in the YAML file.", severity="warning")
             return False
@@ -326,7 +325,7 @@ class EditorScreen(RegistryScreen[None]):
         p = field.param
         name = p.name
         try:
-            value = self.schema.coerce(p, raw) if isinstance(raw, str) else raw
+            value = schema.coerce(p, raw) if isinstance(raw, str) else raw
         except ConfigError as exc:
             self._field_error(field, getattr(exc, "bare_message", str(exc)) + (f" ({exc.hint})" if exc.hint else ""))
             return
@@ -340,7 +339,7 @@ class EditorScreen(RegistryScreen[None]):
             self._unset(field)
             return
         self._pending_clear.discard(name)
-        problem = data.check_value(name, value)
+        problem = schema.check_value(name, value)
         self._field_error(field, problem)
         if name not in self.doc.data and value == field.initial and field.kind == "switch" and value == bool(p.default):
             return  # a switch showing its default is not an edit
@@ -402,7 +401,7 @@ class EditorScreen(RegistryScreen[None]):
     @work(thread=True, exclusive=True, group="editor-analysis", exit_on_error=False)
     def _run_analysis(self, gen: int, text: str, path: Path | None, n: int | None, gib: float | None,
                       label: str) -> None:
-        analysis = data.analyse(gen, text, path, num_gpus=n, gpu_mem_gib=gib, memory_label=label)
+        analysis = analyse(gen, text, path, num_gpus=n, gpu_mem_gib=gib, memory_label=label)
         self.post_message(EditorAnalysed(analysis))
 
     @on(EditorAnalysed)
@@ -553,13 +552,13 @@ class EditorScreen(RegistryScreen[None]):
     async def focus_group(self, gid: str) -> None:
         """Show group ``gid`` from its top, with its first field focused."""
         await self.show_group(gid)
-        first = next((p.name for p in self.schema.params_in_group(gid)), None)
+        first = next((p.name for p in schema.params_in_group(gid)), None)
         if first is not None and first in self.fields:
             self.fields[first].focus_control()
             self.query_one(f"#pane-{gid}", VerticalScroll).scroll_home(animate=False, immediate=True)
 
     def action_find_param(self) -> None:
-        params = [p for g in self.groups for p in self.schema.params_in_group(g.id)]
+        params = [p for g in self.groups for p in schema.params_in_group(g.id)]
 
         def found(target: Target | None) -> None:
             if target is None:
@@ -574,7 +573,7 @@ class EditorScreen(RegistryScreen[None]):
     def palette_params(self) -> list[tuple[str, str, str]]:
         """(name, group title, help) of every parameter with a field: the palette finds them."""
         titles = {g.id: g.title for g in self.groups}
-        return [(p.name, titles[g.id], p.help) for g in self.groups for p in self.schema.params_in_group(g.id)]
+        return [(p.name, titles[g.id], p.help) for g in self.groups for p in schema.params_in_group(g.id)]
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         # Tab scrolls the focused control into view, but its name, help and advice sit
@@ -670,7 +669,7 @@ class EditorScreen(RegistryScreen[None]):
             self.notify("Fix the invalid fields before launching.", severity="error")
             return
         errors = [f for f in (self.analysis.findings if self.analysis else ())
-                  if str(getattr(f.severity, "value", f.severity)) == "error"]
+                  if f.severity == "error"]
         if errors:
             self.notify(f"The config has {fmt.count(len(errors), 'error')}; the findings list names "
                         f"them ({actions.get('editor.findings').display_key}).", severity="error", timeout=8)
@@ -697,11 +696,11 @@ class EditorScreen(RegistryScreen[None]):
         )
 
 
-def _has_gpus(snapshot: Any) -> bool:
-    return bool(getattr(snapshot, "available", False)) and bool(getattr(snapshot, "gpus", ()))
+def _has_gpus(snapshot: GpuSnapshot) -> bool:
+    return snapshot.available and bool(snapshot.gpus)
 
 
-def _preset_label(preset: Any) -> str:
+def _preset_label(preset: Preset) -> str:
     """"preset 1 x 24 GiB (RTX 3090/4090)": the card, not the preset's whole title."""
     label = f"preset {preset.num_gpus} x {preset.gpu_mem_gib:g} GiB"
     card = re.search(r"\(([^)]*)\)", str(preset.title).split(":")[0])

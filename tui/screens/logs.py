@@ -11,9 +11,8 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import Input, Log, Static
 
-from tunedeck.runner.rundir.protocol import STDOUT_LOG
-from tunedeck.tui import data
 from tunedeck.tui import format as fmt
+from tunedeck.tui.data.logs import ERROR_RE, MAX_LOG_BYTES, STDOUT_LOG, read_log, read_log_from
 from tunedeck.tui.screens.base import RunScreen
 from tunedeck.tui.widgets.footer import AppFooter
 
@@ -29,7 +28,7 @@ class _LogHighlighter(Highlighter):
 
     def highlight(self, text: Text) -> None:
         plain = text.plain
-        for m in data.ERROR_RE.finditer(plain):
+        for m in ERROR_RE.finditer(plain):
             text.stylize(self.error_style, m.start(), m.end())
         if self.search is not None:
             for m in self.search.finditer(plain):
@@ -68,14 +67,14 @@ class LogsScreen(RunScreen):
 
     @work(thread=True, exclusive=True, group="log-load", exit_on_error=False)
     def _load(self) -> None:
-        lines, offset, truncated = data.read_log(self.path)
+        lines, offset, truncated = read_log(self.path)
         self.app.call_from_thread(self._loaded, lines, offset, truncated)
 
     def _loaded(self, lines: list[str], offset: int, truncated: bool) -> None:
         log = self.query_one(Log)
         log.clear()
         if truncated:
-            log.write_line(f"… showing the last {data.MAX_LOG_BYTES // 2**20} MiB of {self.path}")
+            log.write_line(f"… showing the last {MAX_LOG_BYTES // 2**20} MiB of {self.path}")
         if not lines and offset == 0:
             log.write_line("(stdout.log is empty or missing)")
         log.write_lines(lines)
@@ -90,7 +89,7 @@ class LogsScreen(RunScreen):
 
     @work(thread=True, exclusive=True, group="log-follow", exit_on_error=False)
     def _read_more(self) -> None:
-        lines, offset = data.read_log_from(self.path, self.log_offset)
+        lines, offset = read_log_from(self.path, self.log_offset)
         self.app.call_from_thread(self._appended, lines, offset)
 
     def _appended(self, lines: list[str], offset: int) -> None:
@@ -189,7 +188,7 @@ class LogsScreen(RunScreen):
     def action_first_error(self) -> None:
         log = self.query_one(Log)
         for i, line in enumerate(log.lines):
-            if data.ERROR_RE.search(line):
+            if ERROR_RE.search(line):
                 self._goto(i)
                 self.query_one("#log-status", Static).update(f"first error at line {i + 1}: {line.strip()[:200]}")
                 return

@@ -25,7 +25,7 @@ from textual.widgets.option_list import Option
 from tunedeck import themes
 
 if TYPE_CHECKING:
-    from tunedeck.runner.config.schema import Group, Param
+    from tunedeck.tui.data.schema import Group, Param
 
 MAX_SHOWN = 40
 

@@ -4,9 +4,9 @@ memory before/after); apply writes the patched config as a new file and offers r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,11 +14,15 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from tunedeck.tui import data
 from tunedeck.tui import format as fmt
-from tunedeck.tui.data import TriageView
+from tunedeck.tui.data import triage
+from tunedeck.tui.data.runs import read_run
+from tunedeck.tui.data.triage import TriageView
 from tunedeck.tui.screens.base import RunScreen
 from tunedeck.tui.widgets.footer import AppFooter
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.triage import Diagnosis, Suggestion
 
 
 class TriageScreen(RunScreen):
@@ -27,7 +31,7 @@ class TriageScreen(RunScreen):
     def __init__(self, run_dir: Path) -> None:
         super().__init__(run_dir)
         self.view: TriageView | None = None
-        self.suggestions: list[tuple[Any, Any]] = []  # (diagnosis, suggestion)
+        self.suggestions: list[tuple[Diagnosis, Suggestion]] = []  # (diagnosis, suggestion)
         self.applied: Path | None = None
 
     def compose(self) -> ComposeResult:
@@ -51,7 +55,7 @@ class TriageScreen(RunScreen):
 
     @work(thread=True, exclusive=True, group="triage", exit_on_error=False)
     def _diagnose(self) -> None:
-        view = data.triage(self.run_dir)
+        view = triage.triage(self.run_dir)
         self.app.call_from_thread(self._show, view)
 
     def _show(self, view: TriageView) -> None:
@@ -71,7 +75,7 @@ class TriageScreen(RunScreen):
         lines = []
         for d in view.diagnoses:
             lines.append(f"{d.kind.upper()}: {d.summary}")
-            for ev in list(getattr(d, "evidence", ()) or ())[:3]:
+            for ev in d.evidence[:3]:
                 lines.append(f"  · {ev}")
         diag.update(Text("\n".join(lines)))
         n = 0
@@ -98,12 +102,12 @@ class TriageScreen(RunScreen):
             return
         _d, s = self.suggestions[i]
         var = self.app.theme_variables
-        parts: list[Any] = []
+        parts: list[RenderableType] = []
         parts.append(Text(s.title, style="bold"))
         parts.append(Text(s.rationale or ""))
-        if getattr(s, "guide_ref", None):
+        if s.guide_ref:
             parts.append(Text(f"guide: {s.guide_ref}", style=fmt.style_for(var, "muted")))
-        before, after = getattr(s, "before_bytes", None), getattr(s, "after_bytes", None)
+        before, after = s.before_bytes, s.after_bytes
         if before is not None or after is not None:
             mem = Text("\nMemory per GPU: ")
             mem.append(fmt.size(before), style="bold")
@@ -143,15 +147,15 @@ class TriageScreen(RunScreen):
         self._apply(s)
 
     @work(thread=True, group="triage-apply", exit_on_error=False)
-    def _apply(self, suggestion: Any) -> None:
+    def _apply(self, suggestion: Suggestion) -> None:
         try:
-            path = data.apply_suggestion(self.run_dir, suggestion)
+            path = triage.apply_suggestion(self.run_dir, suggestion)
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self.notify, f"apply failed: {exc}", severity="error", timeout=10)
             return
         self.app.call_from_thread(self._applied, suggestion, path)
 
-    def _applied(self, suggestion: Any, path: Path) -> None:
+    def _applied(self, suggestion: Suggestion, path: Path) -> None:
         self.applied = path
         self.notify(f"Wrote {path}", title="Patched config")
         i = self.selected_index()
@@ -159,11 +163,10 @@ class TriageScreen(RunScreen):
             self._detail(i)
         if self.readonly:
             return
-        run = data.read_run(self.run_dir)
+        run = read_run(self.run_dir)
         if run is None:
             return
-        status = str(getattr(run.status, "value", run.status))
-        if status in ("running", "starting", "stopping"):
+        if run.active:
             return
         self.app.choose_resume(run, checkpoint=None, overrides=dict(suggestion.patch))  # type: ignore[attr-defined]
 

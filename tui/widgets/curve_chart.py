@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from textual_plotext import PlotextPlot
 
-from tunedeck.runner.chartdata import X_LABELS, Axes, ChartLine, ChartView, axes_of, ticks
+from tunedeck.tui.data.charts import X_LABELS, Axes, ChartLine, ChartView, axes_of, ticks
 
 # Run colours in order (plotext names); the raw line under a smoothed one is grey.
 PALETTE = ("blue+", "orange+", "green+", "magenta+", "cyan+", "red+", "yellow+", "white")

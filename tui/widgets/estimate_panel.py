@@ -4,7 +4,7 @@ and which of the guide's optimisation levels would make it fit."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -12,8 +12,11 @@ from rich.text import Text
 
 from tunedeck.tui import format as fmt
 
+if TYPE_CHECKING:
+    from tunedeck.tui.data.editor import MemoryEstimate
 
-def render_estimate(est: Any | None, error: str | None, label: str,
+
+def render_estimate(est: MemoryEstimate | None, error: str | None, label: str,
                     variables: Mapping[str, str]) -> RenderableType:
     muted = fmt.style_for(variables, "muted")
     if est is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on
@@ -12,6 +12,9 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from tunedeck.tui import format as fmt
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.editor import Finding
 
 ICONS = {"error": "✖", "warning": "▲", "advice": "ℹ"}
 VARS = {"error": "status-failed", "warning": "status-stopped", "advice": "status-finished"}
@@ -28,7 +31,7 @@ class FindingsList(OptionList):
         super().__init__(id=id)
         self.findings: list[tuple[str, str | None, str]] = []  # (severity, key, text)
 
-    def show(self, field_errors: Mapping[str, str], findings: Sequence[Any]) -> None:
+    def show(self, field_errors: Mapping[str, str], findings: Sequence[Finding]) -> None:
         """Field errors (typed just now) first, then the validator's findings by severity."""
         var = self.app.theme_variables
         items: list[tuple[str, str | None, str]] = []
@@ -36,8 +39,8 @@ class FindingsList(OptionList):
         for key, msg in field_errors.items():
             items.append(("error", key, msg))
             seen.add((key, msg))
-        for f in sorted(findings, key=lambda f: (ORDER.get(str(f.severity), 3), f.line or 0)):
-            sev = str(getattr(f.severity, "value", f.severity))
+        for f in sorted(findings, key=lambda f: (ORDER.get(f.severity, 3), f.line or 0)):
+            sev: str = f.severity
             if f.key in field_errors and sev == "error":
                 continue  # the field's own message already says it
             text = f.message + (f" Fix: {f.fix}" if f.fix else "")

@@ -3,18 +3,16 @@ VRAM and utilisation sparklines). With no driver, one line and the space goes to
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import RenderableType
 from rich.text import Text
 from textual.widget import Widget
 
 from tunedeck.tui import format as fmt
-from tunedeck.tui.data import GpuView
+from tunedeck.tui.data.gpus import GpuInfo, GpuView
 
 
 class GpuPanel(Widget):
-    """Renders a :class:`tunedeck.tui.data.GpuView`; wide terminals get one line per GPU,
+    """Renders a :class:`tunedeck.tui.data.gpus.GpuView`; wide terminals get one line per GPU,
     narrow ones pack several compact GPUs per line."""
 
     DEFAULT_CSS = """
@@ -72,7 +70,7 @@ class GpuPanel(Widget):
         return self._compact(snap.gpus, v, width)
 
     # one GPU per line ------------------------------------------------------
-    def _wide_row(self, g: Any, v: GpuView, width: int) -> Text:
+    def _wide_row(self, g: GpuInfo, v: GpuView, width: int) -> Text:
         var = self.app.theme_variables
         t = Text()
         name = fmt.truncate(short_name(g.name), 18)
@@ -108,7 +106,7 @@ class GpuPanel(Widget):
         return t
 
     # several GPUs per line ---------------------------------------------------
-    def _compact(self, gpus: tuple[Any, ...], v: GpuView, width: int) -> Text:
+    def _compact(self, gpus: tuple[GpuInfo, ...], v: GpuView, width: int) -> Text:
         var = self.app.theme_variables
         cell = 38
         per_line = max(1, width // cell)

@@ -21,6 +21,8 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Input, Select, Static, Switch
 
+from tunedeck.tui.data.schema import Param
+
 CONTROL_PREFIX = "ctl-"
 
 
@@ -39,7 +41,7 @@ def value_to_text(value: Any) -> str:
     return str(value)
 
 
-def control_kind(param: Any) -> str:
+def control_kind(param: Param) -> str:
     if param.type == "bool":
         return "switch"
     if param.type == "enum" and param.choices:
@@ -119,7 +121,7 @@ class FieldHeader(Static):
 class ParamField:
     """One parameter's field: its header and control (not a widget itself)."""
 
-    def __init__(self, param: Any, value: Any, *, is_set: bool) -> None:
+    def __init__(self, param: Param, value: Any, *, is_set: bool) -> None:
         self.param = param
         self.initial = value
         self.is_set = is_set
@@ -162,8 +164,9 @@ class ParamField:
             return switch
         default = value_to_text(p.default) if p.default is not None else "unset"
         if self.kind == "select":
-            options = [(value_to_text(c), c) for c in p.choices]
-            value = self.initial if self.initial in p.choices else Select.NULL
+            choices = p.choices or ()  # a select is a param with choices
+            options = [(value_to_text(c), c) for c in choices]
+            value = self.initial if self.initial in choices else Select.NULL
             self.initial_control_value = value
             return Select(options, value=value, allow_blank=True, prompt=f"unset (default {default})",
                           id=cid, compact=True, classes="field-control")

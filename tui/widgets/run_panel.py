@@ -16,9 +16,10 @@ from textual.reactive import reactive
 from textual.widget import MountError, Widget
 from textual.widgets import Sparkline, Static
 
-from tunedeck.runner.chartdata import ChartLine, ChartView
 from tunedeck.tui import format as fmt
-from tunedeck.tui.data import METRICS, RunDetail
+from tunedeck.tui.data.charts import ChartLine, ChartView
+from tunedeck.tui.data.detail import METRICS, RunDetail
+from tunedeck.tui.data.runs import RunStatus
 from tunedeck.tui.widgets.curve_chart import CurveChart
 
 CHART_MIN_HEIGHT = 10  # rows the metric panel needs for a chart with axes (else a sparkline)
@@ -196,17 +197,17 @@ class RunPanel(Vertical):
             self.query_one(LogTail).set_lines(())
             return
         run = detail.run
-        status = str(getattr(run.status, "value", run.status))
+        status = run.status
         h = Text()
         h.append(run.name or run.id, style="bold")
         h.append("  ")
         h.append_text(fmt.status_text(status, var))
         if run.total_steps:
             h.append(f"  step {run.current_steps or 0}/{run.total_steps}")
-        if status in ("running", "starting") and run.eta_seconds is not None:
+        if status in (RunStatus.RUNNING, RunStatus.STARTING) and run.eta_seconds is not None:
             h.append(f"  ETA {fmt.duration(run.eta_seconds)}")
-        pids = list(getattr(run, "pids", ()) or ())
-        if pids and status in ("starting", "running", "stopping", "lost"):  # not the pids of a run long gone
+        pids = list(run.pids)
+        if pids and (run.active or status is RunStatus.LOST):  # not the pids of a run long gone
             h.append(f"  pid {','.join(map(str, pids[:3]))}", style=fmt.style_for(var, "muted"))
         h.append(f"\n{run.run_dir}", style=fmt.style_for(var, "muted"))
         self._put(header, h, force)
@@ -237,7 +238,7 @@ class RunPanel(Vertical):
         now = time.time()
         for c in detail.checkpoints[:4]:
             ok = "✔" if c.complete else "… incomplete"
-            shown = fmt.checkpoint_metric(c.loss, getattr(c, "loss_step", None), c.step)
+            shown = fmt.checkpoint_metric(c.loss, c.loss_step, c.step)
             loss = f" loss {shown}" if shown else ""
             ago = fmt.duration(now - c.mtime, coarse=True)
             t.append(f"\n step {c.step:<6} {ago:>7} ago  {fmt.size(c.size_bytes):>9}{loss} {ok}")
@@ -254,8 +255,7 @@ def _no_log_text(detail: RunDetail) -> str:
     """What the log pane says when it has no line to show."""
     if detail.has_stdout_log:
         return "(stdout.log is empty)"
-    kind = getattr(detail.run, "kind", "tunedeck")
-    if kind != "tunedeck":
+    if detail.run is not None and detail.run.kind != "tunedeck":
         return "(no stdout.log: this run was not started by tunedeck, so its output is not captured here)"
     return "(no stdout.log yet)"
 

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tunedeck.tui import format as fmt
+from tunedeck.tui.data.runs import RunSnapshot, RunStatus
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("name", "Run"),
@@ -26,7 +27,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 STATUS_WIDTH = max(len(fmt.status_text(s, {}).plain) for s in fmt.STATUS_ICON)
 
 
-def run_key(run: Any) -> str:
+def run_key(run: RunSnapshot) -> str:
     return str(run.run_dir)
 
 
@@ -37,7 +38,7 @@ class RunsTable(DataTable[Any]):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self._rows: dict[str, tuple[Any, ...]] = {}
-        self._runs: dict[str, Any] = {}
+        self._runs: dict[str, RunSnapshot] = {}
         self.marked: list[str] = []  # run keys marked for compare, in marking order
         self.flashing: set[str] = set()  # runs that just ended: shown reversed for a few seconds
         self.name_width = 22
@@ -50,7 +51,7 @@ class RunsTable(DataTable[Any]):
         for key, label in COLUMNS:
             self.add_column(label, key=key, width=STATUS_WIDTH if key == "status" else None)
 
-    def run_at_cursor(self) -> Any | None:
+    def run_at_cursor(self) -> RunSnapshot | None:
         if not self.row_count:
             return None
         try:
@@ -65,7 +66,7 @@ class RunsTable(DataTable[Any]):
         self.move_cursor(row=self.get_row_index(run_dir))
         return True
 
-    def toggle_mark(self) -> Any | None:
+    def toggle_mark(self) -> RunSnapshot | None:
         """Mark or unmark the run under the cursor; returns it."""
         run = self.run_at_cursor()
         if run is None:
@@ -100,7 +101,7 @@ class RunsTable(DataTable[Any]):
         self.update_cell(key, "name", cells[0])
         self._rows[key] = cells
 
-    def marked_runs(self) -> list[Any]:
+    def marked_runs(self) -> list[RunSnapshot]:
         return [self._runs[k] for k in self.marked if k in self._runs]
 
     def set_widths(self, width: int) -> None:
@@ -108,9 +109,9 @@ class RunsTable(DataTable[Any]):
         self.name_width = max(10, min(40, width - 62))
         self.bar_width = 8 if width >= 90 else 5
 
-    def _cells(self, run: Any) -> tuple[Any, ...]:
+    def _cells(self, run: RunSnapshot) -> tuple[Any, ...]:
         var = self.app.theme_variables
-        status = str(getattr(run.status, "value", run.status))
+        status = run.status
         pct = run.percentage
         if pct is None and run.total_steps:
             pct = 100.0 * (run.current_steps or 0) / run.total_steps
@@ -120,11 +121,11 @@ class RunsTable(DataTable[Any]):
         if run.gpus:
             gpus = ",".join(str(g) for g in run.gpus)
         else:  # a tunedeck run with no GPU is a CPU run; for a foreign run we cannot tell
-            gpus = "cpu" if getattr(run, "kind", "tunedeck") == "tunedeck" else "--"
-        eta = fmt.duration(run.eta_seconds, coarse=True) if status in ("running", "starting") else "--"
+            gpus = "cpu" if run.kind == "tunedeck" else "--"
+        eta = fmt.duration(run.eta_seconds, coarse=True) if status in (RunStatus.RUNNING, RunStatus.STARTING) else "--"
         status_cell = fmt.status_text(status, var)
         gpus_width = 7
-        extra = getattr(run, "extra", None) or {}
+        extra = run.extra
         if extra.get("backend") == "slurm":
             # A Slurm run: the job and where it is in the queue in place of GPUs (the GPU panel is
             # about this machine; the status column has a fixed width).
@@ -145,7 +146,7 @@ class RunsTable(DataTable[Any]):
             fmt.truncate(gpus, gpus_width),
         )
 
-    def rebuild(self, runs: Sequence[Any]) -> None:
+    def rebuild(self, runs: Sequence[RunSnapshot]) -> None:
         """Columns sized afresh (after a resize: auto widths only ever grow); the
         cursor stays on the same run."""
         current = self.run_at_cursor()
@@ -157,7 +158,7 @@ class RunsTable(DataTable[Any]):
         if current is not None:
             self.select_run_dir(run_key(current))
 
-    def update_runs(self, runs: Sequence[Any], *, force: bool = False) -> None:
+    def update_runs(self, runs: Sequence[RunSnapshot], *, force: bool = False) -> None:
         """Sync rows with ``runs`` by key: changed cells are updated, nothing is cleared."""
         seen: set[str] = set()
         for run in runs:
