@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +44,17 @@ def _row_names(app: TunedeckApp) -> list[str]:
     return [r.name for r in (table._runs[str(k.value)] for k in table.rows)]
 
 
+@asynccontextmanager
+async def _dashboard(
+    root: Path, *, size: tuple[int, int], **options: Any
+) -> AsyncIterator[tuple[Any, TunedeckApp]]:
+    """``(pilot, app)``: the app over ``root`` (``runs_root``) at ``size``, once it lists the six runs."""
+    app = TunedeckApp(root=root, **options)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="the six runs")
+        yield pilot, app
+
+
 async def _select(pilot, app: TunedeckApp, name: str) -> None:  # type: ignore[no-untyped-def]
     table = app.screen.query_one(RunsTable)
     names = _row_names(app)
@@ -58,9 +72,7 @@ async def _select(pilot, app: TunedeckApp, name: str) -> None:  # type: ignore[n
 async def test_runs_table_shows_each_run_and_updates_in_place_without_moving_the_cursor(
     runs_root: Path,
 ) -> None:
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="six runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         # The status word, not colour alone.
         await wait_text(pilot, app, "running", "finished", "oom", "stopped", "diverged")
         await _select(pilot, app, "tiny-demo")
@@ -90,9 +102,7 @@ async def test_runs_table_shows_each_run_and_updates_in_place_without_moving_the
 async def test_selected_run_panel_shows_alert_metrics_one_key_away_and_the_stop_modal(
     runs_root: Path, supervisor: ProcRef
 ) -> None:
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(160, 48)) as (pilot, app):
         await _select(pilot, app, "mistral-7b-full")
         await wait_text(pilot, app, "CUDA out of memory", "last ", " min ")  # banner; loss as text
         await pilot.press("2")
@@ -112,10 +122,8 @@ async def test_selected_run_panel_shows_alert_metrics_one_key_away_and_the_stop_
 
 
 async def test_readonly_mode_registers_no_action_that_changes_a_run(runs_root: Path) -> None:
-    app = TunedeckApp(root=runs_root, readonly=True)
     mutating = {a.key for a in actions.ACTIONS if a.mutating and a.key}
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40), readonly=True) as (pilot, app):
         await _select(pilot, app, "gemma-2b-live")
         bound = {b.key for _k, b in app.screen._bindings}
         assert not (bound & {"S", "R", "L"}), bound
@@ -164,9 +172,7 @@ async def test_help_is_generated_from_the_registry(runs_root: Path) -> None:
 
 
 async def test_logs_checkpoints_and_triage_screens(runs_root: Path) -> None:
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
 
         # Logs: jump to the first error, search with n.
         await _select(pilot, app, "mistral-7b-full")
@@ -243,9 +249,7 @@ async def test_logs_checkpoints_and_triage_screens(runs_root: Path) -> None:
 
 
 async def test_launch_a_copy_shows_the_exact_command_for_the_gpus_ticked(runs_root: Path) -> None:
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         await _select(pilot, app, "qwen2-7b-dpo")
         await pilot.press("L")
         await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=30, what="launch modal")

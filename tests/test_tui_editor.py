@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui_helpers import open_editor, screen_text, wait_for, write_editor_config
-from tunedeck.tui.app import TunedeckApp
+from tests.tui_helpers import editor_app, screen_text, wait_for, write_editor_config
 from tunedeck.tui.screens.editor import EditorScreen
 
 pytestmark = pytest.mark.fake_gpus("gpu2")
@@ -49,9 +48,7 @@ async def test_invalid_value_is_marked_then_fixed_and_saved_with_comments_kept(
     tmp_path: Path, config_file: Path
 ) -> None:
     original = config_file.read_text()
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(160, 48)) as pilot:
-        editor = await open_editor(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(160, 48)) as (pilot, app, editor):
         assert "learning_rate" not in editor.field_errors
 
         await _type_into(pilot, editor, "learning_rate", "-1")
@@ -102,9 +99,7 @@ async def test_invalid_value_is_marked_then_fixed_and_saved_with_comments_kept(
 async def test_save_is_refused_when_the_file_changed_on_disk(
     tmp_path: Path, config_file: Path
 ) -> None:
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(120, 40)) as pilot:
-        editor = await open_editor(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(120, 40)) as (pilot, app, editor):
         await _type_into(pilot, editor, "cutoff_len", "512")
         config_file.write_text(config_file.read_text() + "# edited by a colleague\n")
         changed = config_file.read_text()
@@ -120,9 +115,7 @@ async def test_save_is_refused_when_the_file_changed_on_disk(
 
 
 async def test_secrets_never_reach_the_screen(tmp_path: Path, config_file: Path) -> None:
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(160, 48)) as pilot:
-        editor = await open_editor(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(160, 48)) as (pilot, app, editor):
         await editor.jump_to("hf_hub_token")
         await pilot.pause()
         assert "TOPSECRET" not in screen_text(app)
@@ -142,9 +135,7 @@ async def test_secrets_never_reach_the_screen(tmp_path: Path, config_file: Path)
 async def test_findings_jump_to_their_field_and_estimate_follows_presets(
     tmp_path: Path, config_file: Path
 ) -> None:
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(160, 48)) as pilot:
-        editor = await open_editor(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(160, 48)) as (pilot, app, editor):
         await _type_into(pilot, editor, "lora_rank", "0")
         await editor.jump_to("learning_rate")  # move away, then come back through the findings
         findings = editor.query_one("#findings")

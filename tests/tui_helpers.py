@@ -9,7 +9,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from tunedeck.runner.rundir.manifest import Attempt, ProcRef, RunManifest
 from tunedeck.runner.rundir.protocol import STDOUT_LOG, TRAINER_EXIT, TRAINER_LOG
 
 if TYPE_CHECKING:
+    from tunedeck.tui.app import TunedeckApp
     from tunedeck.tui.screens.editor import EditorScreen
 
 FROZEN_NOW = 1_760_000_000.0  # the snapshot tests' clock (2025-10-09)
@@ -266,6 +268,19 @@ async def open_editor(pilot: Any, app: Any) -> EditorScreen:
         what="editor and first analysis",
     )
     return app.screen  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def editor_app(
+    root: Path, config: Path, *, size: tuple[int, int]
+) -> AsyncIterator[tuple[Any, TunedeckApp, EditorScreen]]:
+    """``(pilot, app, editor)``: the app on ``config`` (no polling) at ``size``, once its editor
+    shows the first analysis."""
+    from tunedeck.tui.app import TunedeckApp
+
+    app = TunedeckApp(root=root, config=config, poll=False)
+    async with app.run_test(size=size) as pilot:
+        yield pilot, app, await open_editor(pilot, app)
 
 
 async def wait_for(
