@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.color import Color
+from textual.widget import Widget
+from textual.widgets import Static
 
 from tests.pty_helpers import kill_child, read_some
 from tests.tui_helpers import build_runs, wait_for
@@ -46,6 +49,63 @@ async def test_theme_from_the_command_line_and_the_palette_is_remembered(tmp_pat
     again = TunedeckApp(root=tmp_path, poll=False)
     async with again.run_test():
         assert again.theme == "tunedeck-contrast"
+
+
+def _painted(widget: Widget, text: str) -> set[str]:
+    """The colours (hex) ``widget`` painted cells containing ``text`` with, as drawn now."""
+    widget.refresh()  # render_line reads the widget's own line cache: draw afresh
+    out: set[str] = set()
+    for y in range(widget.size.height):
+        for seg in widget.render_line(y):
+            if text in seg.text and seg.style is not None and seg.style.color is not None:
+                out.add(Color.from_rich_color(seg.style.color).hex)
+    return out
+
+
+def _colour(theme: str, var: str) -> str:
+    return Color.parse(themes.BUILTIN[theme].variables[var]).hex
+
+
+async def test_a_theme_switch_from_the_palette_recolours_status_cells_and_gpu_gauges(tmp_path: Path) -> None:
+    # Switched the way a user does (ctrl+p, typed, enter): the runs table's status word, the
+    # selected run's header and the GPU panel's VRAM bar come out in the new theme's colours,
+    # with no code of ours asked to recolour them (their colours are component classes styled
+    # with theme variables).
+    from tunedeck.tui.widgets.gpu_panel import GpuPanel
+    from tunedeck.tui.widgets.runs_table import RunsTable
+
+    build_runs(tmp_path / "runs", now=time.time())
+    app = TunedeckApp(root=tmp_path / "runs", theme="tunedeck-dark", poll=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await app.sample_once()
+        await pilot.pause()
+        table, gpus = app.screen.query_one(RunsTable), app.screen.query_one(GpuPanel)
+        oom_row = next(i for i, k in enumerate(table.rows) if table._runs[str(k.value)].name == "mistral-7b-full")
+        table.move_cursor(row=oom_row)
+        await wait_for(pilot, lambda: app.selected_run_dir is not None
+                       and app.selected_run_dir.name == "mistral-7b-full", what="the oom run selected")
+        await app.sample_once()
+        await pilot.pause()
+        header = app.screen.query_one("#run-header", Static)
+        assert _painted(header, "oom") == {_colour("tunedeck-dark", "status-failed")}
+        # The oom row is under the cursor (painted as the cursor): the diverged one is not.
+        # gpu2's cards are 85% and 78% full: the VRAM bar's fill (13 of 16 cells, where the
+        # sparklines have one point so far) is the mid gauge colour.
+        bar = "█" * 8
+        assert _painted(table, "diverged") == {_colour("tunedeck-dark", "status-failed")}
+        assert _painted(gpus, bar) == {_colour("tunedeck-dark", "gauge-mid")}
+        await pilot.press("ctrl+p")
+        await pilot.press(*"theme: tunedeck-light")
+        await wait_for(pilot, lambda: "theme: tunedeck-light" in str(
+            app.screen.query_one("CommandList").get_option_at_index(0).prompt), what="palette hit")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.theme == "tunedeck-light", what="theme switched")
+        await wait_for(pilot, lambda: _painted(table, "diverged") == {_colour("tunedeck-light", "status-failed")},
+                       what="the status cell in the light theme's colour")
+        assert _painted(gpus, bar) == {_colour("tunedeck-light", "gauge-mid")}
+        assert _painted(header, "oom") == {_colour("tunedeck-light", "status-failed")}
+        assert _colour("tunedeck-light", "gauge-mid") != _colour("tunedeck-dark", "gauge-mid")
+        assert _colour("tunedeck-light", "status-failed") != _colour("tunedeck-dark", "status-failed")
 
 
 async def test_a_broken_user_theme_falls_back_with_a_notification(tmp_path: Path) -> None:

@@ -1,13 +1,16 @@
 """Text formatting shared by the widgets: sizes, durations, bars, text sparklines, status words.
 
-Colours come from the current theme's variables (``themes.VARIABLE_DEFAULTS``), looked
-up by name at render time, so a theme switch recolours everything.
+Colours are named by role, a theme variable's name (``"status-failed"``, ``"gauge-high"``,
+``"muted"``): the functions here take a :data:`Paint` that turns a role into the Rich style
+to paint with. A widget's paint reads its Textual component classes, styled with the theme
+variables in its ``DEFAULT_CSS`` (:class:`tunedeck.tui.widgets.palette.Palette`), so a
+theme switch recolours it without any code of ours in between.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.color import Color as RichColor
 from rich.style import Style
@@ -17,7 +20,10 @@ from textual.color import Color, ColorParseError
 GiB = 1024**3
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 
-# status word -> theme variable
+Paint = Callable[[str], Style]
+"""A colour role (a theme variable's name) -> the Rich style to paint it with."""
+
+# status word -> colour role (theme variable)
 STATUS_VAR: dict[str, str] = {
     "starting": "status-running",
     "running": "status-running",
@@ -31,6 +37,7 @@ STATUS_VAR: dict[str, str] = {
     "killed": "status-failed",
     "lost": "status-failed",
 }
+STATUS_ROLES: tuple[str, ...] = ("status-running", "status-finished", "status-stopped", "status-failed")
 # A shape per status too, so the word is never the only cue besides colour (and reads in NO_COLOR).
 STATUS_ICON: dict[str, str] = {
     "starting": "◌", "running": "▶", "stopping": "◍", "finished": "✔", "stopped": "■",
@@ -39,6 +46,8 @@ STATUS_ICON: dict[str, str] = {
 
 
 def style_for(variables: Mapping[str, str], name: str, *, bold: bool = False) -> Style:
+    """The style of theme variable ``name`` in ``variables`` (for text built once, on screens
+    that are rebuilt when shown; widgets that stay on screen paint through a :data:`Paint`)."""
     value = variables.get(name)
     if not value:
         return Style(bold=bold)
@@ -50,9 +59,20 @@ def style_for(variables: Mapping[str, str], name: str, *, bold: bool = False) ->
     return Style(color=rc, bold=bold)
 
 
-def status_text(status: str, variables: Mapping[str, str]) -> Text:
+def no_paint(_role: str) -> Style:
+    """A :data:`Paint` with no colours (for measuring text)."""
+    return Style()
+
+
+def status_role(status: str) -> str:
+    """The colour role of a status word (``muted`` for one we do not know)."""
+    return STATUS_VAR.get(str(status), "muted")
+
+
+def status_text(status: str, paint: Paint) -> Text:
+    """``✖ failed`` in the status's colour (the widget's CSS makes status roles bold)."""
     s = str(status or "unknown")
-    return Text(f"{STATUS_ICON.get(s, '·')} {s}", style=style_for(variables, STATUS_VAR.get(s, "muted"), bold=True))
+    return Text(f"{STATUS_ICON.get(s, '·')} {s}", style=paint(status_role(s)))
 
 
 def gib(b: float | int | None, digits: int = 1) -> str:
@@ -111,26 +131,28 @@ def rate(v: float | None) -> str:
     return f"{v:.0f}"
 
 
-def bar(frac: float | None, width: int, variables: Mapping[str, str], *, level_colours: bool = True) -> Text:
+def gauge_role(frac: float) -> str:
+    """The colour role of a gauge filled to ``frac``: low, mid (70%) or high (90%)."""
+    return "gauge-high" if frac >= 0.9 else "gauge-mid" if frac >= 0.7 else "gauge-low"
+
+
+def bar(frac: float | None, width: int, paint: Paint, *, level_colours: bool = True) -> Text:
     """A block bar ``███░░░`` of ``width`` cells; colour by fill level when asked."""
     width = max(1, width)
     if frac is None or not math.isfinite(frac):
-        return Text("·" * width, style=style_for(variables, "gauge-empty"))
+        return Text("·" * width, style=paint("gauge-empty"))
     frac = min(1.0, max(0.0, frac))
     full = frac * width
     n = int(full)
     part = " ▏▎▍▌▋▊▉"[int((full - n) * 8)] if n < width else ""
-    fill_var = "gauge-low"
-    if level_colours:
-        fill_var = "gauge-high" if frac >= 0.9 else "gauge-mid" if frac >= 0.7 else "gauge-low"
-    t = Text("█" * n + (part.strip() or ""), style=style_for(variables, fill_var))
+    t = Text("█" * n + (part.strip() or ""), style=paint(gauge_role(frac) if level_colours else "gauge-low"))
     rest = width - len(t.plain)
     if rest > 0:
-        t.append("░" * rest, style=style_for(variables, "gauge-empty"))
+        t.append("░" * rest, style=paint("gauge-empty"))
     return t
 
 
-def spark(values: Sequence[float], width: int, variables: Mapping[str, str], *,
+def spark(values: Sequence[float], width: int, paint: Paint, *,
           lo: float | None = None, hi: float | None = None) -> Text:
     """A one-line text sparkline of the last ``width`` values, scaled to [lo, hi]."""
     width = max(1, width)
@@ -142,7 +164,7 @@ def spark(values: Sequence[float], width: int, variables: Mapping[str, str], *,
     span = (hi - lo) or 1.0
     chars = "".join(SPARK_CHARS[min(7, max(0, int((v - lo) / span * 7.999)))] for v in vals)
     # Oldest at the left, newest at the right end of what has been sampled so far.
-    t = Text(chars, style=style_for(variables, "spark-max"))
+    t = Text(chars, style=paint("spark-max"))
     t.append(" " * (width - len(chars)))
     return t
 

@@ -19,6 +19,7 @@ from tunedeck.tui.data.checkpoints import (
     scan_checkpoints,
 )
 from tunedeck.tui.data.runs import read_run
+from tunedeck.tui.flows import host, resume
 from tunedeck.tui.screens.base import RunScreen
 from tunedeck.tui.screens.modals import ConfirmationModal, PathPrompt
 from tunedeck.tui.widgets.footer import AppFooter
@@ -181,7 +182,7 @@ class CheckpointsScreen(RunScreen):
         if run is None:
             self.notify("Cannot read this run.", severity="error")
             return
-        self.app.choose_resume(run, checkpoint=Path(c.path))  # type: ignore[attr-defined]
+        resume.choose_resume(host(self), run, checkpoint=Path(c.path))
 
     def action_delete(self) -> None:
         c = self.selected()

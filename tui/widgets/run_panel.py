@@ -6,8 +6,10 @@ import contextlib
 import statistics
 import time
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.markup import escape
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -21,6 +23,7 @@ from tunedeck.tui.data.charts import ChartLine, ChartView
 from tunedeck.tui.data.detail import METRICS, RunDetail
 from tunedeck.tui.data.runs import RunStatus
 from tunedeck.tui.widgets.curve_chart import CurveChart
+from tunedeck.tui.widgets.palette import Palette
 
 CHART_MIN_HEIGHT = 10  # rows the metric panel needs for a chart with axes (else a sparkline)
 CHART_MIN_WIDTH = 40
@@ -63,10 +66,33 @@ class LogTail(Widget):
 class MetricPanel(Vertical):
     """The chosen metric's sparkline (mean per column) plus its last and minimum as text."""
 
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"metric-panel--muted"}
+    """
+    | Class | Description |
+    | :- | :- |
+    | `metric-panel--muted` | The metrics not shown in the tabs, the labels of the stats. |
+    """
+
+    DEFAULT_CSS = """
+    MetricPanel > .metric-panel--muted { color: $muted; }
+    """
+
     metric: reactive[str] = reactive("loss")
     _detail: RunDetail | None = None
     _ready = False
     _last_key: object = None
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+        super().__init__(id=id)
+        self.palette = Palette(self, "metric-panel")
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self.call_later(self._recolour_if_changed)  # once the component classes are styled
+
+    def _recolour_if_changed(self) -> None:
+        if self.palette.changed():
+            self.show(self._detail, force=True)
 
     def compose(self) -> ComposeResult:
         yield Static(id="metric-tabs")
@@ -78,6 +104,11 @@ class MetricPanel(Vertical):
         self._ready = bool(self.query("#metric-tabs"))  # not when torn down at start-up
         self.show(self._detail)
 
+    def on_resize(self) -> None:
+        # The chart or the sparkline is chosen by this panel's size: choose again once it is
+        # laid out (a first sample can arrive before that) and whenever it changes.
+        self.show(self._detail)
+
     def show(self, detail: RunDetail | None, *, force: bool = False) -> None:
         self._detail = detail
         if not self._ready:
@@ -87,12 +118,12 @@ class MetricPanel(Vertical):
         if not force and key == self._last_key:
             return
         self._last_key = key
-        var = self.app.theme_variables
+        muted = self.palette("muted")
         tabs = Text()
         for i, (name, label) in enumerate(METRICS, 1):
             if i > 1:
                 tabs.append(" ")
-            style = "reverse bold" if name == self.metric else fmt.style_for(var, "muted")
+            style = "reverse bold" if name == self.metric else muted
             tabs.append(f"{i} {label}", style=style)
         self.query_one("#metric-tabs", Static).update(tabs)
         series = detail.series.get(self.metric) if detail else None
@@ -115,19 +146,46 @@ class MetricPanel(Vertical):
             spark.data = values
         stats = self.query_one("#metric-stats", Static)
         if not series or not series.count:
-            stats.update(Text(f"no {dict(METRICS)[self.metric]} logged yet", style=fmt.style_for(var, "muted")))
+            stats.update(Text(f"no {dict(METRICS)[self.metric]} logged yet", style=muted))
             return
         t = Text()
-        t.append("last ", style=fmt.style_for(var, "muted"))
+        t.append("last ", style=muted)
         t.append(fmt.number(series.last), style="bold")
-        t.append("  min ", style=fmt.style_for(var, "muted"))
+        t.append("  min ", style=muted)
         t.append(fmt.number(series.minimum), style="bold")
-        t.append(f"  ({series.count} points)", style=fmt.style_for(var, "muted"))
+        t.append(f"  ({series.count} points)", style=muted)
         stats.update(t)
 
 
 class RunPanel(Vertical):
     """Everything about the selected run; renders a :class:`RunDetail` snapshot."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "run-panel--status-running",
+        "run-panel--status-finished",
+        "run-panel--status-stopped",
+        "run-panel--status-failed",
+        "run-panel--muted",
+    }
+    """
+    | Class | Description |
+    | :- | :- |
+    | `run-panel--status-running` | The header's status: starting, running. |
+    | `run-panel--status-finished` | The header's status: finished. |
+    | `run-panel--status-stopped` | The header's status: stopping, stopped, preempted. |
+    | `run-panel--status-failed` | The header's status: failed, oom, diverged, killed, lost. |
+    | `run-panel--muted` | Directory, pids, "none yet", and a status word we do not know (bold). |
+    """
+
+    DEFAULT_CSS = """
+    RunPanel {
+        & > .run-panel--status-running { color: $status-running; text-style: bold; }
+        & > .run-panel--status-finished { color: $status-finished; text-style: bold; }
+        & > .run-panel--status-stopped { color: $status-stopped; text-style: bold; }
+        & > .run-panel--status-failed { color: $status-failed; text-style: bold; }
+        & > .run-panel--muted { color: $muted; }
+    }
+    """
 
     detail: RunDetail | None = None
     metric = "loss"
@@ -136,6 +194,21 @@ class RunPanel(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._shown: dict[str, Text] = {}
+        self.palette = Palette(self, "run-panel")
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self.call_later(self._recolour_if_changed)  # once the component classes are styled
+
+    def _recolour_if_changed(self) -> None:
+        if self.palette.changed() and self.is_mounted:
+            with contextlib.suppress(NoMatches):  # the app closes
+                self._repaint_text()
+
+    def _repaint_text(self) -> None:
+        """The header and the checkpoints again, in the new colours (the metric panel
+        repaints itself)."""
+        self._show(self.detail, force=True, metric_panel=False)
 
     def compose(self) -> ComposeResult:
         yield Static(id="run-header")
@@ -175,6 +248,9 @@ class RunPanel(Vertical):
             panel.show(self.detail, force=True)
 
     def show(self, detail: RunDetail | None, *, force: bool = False) -> None:
+        self._show(detail, force=force, metric_panel=True)
+
+    def _show(self, detail: RunDetail | None, *, force: bool, metric_panel: bool) -> None:
         if not force and detail is not None and self.detail is not None and self._body_ready and \
                 _same(detail, self.detail):
             # Nothing new to read: only the checkpoints' ages move on ("12s ago" must not
@@ -183,16 +259,17 @@ class RunPanel(Vertical):
             self._put(self.query_one("#run-checkpoints", Static), self._checkpoints(detail), False)
             return
         self.detail = detail
-        var = self.app.theme_variables
+        paint = self.palette
         header = self.query_one("#run-header", Static)
         alert = self.query_one("#run-alert", Static)
         if detail is None or detail.run is None:
             header.update(Text("No run selected. Launch one from a config (n: new, o: open).",
-                               style=fmt.style_for(var, "muted")))
+                               style=paint("muted")))
             alert.display = False
             if not self._body_ready:
                 return
-            self.query_one(MetricPanel).show(None)
+            if metric_panel:
+                self.query_one(MetricPanel).show(None)
             self.query_one("#run-checkpoints", Static).update("")
             self.query_one(LogTail).set_lines(())
             return
@@ -201,15 +278,15 @@ class RunPanel(Vertical):
         h = Text()
         h.append(run.name or run.id, style="bold")
         h.append("  ")
-        h.append_text(fmt.status_text(status, var))
+        h.append_text(fmt.status_text(status, self._status_paint))
         if run.total_steps:
             h.append(f"  step {run.current_steps or 0}/{run.total_steps}")
         if status in (RunStatus.RUNNING, RunStatus.STARTING) and run.eta_seconds is not None:
             h.append(f"  ETA {fmt.duration(run.eta_seconds)}")
         pids = list(run.pids)
         if pids and (run.active or status is RunStatus.LOST):  # not the pids of a run long gone
-            h.append(f"  pid {','.join(map(str, pids[:3]))}", style=fmt.style_for(var, "muted"))
-        h.append(f"\n{run.run_dir}", style=fmt.style_for(var, "muted"))
+            h.append(f"  pid {','.join(map(str, pids[:3]))}", style=paint("muted"))
+        h.append(f"\n{run.run_dir}", style=paint("muted"))
         self._put(header, h, force)
         if detail.alerts:
             self._put(alert, Text("\n".join(f"⚠ {a.text}" for a in detail.alerts)), force)
@@ -218,9 +295,15 @@ class RunPanel(Vertical):
             alert.display = False
         if not self._body_ready:
             return
-        self.query_one(MetricPanel).show(detail, force=force)
+        if metric_panel:
+            self.query_one(MetricPanel).show(detail, force=force)
         self._put(self.query_one("#run-checkpoints", Static), self._checkpoints(detail), force)
         self.query_one(LogTail).set_lines(detail.log_tail, _no_log_text(detail))
+
+    def _status_paint(self, role: str) -> Style:
+        """Status words are bold, the unknown one (muted) too."""
+        style = self.palette(role)
+        return style + Style(bold=True) if role == "muted" else style
 
     def _put(self, widget: Static, text: Text, force: bool) -> None:
         """Update only what changed: a repaint per sample adds up on an idle dashboard."""
@@ -230,10 +313,9 @@ class RunPanel(Vertical):
             widget.update(text)
 
     def _checkpoints(self, detail: RunDetail) -> Text:
-        var = self.app.theme_variables
         t = Text("Checkpoints", style="bold")
         if not detail.checkpoints:
-            t.append("  none yet", style=fmt.style_for(var, "muted"))
+            t.append("  none yet", style=self.palette("muted"))
             return t
         now = time.time()
         for c in detail.checkpoints[:4]:
@@ -243,7 +325,7 @@ class RunPanel(Vertical):
             ago = fmt.duration(now - c.mtime, coarse=True)
             t.append(f"\n step {c.step:<6} {ago:>7} ago  {fmt.size(c.size_bytes):>9}{loss} {ok}")
         if len(detail.checkpoints) > 4:
-            t.append(f"\n +{len(detail.checkpoints) - 4} older (c)", style=fmt.style_for(var, "muted"))
+            t.append(f"\n +{len(detail.checkpoints) - 4} older (c)", style=self.palette("muted"))
         return t
 
 

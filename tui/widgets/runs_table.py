@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.widgets import DataTable
 
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data.runs import RunSnapshot, RunStatus
+from tunedeck.tui.widgets.palette import Palette
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("name", "Run"),
@@ -24,7 +25,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 # The status column fits the longest status word from the start ("stopping" must not be
 # cut to "stoppin" because the column was sized when every run was "running").
-STATUS_WIDTH = max(len(fmt.status_text(s, {}).plain) for s in fmt.STATUS_ICON)
+STATUS_WIDTH = max(len(fmt.status_text(s, fmt.no_paint).plain) for s in fmt.STATUS_ICON)
 
 
 def run_key(run: RunSnapshot) -> str:
@@ -34,6 +35,38 @@ def run_key(run: RunSnapshot) -> str:
 class RunsTable(DataTable[Any]):
     """One row per run, keyed by its directory. :meth:`update_runs` adds, updates, removes."""
 
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "runs-table--status-running",
+        "runs-table--status-finished",
+        "runs-table--status-stopped",
+        "runs-table--status-failed",
+        "runs-table--muted",
+        "runs-table--gauge-low",
+        "runs-table--gauge-empty",
+    }
+    """
+    | Class | Description |
+    | :- | :- |
+    | `runs-table--status-running` | Status cell: starting, running. |
+    | `runs-table--status-finished` | Status cell: finished. |
+    | `runs-table--status-stopped` | Status cell: stopping, stopped, preempted. |
+    | `runs-table--status-failed` | Status cell: failed, oom, diverged, killed, lost. |
+    | `runs-table--muted` | Status cell: a status word we do not know. |
+    | `runs-table--gauge-low` | The progress bar's fill. |
+    | `runs-table--gauge-empty` | The progress bar's empty part. |
+    """
+
+    DEFAULT_CSS = """
+    RunsTable {
+        & > .runs-table--status-running { color: $status-running; text-style: bold; }
+        & > .runs-table--status-finished { color: $status-finished; text-style: bold; }
+        & > .runs-table--status-stopped { color: $status-stopped; text-style: bold; }
+        & > .runs-table--status-failed { color: $status-failed; text-style: bold; }
+        & > .runs-table--muted { color: $muted; text-style: bold; }
+        & > .runs-table--gauge-low { color: $gauge-low; }
+        & > .runs-table--gauge-empty { color: $gauge-empty; }
+    }
+    """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
@@ -43,9 +76,20 @@ class RunsTable(DataTable[Any]):
         self.flashing: set[str] = set()  # runs that just ended: shown reversed for a few seconds
         self.name_width = 22
         self.bar_width = 8
+        self.palette = Palette(self, "runs-table")
 
     def on_mount(self) -> None:
         self._add_columns()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        # The cells hold text painted with the old colours. The component classes are styled
+        # right after this call: compare then, and paint the rows again if the theme changed.
+        self.call_later(self._recolour_if_changed)
+
+    def _recolour_if_changed(self) -> None:
+        if self.palette.changed():
+            self.update_runs(list(self._runs.values()), force=True)
 
     def _add_columns(self) -> None:
         for key, label in COLUMNS:
@@ -110,20 +154,20 @@ class RunsTable(DataTable[Any]):
         self.bar_width = 8 if width >= 90 else 5
 
     def _cells(self, run: RunSnapshot) -> tuple[Any, ...]:
-        var = self.app.theme_variables
+        paint = self.palette
         status = run.status
         pct = run.percentage
         if pct is None and run.total_steps:
             pct = 100.0 * (run.current_steps or 0) / run.total_steps
         prog = Text()
-        prog.append_text(fmt.bar(None if pct is None else pct / 100, self.bar_width, var, level_colours=False))
+        prog.append_text(fmt.bar(None if pct is None else pct / 100, self.bar_width, paint, level_colours=False))
         prog.append(f" {'--' if pct is None else f'{pct:.0f}%':>4}")
         if run.gpus:
             gpus = ",".join(str(g) for g in run.gpus)
         else:  # a tunedeck run with no GPU is a CPU run; for a foreign run we cannot tell
             gpus = "cpu" if run.kind == "tunedeck" else "--"
         eta = fmt.duration(run.eta_seconds, coarse=True) if status in (RunStatus.RUNNING, RunStatus.STARTING) else "--"
-        status_cell = fmt.status_text(status, var)
+        status_cell = fmt.status_text(status, paint)
         gpus_width = 7
         extra = run.extra
         if extra.get("backend") == "slurm":
