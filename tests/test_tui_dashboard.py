@@ -303,9 +303,7 @@ async def test_stop_says_when_there_is_nothing_to_stop_asks_first_and_y_requests
     from tunedeck.runner.rundir.protocol import STOP_REQUEST
 
     request = runs_root / "gemma-2b-live" / STOP_REQUEST
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         await _select(pilot, app, "qwen2-7b-dpo")
         await pilot.press("S")
         await wait_for(pilot, lambda: _said(app, "qwen2-7b-dpo is finished: nothing to stop"))
@@ -335,9 +333,7 @@ async def test_resume_offers_complete_checkpoints_newest_first_then_confirms(
     monkeypatch.setattr(control, "resume", lambda run_dir, from_=None, overrides=None:
                         resumed.append((Path(run_dir), from_, overrides)))
     run = runs_root / "tiny-demo"
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         # A LLaMA-Factory run: said at once, no picker.
         await _select(pilot, app, "llama3-8b-lora-sft")
         await pilot.press("R")
@@ -387,9 +383,7 @@ async def test_launch_a_copy_launches_on_y_and_selects_the_new_run(
         return SimpleNamespace(run_dir=str(copy_dir), name=copy_dir.name)
 
     monkeypatch.setattr(control, "launch", fake_launch)
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         await _select(pilot, app, "qwen2-7b-dpo")
         await pilot.press("L")
         await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=30, what="launch modal")
@@ -435,9 +429,7 @@ async def test_d_lists_the_runs_under_another_directory_and_o_opens_a_config_the
 
     other = tmp_path / "elsewhere"
     write_run(other, RunSpec("elsewhere-run", "finished", 100, 100), now=time.time())
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         await pilot.press("d")
         await wait_for(pilot, lambda: app.screen.id == "path-prompt", what="the root prompt")
         box = app.screen.query_one(Input)
