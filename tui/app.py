@@ -27,12 +27,10 @@ from textual.screen import Screen
 from tunedeck import themes
 from tunedeck.tui import actions
 from tunedeck.tui.data import checkpoints, configs, control
-from tunedeck.tui.data.checkpoints import CheckpointInfo
 from tunedeck.tui.data.detail import RunDetail, RunDetailSampler
-from tunedeck.tui.data.gpus import GpuSampler, GpuSnapshot, GpuView, failed_snapshot, gpu_snapshot
+from tunedeck.tui.data.gpus import GpuSampler, GpuView, failed_snapshot, gpu_snapshot
 from tunedeck.tui.data.runs import (
     FROZEN_CONFIG,
-    RunSnapshot,
     RunsSampler,
     RunsView,
     list_runs,
@@ -42,6 +40,9 @@ from tunedeck.tui.messages import GpusSampled, RunDetailSampled, RunsSampled
 from tunedeck.tui.settings import Settings, load_settings, save_settings, user_themes_dir
 
 if TYPE_CHECKING:
+    from tunedeck.tui.data.checkpoints import CheckpointInfo
+    from tunedeck.tui.data.gpus import GpuSnapshot
+    from tunedeck.tui.data.runs import RunSnapshot
     from tunedeck.tui.screens.dashboard import DashboardScreen
 
 GPU_INTERVAL = 1.0       # NVML devices ~1 Hz (processes are cached ~2 s by the facade)

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Input, Static
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data.detail import RunDetail
 from tunedeck.tui.data.gpus import GpuView
-from tunedeck.tui.data.runs import RunSnapshot, RunStatus, RunsView
+from tunedeck.tui.data.runs import RunStatus, RunsView
 from tunedeck.tui.desktop import desktop_notify
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.widgets.footer import AppFooter
@@ -23,6 +23,7 @@ from tunedeck.tui.widgets.runs_table import RunsTable
 
 if TYPE_CHECKING:
     from tunedeck.tui.app import TunedeckApp
+    from tunedeck.tui.data.runs import RunSnapshot
 
 
 class DashboardScreen(RegistryScreen[None]):
