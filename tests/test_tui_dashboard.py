@@ -305,3 +305,172 @@ async def test_log_tail_keeps_the_newest_line_at_the_bottom_through_resizes(tmp_
             assert "a long line xxx" in text
             assert "END-OF-LONG-LINE" not in text  # one row per line: a long one is cut, not wrapped
             assert "{'loss': 0.5}" in text and "40%|" not in text  # what a terminal shows after \r
+
+
+# -- the user flows behind the dashboard's keys (tunedeck.tui.flows), by keys ----------------
+
+
+def _said(app: TunedeckApp, text: str) -> bool:
+    """A notification (a toast: its lines wrap on screen) says ``text``."""
+    return any(text in n.message for n in app._notifications)
+
+
+async def test_stop_says_when_there_is_nothing_to_stop_asks_first_and_y_requests_it(
+    runs_root: Path,
+) -> None:
+    from tunedeck.runner.rundir.protocol import STOP_REQUEST
+
+    request = runs_root / "gemma-2b-live" / STOP_REQUEST
+    app = TunedeckApp(root=runs_root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+        await _select(pilot, app, "qwen2-7b-dpo")
+        await pilot.press("S")
+        await wait_for(pilot, lambda: _said(app, "qwen2-7b-dpo is finished: nothing to stop"))
+        assert app.screen.id == "dashboard"
+
+        await _select(pilot, app, "gemma-2b-live")
+        await pilot.press("S")
+        await wait_for(pilot, lambda: app.screen.id == "confirm-stop", what="stop modal")
+        assert app.focused is not None and app.focused.id == "no"  # enter alone never stops a run
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen.id == "dashboard", what="modal closed")
+        assert isinstance(app.focused, RunsTable) and not request.exists()
+
+        await pilot.press("S")
+        await wait_for(pilot, lambda: app.screen.id == "confirm-stop", what="stop modal")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: _said(app, "Stop requested: gemma-2b-live will checkpoint and exit."))
+        assert request.exists() and app.screen.id == "dashboard"
+
+
+async def test_resume_offers_complete_checkpoints_newest_first_then_confirms(
+    runs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tunedeck.tui.data import control
+
+    resumed: list[tuple[Path, str | None, object]] = []
+    monkeypatch.setattr(control, "resume", lambda run_dir, from_=None, overrides=None:
+                        resumed.append((Path(run_dir), from_, overrides)))
+    run = runs_root / "tiny-demo"
+    app = TunedeckApp(root=runs_root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+        # A LLaMA-Factory run: said at once, no picker.
+        await _select(pilot, app, "llama3-8b-lora-sft")
+        await pilot.press("R")
+        await wait_for(pilot, lambda: _said(app, "llama3-8b-lora-sft was started by LLaMA-Factory"))
+        assert app.screen.id == "dashboard"
+
+        await _select(pilot, app, "tiny-demo")
+        await pilot.press("R")
+        await wait_for(pilot, lambda: app.screen.id == "resume-choice", what="checkpoint picker")
+        text = await wait_text(pilot, app, "Resume tiny-demo from", "checkpoint-250  ", "(newest)")
+        assert text.index("checkpoint-250") < text.index("checkpoint-200") < text.index("checkpoint-100")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen.id == "dashboard", what="picker closed")
+
+        await pilot.press("R")
+        await wait_for(pilot, lambda: app.screen.id == "resume-choice", what="checkpoint picker")
+        await pilot.press("down", "enter")  # the second newest
+        await wait_for(pilot, lambda: app.screen.id == "confirm-resume", what="confirmation")
+        await wait_text(pilot, app, "Resume tiny-demo?", str(run / "checkpoint-200"), "frozen config.")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen.id == "dashboard", what="cancelled")
+        assert resumed == []
+
+        await pilot.press("R")
+        await wait_for(pilot, lambda: app.screen.id == "resume-choice", what="checkpoint picker")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen.id == "confirm-resume", what="confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: _said(app, "Resumed tiny-demo from checkpoint-250."))
+        assert resumed == [(run, str(run / "checkpoint-250"), None)]
+        assert app.screen.id == "dashboard" and app.selected_run_dir == run
+
+
+async def test_launch_a_copy_launches_on_y_and_selects_the_new_run(
+    runs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from tunedeck.tui.data import control
+
+    copy_dir = runs_root / "qwen2-7b-dpo-copy2"
+    launched: list[tuple[Path, dict[str, str], list[int] | None, bool]] = []
+
+    def fake_launch(config_path, overrides, gpus, *, slurm=False):  # type: ignore[no-untyped-def]
+        launched.append((Path(config_path), dict(overrides), gpus, slurm))
+        write_run(runs_root, RunSpec(copy_dir.name, "finished", 10, 600), now=time.time())
+        return SimpleNamespace(run_dir=str(copy_dir), name=copy_dir.name)
+
+    monkeypatch.setattr(control, "launch", fake_launch)
+    app = TunedeckApp(root=runs_root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+        await _select(pilot, app, "qwen2-7b-dpo")
+        await pilot.press("L")
+        await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=30, what="launch modal")
+        await wait_text(pilot, app, "Launch a copy of qwen2-7b-dpo", str(copy_dir))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: _said(app, "Launched qwen2-7b-dpo-copy2."))
+        await wait_for(pilot, lambda: app.selected_run_dir == copy_dir, what="the copy selected")
+        assert app.screen.id == "dashboard" and len(_row_names(app)) == 7
+        assert app.screen.query_one(RunsTable).run_at_cursor().name == copy_dir.name
+        frozen = runs_root / "qwen2-7b-dpo" / "config.yaml"
+        assert launched == [(frozen, {"output_dir": str(copy_dir)}, [0], False)]
+
+
+async def test_new_config_from_a_hardware_preset_opens_the_editor_on_it(runs_root: Path) -> None:
+    from textual.widgets import OptionList
+
+    from tunedeck.tui.data.configs import hardware_presets
+    from tunedeck.tui.screens.editor import EditorScreen
+
+    preset = hardware_presets()[0]
+    app = TunedeckApp(root=runs_root, poll=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen.id == "new-config", what="the sample/preset list")
+        options = app.screen.query_one(OptionList)
+        assert options.has_focus
+        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        assert any(str(i).startswith("sample:") for i in ids)
+        await pilot.press(*["down"] * ids.index(f"preset:{preset.name}"), "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen), what="the editor")
+        editor: EditorScreen = app.screen  # type: ignore[assignment]
+        assert editor.path is None and editor.title_text == f"new config from preset {preset.name}"
+        values = editor.doc.values()
+        assert {k: values.get(k) for k in preset.values} == dict(preset.values)
+
+
+async def test_d_lists_the_runs_under_another_directory_and_o_opens_a_config_there(
+    runs_root: Path, tmp_path: Path
+) -> None:
+    from textual.widgets import Input
+
+    from tunedeck.tui.screens.editor import EditorScreen
+
+    other = tmp_path / "elsewhere"
+    write_run(other, RunSpec("elsewhere-run", "finished", 100, 100), now=time.time())
+    app = TunedeckApp(root=runs_root)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+        await pilot.press("d")
+        await wait_for(pilot, lambda: app.screen.id == "path-prompt", what="the root prompt")
+        box = app.screen.query_one(Input)
+        assert box.has_focus and box.value == str(runs_root)
+        await pilot.press(*str(other), "enter")  # typing replaces the selected old root
+        await wait_for(pilot, lambda: _row_names(app) == ["elsewhere-run"], what="the other root's runs")
+        assert app.screen.id == "dashboard" and app.root == other
+        await wait_text(pilot, app, f"under {other}")
+
+        await pilot.press("d", *"no-such-dir", "enter")
+        await wait_for(pilot, lambda: _said(app, f"Not a directory: {other / 'no-such-dir'}"))
+        assert app.root == other and _row_names(app) == ["elsewhere-run"]
+
+        await pilot.press("o")
+        await wait_for(pilot, lambda: app.screen.id == "path-prompt", what="the open prompt")
+        await pilot.press(*"elsewhere-run/config.yaml", "enter")  # relative to the root
+        await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen), what="the editor")
+        assert app.screen.path == other / "elsewhere-run" / "config.yaml"  # type: ignore[attr-defined]

@@ -115,7 +115,7 @@ def test_editor_snapshot(snap_compare: Any, size: tuple[int, int]) -> None:
     async def open_editor(pilot: Any, app: TunedeckApp) -> None:
         from tunedeck.tui.screens.editor import EditorScreen
 
-        app.open_editor(SNAP_DIR / "train.yaml")
+        await pilot.press("o", *str(SNAP_DIR / "train.yaml"), "enter")  # o: open a config
         await wait_for(pilot, lambda: isinstance(app.screen, EditorScreen) and app.screen.analysis is not None)
         editor: EditorScreen = app.screen  # type: ignore[assignment]
         editor.memory_index = 1  # the 24 GB preset, whatever NVML says

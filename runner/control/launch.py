@@ -183,6 +183,55 @@ def build_launch_plan(
     base = Path(cwd) if cwd is not None else Path.cwd()
     notes: list[str] = []
 
+    cpu, per_machine = _processes(values, gpus, num_processes, num_machines, machine_rank,
+                                  main_process_ip, cpu, gpu_count)
+    world = per_machine * num_machines
+    mp = mixed_precision_of(values)
+    ds_path, use_fsdp = _sharding(values, run_dir, base)
+
+    acc = _accelerate_config(world, num_machines, machine_rank, mp, cpu)
+    backend, mode_flags = _choose_backend(acc, values, base, ds_path, use_fsdp, world, cpu, notes)
+    port = main_process_port
+    if world > 1 and port is None and num_machines == 1:
+        port = 0  # accelerate picks a free port: parallel runs on one box never collide
+    if port is not None:
+        acc["main_process_port"] = port
+    if main_process_ip:
+        acc["main_process_ip"] = main_process_ip
+
+    acc_path = run_dir / ACCELERATE_CONFIG
+    direct = backend == "single" and num_machines == 1
+    if direct:
+        # One process, no DeepSpeed/FSDP: accelerate's launcher would only set a few
+        # environment variables (below) and wrap the trainer in a process that, on SIGTERM,
+        # ends it 5 s later (accelerate.commands.launch._run_subprocess) -- long before a
+        # slow step and a checkpoint save are done. Run the trainer itself.
+        argv = [sys.executable, "-m", "tunedeck.runner.train", str(config_path)]
+    else:
+        argv = _accelerate_argv(acc_path, mode_flags, world, num_machines, mp, machine_rank,
+                                main_process_ip, port, config_path)
+    env = _run_env(values, direct=direct, world=world, per_machine=per_machine, mp=mp, cpu=cpu, gpus=gpus)
+    return LaunchPlan(
+        argv=argv,
+        env=env,
+        accelerate_config=acc,
+        accelerate_config_path=acc_path,
+        world_size=world,
+        processes_per_machine=per_machine,
+        num_machines=num_machines,
+        gpus=list(gpus or []),
+        cpu=cpu,
+        mixed_precision=mp,
+        backend=backend,
+        deepspeed_config_path=ds_path,
+        notes=notes,
+    )
+
+
+def _processes(values: Mapping[str, Any], gpus: list[int] | None, num_processes: int | None,
+               num_machines: int, machine_rank: int, main_process_ip: str | None,
+               cpu: bool | None, gpu_count: int | None) -> tuple[bool, int]:
+    """The command line's hardware choice checked: (CPU run?, processes on this machine)."""
     if gpus is not None:
         if not gpus:
             raise ConfigError("--gpus needs at least one index", file="command line")
@@ -212,10 +261,11 @@ def build_launch_plan(
     if num_machines > 1 and not main_process_ip:
         raise ConfigError("a multi-node run needs --main-ip (the address of machine rank 0)",
                           file="command line")
-    world = per_machine * num_machines
-    mp = mixed_precision_of(values)
+    return bool(cpu), per_machine
 
-    # -- DeepSpeed / FSDP from their config files --------------------------------
+
+def _sharding(values: Mapping[str, Any], run_dir: Path, base: Path) -> tuple[Path | None, bool]:
+    """DeepSpeed / FSDP from the config: (the DeepSpeed config file or None, FSDP on?)."""
     ds = values.get("deepspeed")
     ds_path: Path | None = None
     if isinstance(ds, Mapping) or (ds is None and isinstance(values.get("deepspeed_config"), Mapping)):
@@ -228,14 +278,19 @@ def build_launch_plan(
     use_fsdp = bool(fsdp) and str(fsdp).strip().lower() not in ("", "false", "none")
     if ds_path is not None and use_fsdp:
         raise ConfigError("deepspeed and fsdp are both set; choose one", key="fsdp")
+    return ds_path, use_fsdp
 
-    acc: dict[str, Any] = {
+
+def _accelerate_config(world: int, num_machines: int, machine_rank: int, mp: str,
+                       cpu: bool) -> dict[str, Any]:
+    """The settings every per-run accelerate config file holds."""
+    return {
         "compute_environment": "LOCAL_MACHINE",
         "num_processes": world,
         "num_machines": num_machines,
         "machine_rank": machine_rank,
         "mixed_precision": mp,
-        "use_cpu": bool(cpu),
+        "use_cpu": cpu,
         "gpu_ids": "all",
         "rdzv_backend": "static",
         "same_network": True,
@@ -243,51 +298,34 @@ def build_launch_plan(
         "downcast_bf16": "no",
         "enable_cpu_affinity": False,
     }
-    mode_flags: list[str] = []
+
+
+def _choose_backend(acc: dict[str, Any], values: Mapping[str, Any], base: Path,
+                    ds_path: Path | None, use_fsdp: bool, world: int, cpu: bool,
+                    notes: list[str]) -> tuple[str, list[str]]:
+    """Set ``acc``'s distributed type; return the backend's name and its launcher flags."""
     if ds_path is not None:
-        backend = "deepspeed"
         acc["distributed_type"] = "DEEPSPEED"
         acc["deepspeed_config"] = {"deepspeed_config_file": str(ds_path), "zero3_init_flag": False}
-        mode_flags = ["--use_deepspeed", "--deepspeed_config_file", str(ds_path)]
         if cpu:
             notes.append("DeepSpeed on CPU is not supported by accelerate; it will fall back or fail")
-    elif use_fsdp:
-        backend = "fsdp"
+        return "deepspeed", ["--use_deepspeed", "--deepspeed_config_file", str(ds_path)]
+    if use_fsdp:
         acc["distributed_type"] = "FSDP"
         acc["fsdp_config"] = _fsdp_section(values, base)
-        mode_flags = ["--use_fsdp"]
-    elif world > 1:
-        backend = "multi"
+        return "fsdp", ["--use_fsdp"]
+    if world > 1:
         # With use_cpu (ACCELERATE_USE_CPU=1) torchrun's workers pick MULTI_CPU + gloo;
         # without it two independent runs would write the same output_dir.
         acc["distributed_type"] = "MULTI_CPU" if cpu else "MULTI_GPU"
-        mode_flags = ["--multi_gpu"]
-    else:
-        backend = "single"
-        acc["distributed_type"] = "NO"
-        if cpu:
-            mode_flags = ["--cpu"]
+        return "multi", ["--multi_gpu"]
+    acc["distributed_type"] = "NO"
+    return "single", ["--cpu"] if cpu else []
 
-    port = main_process_port
-    if world > 1 and port is None and num_machines == 1:
-        port = 0  # accelerate picks a free port: parallel runs on one box never collide
-    if port is not None:
-        acc["main_process_port"] = port
-    if main_process_ip:
-        acc["main_process_ip"] = main_process_ip
 
-    acc_path = run_dir / ACCELERATE_CONFIG
-    direct = backend == "single" and num_machines == 1
-    if direct:
-        # One process, no DeepSpeed/FSDP: accelerate's launcher would only set a few
-        # environment variables (below) and wrap the trainer in a process that, on SIGTERM,
-        # ends it 5 s later (accelerate.commands.launch._run_subprocess) -- long before a
-        # slow step and a checkpoint save are done. Run the trainer itself.
-        argv = [sys.executable, "-m", "tunedeck.runner.train", str(config_path)]
-    else:
-        argv = _accelerate_argv(acc_path, mode_flags, world, num_machines, mp, machine_rank,
-                                main_process_ip, port, config_path)
-
+def _run_env(values: Mapping[str, Any], *, direct: bool, world: int, per_machine: int, mp: str,
+             cpu: bool, gpus: list[int] | None) -> dict[str, str]:
+    """What the run's environment gets on top of ours (``direct``: no launcher process)."""
     env: dict[str, str] = {
         EXPECT_WORLD_SIZE_ENV: str(world),
         "PYTHONUNBUFFERED": "1",  # stdout.log gets lines as they happen
@@ -326,21 +364,7 @@ def build_launch_plan(
                 env[k] = str(v)  # the user's choice beats ours
             else:
                 env.setdefault(k, str(v).lower() if isinstance(v, bool) else str(v))
-    return LaunchPlan(
-        argv=argv,
-        env=env,
-        accelerate_config=acc,
-        accelerate_config_path=acc_path,
-        world_size=world,
-        processes_per_machine=per_machine,
-        num_machines=num_machines,
-        gpus=list(gpus or []),
-        cpu=bool(cpu),
-        mixed_precision=mp,
-        backend=backend,
-        deepspeed_config_path=ds_path,
-        notes=notes,
-    )
+    return env
 
 
 def _accelerate_argv(acc_path: Path, mode_flags: list[str], world: int, num_machines: int, mp: str,
@@ -814,6 +838,36 @@ def _register(run_id: str, name: str, run_dir: Path, old: RunManifest | None, sa
             + f"); refer to this one by its id {run_id}")
 
 
+def _identity(old: RunManifest | None, resume_from: str | None, name: str | None,
+              run_dir: Path) -> tuple[bool, str, str, int]:
+    """(continuing, run id, name, attempt number): a launch that resumes a tunedeck run in
+    place continues that run (same id, next attempt); anything else is a new run."""
+    from tunedeck.runner.rundir import registry
+
+    if old is not None and resume_from is not None:
+        return True, old.id, name or old.name, len(old.attempts) + 1
+    return False, registry.new_run_id(), name or run_dir.name, 1
+
+
+def _plan_launch(values: Mapping[str, Any], patch: Mapping[str, Any], frozen_path: Path, cwd: Path,
+                 opts: LaunchOptions, slurm: Any, say: Any) -> tuple[LaunchPlan, dict[str, Any]]:
+    """The plan for the frozen config (its accelerate/DeepSpeed files written) and the
+    options it was built with (a Slurm job's allocation decides them)."""
+    effective = dict(values)
+    effective.update({k: v for k, v in patch.items() if v is not None})
+    plan_kwargs: dict[str, Any] = opts.plan_kwargs()
+    if slurm is not None:
+        from tunedeck.runner.control.backends.slurm import launch_kwargs, require
+
+        require("sbatch")
+        plan_kwargs = launch_kwargs(slurm, opts.num_processes, opts.cpu)
+    plan = build_launch_plan(effective, config_path=frozen_path, cwd=cwd, **plan_kwargs)
+    write_plan_files(plan, effective)
+    for n in plan.notes:
+        say(f"note: {n}")
+    return plan, plan_kwargs
+
+
 def launch(
     config_path: str | Path,
     overrides: Iterable[str] | Mapping[str, Any] = (),
@@ -836,7 +890,6 @@ def launch(
     from tunedeck.runner.control.requirements import require_training_stack
     from tunedeck.runner.control.secrets import redact_env, redact_values
     from tunedeck.runner.fsutil import ensure_dir
-    from tunedeck.runner.rundir import registry
     from tunedeck.runner.rundir.manifest import Attempt, read_manifest
 
     opts = options or LaunchOptions()
@@ -861,27 +914,12 @@ def launch(
 
         patch, resume_from = _apply_start_policy(run_dir, values, overwrite=opts.overwrite, say=say)
 
-        # Continue the same run id when this resumes a tunedeck run in place.
-        continuing = old is not None and resume_from is not None
-        run_id = old.id if continuing and old is not None else registry.new_run_id()
-        name = opts.name or (old.name if continuing and old is not None else run_dir.name)
-        attempt_no = (len(old.attempts) + 1) if continuing and old is not None else 1
+        continuing, run_id, name, attempt_no = _identity(old, resume_from, opts.name, run_dir)
         if continuing:
             keep_attempt_copy(run_dir, attempt_no - 1)
 
         frozen_path, secrets = freeze_config(doc, run_dir, patch)
-        effective = dict(values)
-        effective.update({k: v for k, v in patch.items() if v is not None})
-        plan_kwargs: dict[str, Any] = opts.plan_kwargs()
-        if slurm is not None:
-            from tunedeck.runner.control.backends.slurm import launch_kwargs, require
-
-            require("sbatch")
-            plan_kwargs = launch_kwargs(slurm, opts.num_processes, opts.cpu)
-        plan = build_launch_plan(effective, config_path=frozen_path, cwd=cwd_p, **plan_kwargs)
-        write_plan_files(plan, effective)
-        for n in plan.notes:
-            say(f"note: {n}")
+        plan, plan_kwargs = _plan_launch(values, patch, frozen_path, cwd_p, opts, slurm, say)
 
         attempt = Attempt(
             number=attempt_no,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunedeck.runner.errors import RunBusy, TunedeckError
 from tunedeck.runner.rundir.health import checkpoint_resume_end
@@ -24,6 +24,9 @@ from tunedeck.runner.rundir.protocol import (
     STOP_REQUEST,
     TRAINER_EXIT,
 )
+
+if TYPE_CHECKING:
+    from tunedeck.runner.rundir.manifest import RunManifest
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,49 @@ def _original_secrets(original: str | None, frozen: Path, secrets: dict[str, Any
             "cannot be passed on; give them as key=value or through the environment")
 
 
+def _resumable(run: Path) -> tuple[RunManifest, Path]:
+    """The run's manifest and frozen config; raise when either is missing."""
+    from tunedeck.runner.rundir.manifest import read_manifest
+
+    m = read_manifest(run)
+    if m is None:
+        raise TunedeckError(
+            f"{run} has no tunedeck manifest, so there is no frozen config to resume",
+            hint="launch your config with output_dir set to it: `tunedeck launch CONFIG` resumes "
+            "from its newest checkpoint",
+        )
+    cfg_path = run / FROZEN_CONFIG
+    if not cfg_path.exists():
+        raise TunedeckError(f"{cfg_path} is missing: cannot resume without the frozen config")
+    return m, cfg_path
+
+
+def _refreeze(doc: Any, cfg_path: Path, over: dict[str, Any], ck: Path) -> dict[str, Any]:
+    """Write the frozen config again with the overrides and ``resume_from_checkpoint: ck``;
+    secret overrides stay out of it and are returned (for the trainer's environment)."""
+    from tunedeck.runner.control.secrets import REDACTED, is_secret_key
+    from tunedeck.runner.fsutil import atomic_write_text
+
+    secrets = {k: v for k, v in over.items() if is_secret_key(k) and v not in (None, "", REDACTED)}
+    for k, v in over.items():
+        if v is None:
+            doc.delete(k)
+        elif k not in secrets:
+            doc.set(k, v)
+    doc.set("resume_from_checkpoint", str(ck))
+    atomic_write_text(cfg_path, doc.dumps())
+    return secrets
+
+
+def _slurm_options(m: RunManifest) -> Any:
+    """A Slurm run resubmits: a new job of the same run, same allocation choices (else None)."""
+    if m.backend == "slurm" and m.slurm is not None:
+        from tunedeck.runner.control.backends.slurm import SlurmOptions
+
+        return SlurmOptions.from_dict(m.slurm.options)
+    return None
+
+
 def resume(
     run_dir: str | Path,
     *,
@@ -124,24 +170,14 @@ def resume(
     )
     from tunedeck.runner.control.lock import acquire
     from tunedeck.runner.control.requirements import require_training_stack
-    from tunedeck.runner.control.secrets import REDACTED, is_secret_key, redact_values
-    from tunedeck.runner.fsutil import atomic_write_text
-    from tunedeck.runner.rundir.manifest import Attempt, read_manifest
+    from tunedeck.runner.control.secrets import redact_values
+    from tunedeck.runner.rundir.manifest import Attempt
 
     say = warn or (lambda _t: None)
     run = Path(run_dir)
     # Before anything changes: a resume that cannot start must leave a finished run finished.
     require_training_stack("resume")
-    m = read_manifest(run)
-    if m is None:
-        raise TunedeckError(
-            f"{run} has no tunedeck manifest, so there is no frozen config to resume",
-            hint="launch your config with output_dir set to it: `tunedeck launch CONFIG` resumes "
-            "from its newest checkpoint",
-        )
-    cfg_path = run / FROZEN_CONFIG
-    if not cfg_path.exists():
-        raise TunedeckError(f"{cfg_path} is missing: cannot resume without the frozen config")
+    m, cfg_path = _resumable(run)
     over = parse_overrides(list(overrides))
     ck = pick_checkpoint(run, from_)
 
@@ -157,15 +193,7 @@ def resume(
             say(f"warning: {w}")
         attempt_no = len(m.attempts) + 1
         keep_attempt_copy(run, attempt_no - 1)
-        secrets = {k: v for k, v in over.items() if is_secret_key(k) and v not in (None, "", REDACTED)}
-        for k, v in over.items():
-            if v is None:
-                doc.delete(k)
-            elif k not in secrets:
-                doc.set(k, v)
-        doc.set("resume_from_checkpoint", str(ck))
-        atomic_write_text(cfg_path, doc.dumps())
-
+        secrets = _refreeze(doc, cfg_path, over, ck)
         _original_secrets(m.config_path, cfg_path, secrets, say)
 
         eff = doc.values()
@@ -183,13 +211,7 @@ def resume(
         for stale in (TRAINER_EXIT, STOP_REQUEST):
             (run / stale).unlink(missing_ok=True)
         cwd = Path(m.cwd) if m.cwd and Path(m.cwd).is_dir() else run
-        slurm = None
-        if m.backend == "slurm" and m.slurm is not None:
-            # Resubmit: a new job of the same run, same allocation choices.
-            from tunedeck.runner.control.backends.slurm import SlurmOptions
-
-            slurm = SlurmOptions.from_dict(m.slurm.options)
-        pid, job = start_attempt(run, lock, m, plan, secrets, cwd, slurm=slurm, warn=say)
+        pid, job = start_attempt(run, lock, m, plan, secrets, cwd, slurm=_slurm_options(m), warn=say)
     finally:
         lock.release()
     return ResumeResult(m.id, run, ck, attempt_no, pid, job_id=job)

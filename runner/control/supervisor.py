@@ -230,6 +230,23 @@ class Supervisor:
         self.exit_seen_at = None
         self.exit_hung = False
         _say(f"attempt {attempt.number}: {' '.join(self.m.argv)}")
+        started = self._start_trainer(attempt, log_path)
+        if isinstance(started, ExitInfo):
+            return started
+        pid, ct = started
+        known: dict[int, P.ProcId] = {pid: P.ProcId(pid, ct)}
+        self.watch = None
+        if self.notifier is not None:
+            with contextlib.suppress(Exception):
+                self.watch = RunWatch(run_dir, pids=lambda: [p.pid for p in known.values()])
+        rc = self._watch_trainer(pid, ct, known)
+        left = self._verify_gone(known, pid)
+        info = classify_exit(run_dir, rc, log_offset=offset, stop_requested=self.stopping)
+        return self._annotate_exit(info, left)
+
+    def _start_trainer(self, attempt: Attempt, log_path: Path) -> tuple[int, float] | ExitInfo:
+        """Start the attempt's command (stdout appended to ``log_path``) and record it running:
+        (its pid, its create time), or the failed attempt's end when it cannot start."""
         log = open(log_path, "ab")  # noqa: SIM115 - the child's stdout; closed below
         try:
             self.proc = subprocess.Popen(
@@ -258,12 +275,12 @@ class Supervisor:
         self.m.procs = [ref]
         self.m.status = RunStatus.RUNNING
         self.write()
+        return pid, ct
 
-        known: dict[int, P.ProcId] = {pid: P.ProcId(pid, ct)}
-        self.watch = None
-        if self.notifier is not None:
-            with contextlib.suppress(Exception):
-                self.watch = RunWatch(run_dir, pids=lambda: [p.pid for p in known.values()])
+    def _watch_trainer(self, pid: int, ct: float, known: dict[int, P.ProcId]) -> int:
+        """Poll until the trainer and every process it started are gone, acting on stop
+        requests, preemption warnings, a hung exit and the stall/idle watch; its exit code."""
+        assert self.proc is not None
         next_tree = 0.0
         rc: int | None = None
         while True:
@@ -289,7 +306,7 @@ class Supervisor:
             # Once the launcher is gone, its children (the trainer when accelerate was
             # killed alone, torchrun workers) may still be finishing: wait for them too.
             if rc is not None and not P.survivors(known.values(), [pid]):
-                break
+                return rc
             if rc is None:
                 # Wake the moment the trainer exits, not up to POLL later: a finished run's
                 # end is recorded (and --follow returns) that much sooner.
@@ -298,8 +315,8 @@ class Supervisor:
             else:
                 time.sleep(POLL)
 
-        left = self._verify_gone(known, pid)
-        info = classify_exit(run_dir, rc, log_offset=offset, stop_requested=self.stopping)
+    def _annotate_exit(self, info: ExitInfo, left: list[P.ProcId]) -> ExitInfo:
+        """The classified end with what the supervisor saw: a stop, a hung exit, survivors."""
         if self.stopping:
             note = info.message or "stopped on request"
             if self.killed and not self.exit_hung:

@@ -109,65 +109,10 @@ class DataArgs:
         cutoff = _int(values, "cutoff_len", 2048, minimum=2)
         assert cutoff is not None
         streaming = bool(_bool(values, "streaming", False))
-        neat = bool(_bool(values, "neat_packing", False))
-        packing_raw = _bool(values, "packing", None)
-        packing = bool(neat or (packing_raw if packing_raw is not None else stage == "pt"))
-        train_on_prompt = bool(_bool(values, "train_on_prompt", False))
-        mask_history = bool(_bool(values, "mask_history", False))
-        if mask_history and train_on_prompt:
-            raise ConfigError("`mask_history` is incompatible with `train_on_prompt`.", key="mask_history")
-        if stage != "sft":
-            for k, on in (("mask_history", mask_history), ("train_on_prompt", train_on_prompt),
-                          ("neat_packing", neat)):
-                if on:
-                    raise ConfigError(f"`{k}` is only valid for stage sft (stage is {stage}).", key=k)
-            if packing and stage in ("rm", "dpo", "kto"):
-                raise ConfigError(f"`packing` is not supported for stage {stage}.", key="packing")
-
-        vs = values.get("val_size", 0.0) or 0.0
-        try:
-            val_size = float(vs)
-        except (TypeError, ValueError):
-            raise ConfigError(f"expected a fraction or a count, got {vs!r}", key="val_size") from None
-        if val_size < 0 or (val_size > 1 and not val_size.is_integer()):
-            raise ConfigError(f"must be a fraction in [0, 1) or a whole count, got {vs!r}", key="val_size")
-        if eval_dataset and val_size > 1e-6:
-            raise ConfigError("Cannot specify `val_size` if `eval_dataset` is not None.", key="val_size")
-        if streaming and val_size > 1e-6 and not float(val_size).is_integer():
-            raise ConfigError("Streaming mode should have an integer val size.", key="val_size")
-
-        max_samples = _int(values, "max_samples", None, minimum=1)
-        max_steps = _int(values, "max_steps", None)
-        if max_steps is not None and max_steps <= 0:
-            max_steps = None
-        if streaming and max_steps is None:
-            raise ConfigError("Please specify `max_steps` in streaming mode.", key="max_steps")
-        if streaming and max_samples is not None:
-            raise ConfigError("`max_samples` is incompatible with `streaming`.", key="max_samples")
-
-        mix = str(values.get("mix_strategy", "concat") or "concat")
-        if mix not in MIX_STRATEGIES:
-            raise ConfigError(f"Unknown mixing strategy: {mix}.", key="mix_strategy",
-                              hint=f"one of {', '.join(MIX_STRATEGIES)}")
-        probs_raw = values.get("interleave_probs")
-        probs: tuple[float, ...] | None = None
-        if probs_raw not in (None, ""):
-            try:
-                probs = tuple(float(p) for p in split_names(probs_raw if isinstance(probs_raw, str)
-                                                            else [str(x) for x in probs_raw]))
-            except (TypeError, ValueError):
-                raise ConfigError(f"expected a comma list of numbers, got {probs_raw!r}",
-                                  key="interleave_probs") from None
-            if mix == "concat":
-                raise ConfigError("`interleave_probs` is only valid for interleaved mixing.",
-                                  key="interleave_probs", hint="set mix_strategy: interleave_under")
-            if len(probs) != len(dataset):
-                raise ConfigError(
-                    f"`interleave_probs` has {len(probs)} value(s) for {len(dataset)} dataset(s)",
-                    key="interleave_probs")
-            if abs(sum(probs) - 1.0) > 1e-6 or any(p < 0 for p in probs):
-                raise ConfigError(f"`interleave_probs` must be non-negative and sum to 1, got {probs_raw!r}",
-                                  key="interleave_probs")
+        neat, packing, train_on_prompt, mask_history = _masking_and_packing(values, stage)
+        val_size = _val_size(values, eval_dataset, streaming)
+        max_samples, max_steps = _limits(values, streaming)
+        mix, probs = _mixing(values, dataset)
 
         enable_thinking = values.get("enable_thinking", True)
         if enable_thinking is not None:
@@ -199,3 +144,79 @@ class DataArgs:
             max_steps=max_steps,
             flash_attn=str(values.get("flash_attn", "auto") or "auto"),
         )
+
+
+def _masking_and_packing(values: Mapping[str, Any], stage: str) -> tuple[bool, bool, bool, bool]:
+    """(neat_packing, packing, train_on_prompt, mask_history), checked against ``stage``."""
+    neat = bool(_bool(values, "neat_packing", False))
+    packing_raw = _bool(values, "packing", None)
+    packing = bool(neat or (packing_raw if packing_raw is not None else stage == "pt"))
+    train_on_prompt = bool(_bool(values, "train_on_prompt", False))
+    mask_history = bool(_bool(values, "mask_history", False))
+    if mask_history and train_on_prompt:
+        raise ConfigError("`mask_history` is incompatible with `train_on_prompt`.", key="mask_history")
+    if stage != "sft":
+        for k, on in (("mask_history", mask_history), ("train_on_prompt", train_on_prompt),
+                      ("neat_packing", neat)):
+            if on:
+                raise ConfigError(f"`{k}` is only valid for stage sft (stage is {stage}).", key=k)
+        if packing and stage in ("rm", "dpo", "kto"):
+            raise ConfigError(f"`packing` is not supported for stage {stage}.", key="packing")
+    return neat, packing, train_on_prompt, mask_history
+
+
+def _val_size(values: Mapping[str, Any], eval_dataset: tuple[str, ...], streaming: bool) -> float:
+    """``val_size``: a fraction in [0, 1) or a whole count of examples."""
+    vs = values.get("val_size", 0.0) or 0.0
+    try:
+        val_size = float(vs)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a fraction or a count, got {vs!r}", key="val_size") from None
+    if val_size < 0 or (val_size > 1 and not val_size.is_integer()):
+        raise ConfigError(f"must be a fraction in [0, 1) or a whole count, got {vs!r}", key="val_size")
+    if eval_dataset and val_size > 1e-6:
+        raise ConfigError("Cannot specify `val_size` if `eval_dataset` is not None.", key="val_size")
+    if streaming and val_size > 1e-6 and not float(val_size).is_integer():
+        raise ConfigError("Streaming mode should have an integer val size.", key="val_size")
+    return val_size
+
+
+def _limits(values: Mapping[str, Any], streaming: bool) -> tuple[int | None, int | None]:
+    """(max_samples, max_steps); a streamed dataset needs max_steps, takes no max_samples."""
+    max_samples = _int(values, "max_samples", None, minimum=1)
+    max_steps = _int(values, "max_steps", None)
+    if max_steps is not None and max_steps <= 0:
+        max_steps = None
+    if streaming and max_steps is None:
+        raise ConfigError("Please specify `max_steps` in streaming mode.", key="max_steps")
+    if streaming and max_samples is not None:
+        raise ConfigError("`max_samples` is incompatible with `streaming`.", key="max_samples")
+    return max_samples, max_steps
+
+
+def _mixing(values: Mapping[str, Any], dataset: tuple[str, ...]) -> tuple[str, tuple[float, ...] | None]:
+    """(mix_strategy, interleave_probs) for several training datasets."""
+    mix = str(values.get("mix_strategy", "concat") or "concat")
+    if mix not in MIX_STRATEGIES:
+        raise ConfigError(f"Unknown mixing strategy: {mix}.", key="mix_strategy",
+                          hint=f"one of {', '.join(MIX_STRATEGIES)}")
+    probs_raw = values.get("interleave_probs")
+    probs: tuple[float, ...] | None = None
+    if probs_raw not in (None, ""):
+        try:
+            probs = tuple(float(p) for p in split_names(probs_raw if isinstance(probs_raw, str)
+                                                        else [str(x) for x in probs_raw]))
+        except (TypeError, ValueError):
+            raise ConfigError(f"expected a comma list of numbers, got {probs_raw!r}",
+                              key="interleave_probs") from None
+        if mix == "concat":
+            raise ConfigError("`interleave_probs` is only valid for interleaved mixing.",
+                              key="interleave_probs", hint="set mix_strategy: interleave_under")
+        if len(probs) != len(dataset):
+            raise ConfigError(
+                f"`interleave_probs` has {len(probs)} value(s) for {len(dataset)} dataset(s)",
+                key="interleave_probs")
+        if abs(sum(probs) - 1.0) > 1e-6 or any(p < 0 for p in probs):
+            raise ConfigError(f"`interleave_probs` must be non-negative and sum to 1, got {probs_raw!r}",
+                              key="interleave_probs")
+    return mix, probs

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,148 +150,179 @@ def _messages(body: dict[str, Any]) -> tuple[list[dict[str, str]], str | None]:
 def create_app(pool: ModelPool, api_key: str | None) -> Any:
     """The FastAPI application over ``pool`` (``api_key`` None: no authentication)."""
     app = FastAPI(title="tunedeck", docs_url=None, redoc_url=None, openapi_url=None)
-    gate = asyncio.Lock()   # one generation at a time
+    api = _Endpoints(pool)
+    app.middleware("http")(_authenticator(api_key))
+    app.get("/health")(api.health)
+    app.get("/v1/models")(api.models)
+    app.post("/v1/chat/completions")(api.chat)
+    app.post("/v1/completions")(api.completions)
+    return app
 
-    def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
-    @app.middleware("http")
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def _authenticator(api_key: str | None) -> Any:
+    """The middleware that refuses a request without ``Authorization: Bearer api_key``."""
+
     async def authenticate(request: Request, call_next: Any) -> Any:
         if api_key is not None:
             given = request.headers.get("authorization", "")
             token = given[7:] if given.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(token.encode(), api_key.encode()):
-                return error(401, "invalid or missing API key (Authorization: Bearer KEY)",
-                             "authentication_error")
+                return _error(401, "invalid or missing API key (Authorization: Bearer KEY)",
+                              "authentication_error")
         return await call_next(request)
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": pool.ids()}
+    return authenticate
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+
+async def _body_of(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ValueError("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    if int(body.get("n") or 1) != 1:
+        raise ValueError("n must be 1")
+    return body
+
+
+def _prompt_ids(served: Served, body: dict[str, Any]) -> list[int]:
+    """A completion request's prompt (one string) as token ids."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise ValueError("prompt must be one string")
+    return served.loaded.tokenizer.encode(prompt, add_special_tokens=True)
+
+
+class _Endpoints:
+    """The routes over one pool; one generation runs at a time."""
+
+    def __init__(self, pool: ModelPool) -> None:
+        self.pool = pool
+        self.gate = asyncio.Lock()
+
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", "models": self.pool.ids()}
+
+    async def models(self) -> dict[str, Any]:
         now = int(time.time())
         return {"object": "list", "data": [
-            {"id": i, "object": "model", "created": now, "owned_by": "tunedeck"} for i in pool.ids()]}
+            {"id": i, "object": "model", "created": now, "owned_by": "tunedeck"} for i in self.pool.ids()]}
 
-    async def body_of(request: Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ValueError("the request body is not JSON") from None
-        if not isinstance(body, dict):
-            raise ValueError("the request body must be a JSON object")
-        if int(body.get("n") or 1) != 1:
-            raise ValueError("n must be 1")
-        return body
-
-    def choose(body: dict[str, Any]) -> Served:
-        try:
-            return pool.pick(body.get("model"))
-        except KeyError:
-            raise LookupError(f"model {body.get('model')!r} is not served here; "
-                              f"GET /v1/models lists {', '.join(pool.ids())}") from None
-
-    async def answer(served: Served, ids: list[int], gen: Any, stream: bool, kind: str) -> Any:
-        from tunedeck.runner.infer.engine import generate_stream
-
-        rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
-        created = int(time.time())
-        stop = threading.Event()
-
-        def pieces() -> Iterator[str]:
-            pool.activate(served)
-            return generate_stream(served.loaded, ids, gen, stop)
-
-        def usage(text: str) -> dict[str, int]:
-            n = len(served.loaded.tokenizer.encode(text, add_special_tokens=False))
-            return {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}
-
-        def chunk(delta: dict[str, Any] | str, finish: str | None) -> str:
-            if kind == "chat":
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-                obj = "chat.completion.chunk"
-            else:
-                choice = {"index": 0, "text": delta, "finish_reason": finish}
-                obj = "text_completion"
-            return "data: " + json.dumps({"id": rid, "object": obj, "created": created,
-                                          "model": served.id, "choices": [choice]}) + "\n\n"
-
-        if not stream:
-            async with gate:
-                text = await asyncio.to_thread(lambda: "".join(pieces()))
-            finish = "length" if _hit_limit(served, text, gen) else "stop"
-            if kind == "chat":
-                choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                          "finish_reason": finish}
-                obj = "chat.completion"
-            else:
-                choice = {"index": 0, "text": text, "finish_reason": finish}
-                obj = "text_completion"
-            return JSONResponse({"id": rid, "object": obj, "created": created, "model": served.id,
-                                 "choices": [choice], "usage": usage(text)})
-
-        async def events() -> AsyncIterator[str]:
-            async with gate:
-                it = await asyncio.to_thread(pieces)
-                parts: list[str] = []
-                if kind == "chat":
-                    yield chunk({"role": "assistant", "content": ""}, None)
-                try:
-                    while True:
-                        piece = await asyncio.to_thread(next, it, None)
-                        if piece is None:
-                            break
-                        parts.append(piece)
-                        yield chunk({"content": piece} if kind == "chat" else piece, None)
-                finally:
-                    stop.set()   # a client that went away stops the generation
-                    close = getattr(it, "close", None)  # a generator: ends its work at once
-                    if close is not None:
-                        await asyncio.to_thread(close)
-                text = "".join(parts)
-                yield chunk({} if kind == "chat" else "", "length" if _hit_limit(served, text, gen) else "stop")
-                yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Any:
+    async def chat(self, request: Request) -> Any:
         from tunedeck.runner.infer.engine import format_chat
 
-        try:
-            body = await body_of(request)
-            served = choose(body)
+        def encode(served: Served, body: dict[str, Any]) -> list[int]:
             messages, system = _messages(body)
-            ids = format_chat(served.loaded, messages, system)
-            gen = gen_for(served.loaded, body)
-        except LookupError as exc:
-            return error(404, str(exc), "model_not_found")
-        except (ValueError, TypeError, TunedeckError) as exc:
-            return error(400, str(exc))
-        return await answer(served, ids, gen, bool(body.get("stream")), "chat")
+            return format_chat(served.loaded, messages, system)
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Any:
+        return await self._complete(request, "chat", encode)
+
+    async def completions(self, request: Request) -> Any:
+        return await self._complete(request, "completion", _prompt_ids)
+
+    def _choose(self, body: dict[str, Any]) -> Served:
         try:
-            body = await body_of(request)
-            served = choose(body)
-            prompt = body.get("prompt")
-            if isinstance(prompt, list) and len(prompt) == 1:
-                prompt = prompt[0]
-            if not isinstance(prompt, str):
-                raise ValueError("prompt must be one string")
-            ids = served.loaded.tokenizer.encode(prompt, add_special_tokens=True)
+            return self.pool.pick(body.get("model"))
+        except KeyError:
+            raise LookupError(f"model {body.get('model')!r} is not served here; "
+                              f"GET /v1/models lists {', '.join(self.pool.ids())}") from None
+
+    async def _complete(self, request: Request, kind: str,
+                        encode: Callable[[Served, dict[str, Any]], list[int]]) -> Any:
+        """Read and check a request, then answer it (``kind``: "chat" or "completion")."""
+        try:
+            body = await _body_of(request)
+            served = self._choose(body)
+            ids = encode(served, body)
             gen = gen_for(served.loaded, body)
         except LookupError as exc:
-            return error(404, str(exc), "model_not_found")
+            return _error(404, str(exc), "model_not_found")
         except (ValueError, TypeError, TunedeckError) as exc:
-            return error(400, str(exc))
-        return await answer(served, ids, gen, bool(body.get("stream")), "completion")
+            return _error(400, str(exc))
+        reply = _Reply(self.pool, served, ids, gen, kind)
+        if not body.get("stream"):
+            async with self.gate:
+                text = await asyncio.to_thread(lambda: "".join(reply.pieces()))
+            return JSONResponse(reply.whole(text))
+        return StreamingResponse(self._events(reply), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
 
-    return app
+    async def _events(self, reply: _Reply) -> AsyncIterator[str]:
+        """The server-sent events of a streamed answer; a client that leaves stops it."""
+        async with self.gate:
+            it = await asyncio.to_thread(reply.pieces)
+            parts: list[str] = []
+            if reply.kind == "chat":
+                yield reply.chunk({"role": "assistant", "content": ""}, None)
+            try:
+                while True:
+                    piece = await asyncio.to_thread(next, it, None)
+                    if piece is None:
+                        break
+                    parts.append(piece)
+                    yield reply.chunk({"content": piece} if reply.kind == "chat" else piece, None)
+            finally:
+                reply.stop.set()   # a client that went away stops the generation
+                close = getattr(it, "close", None)  # a generator: ends its work at once
+                if close is not None:
+                    await asyncio.to_thread(close)
+            text = "".join(parts)
+            yield reply.chunk({} if reply.kind == "chat" else "", reply.finish_reason(text))
+            yield "data: [DONE]\n\n"
+
+
+class _Reply:
+    """One answer in OpenAI's shapes: ``kind`` "chat" (chat.completion) or "completion"."""
+
+    def __init__(self, pool: ModelPool, served: Served, ids: list[int], gen: Any, kind: str) -> None:
+        self.pool, self.served, self.ids, self.gen, self.kind = pool, served, ids, gen, kind
+        self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+        self.stop = threading.Event()
+
+    def pieces(self) -> Iterator[str]:
+        from tunedeck.runner.infer.engine import generate_stream
+
+        self.pool.activate(self.served)
+        return generate_stream(self.served.loaded, self.ids, self.gen, self.stop)
+
+    def finish_reason(self, text: str) -> str:
+        return "length" if _hit_limit(self.served, text, self.gen) else "stop"
+
+    def usage(self, text: str) -> dict[str, int]:
+        n = len(self.served.loaded.tokenizer.encode(text, add_special_tokens=False))
+        return {"prompt_tokens": len(self.ids), "completion_tokens": n, "total_tokens": len(self.ids) + n}
+
+    def whole(self, text: str) -> dict[str, Any]:
+        """The JSON answer to a request without ``stream``."""
+        finish = self.finish_reason(text)
+        if self.kind == "chat":
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                      "finish_reason": finish}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": finish}
+            obj = "text_completion"
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.served.id,
+                "choices": [choice], "usage": self.usage(text)}
+
+    def chunk(self, delta: dict[str, Any] | str, finish: str | None) -> str:
+        """One server-sent event of a streamed answer."""
+        if self.kind == "chat":
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            obj = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": delta, "finish_reason": finish}
+            obj = "text_completion"
+        return "data: " + json.dumps({"id": self.id, "object": obj, "created": self.created,
+                                      "model": self.served.id, "choices": [choice]}) + "\n\n"
 
 
 def _hit_limit(served: Served, text: str, gen: Any) -> bool:

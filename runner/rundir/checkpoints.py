@@ -163,37 +163,7 @@ def _inspect(path: Path, step: int, *, with_size: bool = True) -> CheckpointInfo
     else:
         kind = "unknown"
 
-    reason: str | None = None
-    weights = adapter + full
-    if INCOMPLETE_MARKER in names:
-        reason = f"{INCOMPLETE_MARKER} present: the save was interrupted"
-    elif not (weights or ds_dirs or fsdp_dirs):
-        reason = (
-            "no weights (adapter_model.*, model*.safetensors, pytorch_model*.bin or global_step*/)"
-        )
-    elif empty := [n for n in weights if files[n] == 0]:
-        reason = f"empty weights file: {empty[0]}"
-    else:
-        for index_name in SHARD_INDEXES:
-            if index_name in names:
-                missing = _missing_shards(path / index_name, names)
-                if missing is None:
-                    reason = f"{index_name} is unreadable"
-                elif missing:
-                    more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
-                    reason = f"missing shard {missing[0]}{more}"
-                if reason:
-                    break
-        if reason is None and ds_dirs:
-            ds_files = _listdir(path / sorted(ds_dirs)[-1])
-            if not any(f.endswith(".pt") for f in ds_files):
-                reason = f"{sorted(ds_dirs)[-1]}/ holds no DeepSpeed state"
-    if reason is None:
-        if TRAINER_STATE not in names:
-            reason = f"no {TRAINER_STATE}"
-        elif not _json_looks_whole(path / TRAINER_STATE):
-            reason = f"{TRAINER_STATE} is empty or truncated"
-
+    reason = _incomplete_reason(path, files, adapter + full, ds_dirs, fsdp_dirs)
     complete = reason is None
     has_optimizer = any(n in names for n in OPTIMIZER_FILES) or any(
         d.startswith("optimizer") for d in subdirs
@@ -218,6 +188,36 @@ def _inspect(path: Path, step: int, *, with_size: bool = True) -> CheckpointInfo
         eval_loss=None,
         resumable_full=complete and has_optimizer,
     )
+
+
+def _incomplete_reason(path: Path, files: dict[str, int], weights: list[str], ds_dirs: list[str],
+                       fsdp_dirs: list[str]) -> str | None:
+    """Why the checkpoint in ``path`` (its ``files`` with their sizes) is incomplete; None
+    when it is complete (the one completeness rule)."""
+    names = set(files)
+    if INCOMPLETE_MARKER in names:
+        return f"{INCOMPLETE_MARKER} present: the save was interrupted"
+    if not (weights or ds_dirs or fsdp_dirs):
+        return "no weights (adapter_model.*, model*.safetensors, pytorch_model*.bin or global_step*/)"
+    if empty := [n for n in weights if files[n] == 0]:
+        return f"empty weights file: {empty[0]}"
+    for index_name in SHARD_INDEXES:
+        if index_name in names:
+            missing = _missing_shards(path / index_name, names)
+            if missing is None:
+                return f"{index_name} is unreadable"
+            if missing:
+                more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+                return f"missing shard {missing[0]}{more}"
+    if ds_dirs:
+        ds_files = _listdir(path / sorted(ds_dirs)[-1])
+        if not any(f.endswith(".pt") for f in ds_files):
+            return f"{sorted(ds_dirs)[-1]}/ holds no DeepSpeed state"
+    if TRAINER_STATE not in names:
+        return f"no {TRAINER_STATE}"
+    if not _json_looks_whole(path / TRAINER_STATE):
+        return f"{TRAINER_STATE} is empty or truncated"
+    return None
 
 
 def _listdir(path: Path) -> list[str]:

@@ -169,6 +169,22 @@ def _target_regex(targets: list[str]) -> list[str] | str:
     return targets
 
 
+def _low_rank_optimizer(v: Mapping[str, Any], training: dict[str, Any], notes: list[str],
+                        method: str, label: str, extra: tuple[str, ...]) -> None:
+    """GaLore / APOLLO (``method``): transformers' optimizer with its ``<method>_*`` keys as
+    ``optim_args`` (rank, update_proj_gap, scale, then the ``extra`` keys in order)."""
+    _require(f"{method}_torch", f"use_{method}", f"{method}-torch")
+    training["optim"] = f"{method}_adamw_layerwise" if v.get(f"{method}_layerwise") else f"{method}_adamw"
+    training["optim_target_modules"] = _target_regex(split_list(v.get(f"{method}_target")))
+    training["optim_args"] = ",".join([
+        f"rank={int(v[f'{method}_rank'])}",
+        f"update_proj_gap={int(v[f'{method}_update_interval'])}",
+        f"scale={float(v[f'{method}_scale'])}",
+        *(f"{k}={v[f'{method}_{k}']}" for k in extra),
+    ])
+    notes.append(f"optimizer: {training['optim']} ({label} rank {v[f'{method}_rank']})")
+
+
 def _optimizer_kwargs(v: Mapping[str, Any], training: dict[str, Any], notes: list[str]) -> None:
     chosen = [k for k in ("use_galore", "use_apollo", "use_badam") if v.get(k)]
     if len(chosen) > 1:
@@ -176,24 +192,9 @@ def _optimizer_kwargs(v: Mapping[str, Any], training: dict[str, Any], notes: lis
     if chosen and v.get("finetuning_type") == "lora":
         raise ConfigProblem(f"{chosen[0]}: cannot be combined with finetuning_type: lora")
     if v.get("use_galore"):
-        _require("galore_torch", "use_galore", "galore-torch")
-        training["optim"] = "galore_adamw_layerwise" if v.get("galore_layerwise") else "galore_adamw"
-        training["optim_target_modules"] = _target_regex(split_list(v.get("galore_target")))
-        training["optim_args"] = (
-            f"rank={int(v['galore_rank'])},update_proj_gap={int(v['galore_update_interval'])},"
-            f"scale={float(v['galore_scale'])},proj_type={v['galore_proj_type']}"
-        )
-        notes.append(f"optimizer: {training['optim']} (GaLore rank {v['galore_rank']})")
+        _low_rank_optimizer(v, training, notes, "galore", "GaLore", ("proj_type",))
     if v.get("use_apollo"):
-        _require("apollo_torch", "use_apollo", "apollo-torch")
-        training["optim"] = "apollo_adamw_layerwise" if v.get("apollo_layerwise") else "apollo_adamw"
-        training["optim_target_modules"] = _target_regex(split_list(v.get("apollo_target")))
-        training["optim_args"] = (
-            f"rank={int(v['apollo_rank'])},update_proj_gap={int(v['apollo_update_interval'])},"
-            f"scale={float(v['apollo_scale'])},proj={v['apollo_proj']},proj_type={v['apollo_proj_type']},"
-            f"scale_type={v['apollo_scale_type']}"
-        )
-        notes.append(f"optimizer: {training['optim']} (APOLLO rank {v['apollo_rank']})")
+        _low_rank_optimizer(v, training, notes, "apollo", "APOLLO", ("proj", "proj_type", "scale_type"))
     if v.get("use_badam"):
         _require("badam", "use_badam", "badam")
         if v.get("badam_mode") != "layer":
@@ -238,6 +239,33 @@ def build_plan(values: Mapping[str, Any], *, training_fields: Iterable[str], cud
     """
     v = with_defaults(values)
     notes: list[str] = []
+    stage, ftype = _check_supported(v, cuda, notes)
+    training, resume = _training_kwargs(v, values, set(training_fields), stage, ftype, cuda, notes)
+    report_to, swan_via_report = _report_to(v, notes)
+    training["report_to"] = report_to
+    _optimizer_kwargs(v, training, notes)
+    swan = _swanlab_plan(v) if bool(v.get("use_swanlab")) or swan_via_report else None
+    model = _model_plan(v)
+    if (v.get("use_rslora") or v.get("use_dora")) and ftype != "lora":
+        raise ConfigProblem("use_rslora / use_dora: only valid with finetuning_type: lora")
+    if model.adapter_name_or_path and ftype != "lora":
+        raise ConfigProblem("adapter_name_or_path: adapters are only valid with finetuning_type: lora")
+    return RunPlan(
+        values=v,
+        model=model,
+        finetune=_finetune_plan(v, stage, ftype),
+        training=training,
+        output_dir=str(v["output_dir"]),
+        resume=resume,
+        overwrite_output_dir=bool(v.get("overwrite_output_dir")),
+        plot_loss=bool(v.get("plot_loss")),
+        swanlab=swan,
+        notes=tuple(notes),
+    )
+
+
+def _check_supported(v: Mapping[str, Any], cuda: bool, notes: list[str]) -> tuple[str, str]:
+    """Refuse what tunedeck or this machine cannot run; return (stage, finetuning_type)."""
     if not v.get("model_name_or_path"):
         raise ConfigProblem("model_name_or_path: required (a local directory or a hub id)")
     if not v.get("output_dir"):
@@ -269,8 +297,14 @@ def build_plan(values: Mapping[str, Any], *, training_fields: Iterable[str], cud
         _require("liger_kernel", "enable_liger_kernel", "liger-kernel")
     if v.get("pure_bf16") and not cuda:
         notes.append("pure_bf16 on CPU: bf16 weights without autocast (slow on most CPUs)")
+    return stage, ftype
 
-    fields = set(training_fields)
+
+def _training_kwargs(v: Mapping[str, Any], values: Mapping[str, Any], fields: set[str], stage: str,
+                     ftype: str, cuda: bool, notes: list[str]) -> tuple[dict[str, Any], Any]:
+    """(TrainingArguments kwargs without report_to and the optimizer, resume_from_checkpoint).
+
+    ``v`` is the config with defaults, ``values`` as written (what the user set explicitly)."""
     training: dict[str, Any] = {}
     for key, value in v.items():
         if key in fields:
@@ -305,24 +339,23 @@ def build_plan(values: Mapping[str, Any], *, training_fields: Iterable[str], cud
         training["use_cpu"] = True
     if ftype == "lora" and training.get("ddp_find_unused_parameters") is None:
         training["ddp_find_unused_parameters"] = False
-    report_to, swan_via_report = _report_to(v, notes)
-    training["report_to"] = report_to
-    _optimizer_kwargs(v, training, notes)
+    return training, resume
 
-    use_swanlab = bool(v.get("use_swanlab")) or swan_via_report
-    swan = None
-    if use_swanlab:
-        _require("swanlab", "use_swanlab", "swanlab")
-        swan = SwanlabPlan(
-            project=str(v.get("swanlab_project") or "llamafactory"),
-            workspace=v.get("swanlab_workspace"),
-            run_name=v.get("swanlab_run_name") or v.get("run_name"),
-            mode=str(v.get("swanlab_mode") or "cloud"),
-            api_key=v.get("swanlab_api_key"),
-            logdir=v.get("swanlab_logdir"),
-        )
 
-    model = ModelPlan(
+def _swanlab_plan(v: Mapping[str, Any]) -> SwanlabPlan:
+    _require("swanlab", "use_swanlab", "swanlab")
+    return SwanlabPlan(
+        project=str(v.get("swanlab_project") or "llamafactory"),
+        workspace=v.get("swanlab_workspace"),
+        run_name=v.get("swanlab_run_name") or v.get("run_name"),
+        mode=str(v.get("swanlab_mode") or "cloud"),
+        api_key=v.get("swanlab_api_key"),
+        logdir=v.get("swanlab_logdir"),
+    )
+
+
+def _model_plan(v: Mapping[str, Any]) -> ModelPlan:
+    return ModelPlan(
         model_name_or_path=str(v["model_name_or_path"]),
         adapter_name_or_path=tuple(split_list(v.get("adapter_name_or_path"))),
         cache_dir=v.get("cache_dir"),
@@ -339,11 +372,10 @@ def build_plan(values: Mapping[str, Any], *, training_fields: Iterable[str], cud
         upcast_layernorm=bool(v.get("upcast_layernorm")),
         cutoff_len=int(v.get("cutoff_len") or 2048),
     )
-    if (v.get("use_rslora") or v.get("use_dora")) and ftype != "lora":
-        raise ConfigProblem("use_rslora / use_dora: only valid with finetuning_type: lora")
-    if model.adapter_name_or_path and ftype != "lora":
-        raise ConfigProblem("adapter_name_or_path: adapters are only valid with finetuning_type: lora")
-    finetune = FinetunePlan(
+
+
+def _finetune_plan(v: Mapping[str, Any], stage: str, ftype: str) -> FinetunePlan:
+    return FinetunePlan(
         stage=stage,
         finetuning_type=ftype,
         pure_bf16=bool(v.get("pure_bf16")),
@@ -360,16 +392,4 @@ def build_plan(values: Mapping[str, Any], *, training_fields: Iterable[str], cud
         freeze_extra_modules=tuple(split_list(v.get("freeze_extra_modules"))),
         use_badam=bool(v.get("use_badam")),
         badam={k: v[k] for k in v if k.startswith("badam_")},
-    )
-    return RunPlan(
-        values=v,
-        model=model,
-        finetune=finetune,
-        training=training,
-        output_dir=str(v["output_dir"]),
-        resume=resume,
-        overwrite_output_dir=bool(v.get("overwrite_output_dir")),
-        plot_loss=bool(v.get("plot_loss")),
-        swanlab=swan,
-        notes=tuple(notes),
     )

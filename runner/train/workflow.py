@@ -316,18 +316,7 @@ def with_secrets(values: dict[str, Any], environ: Any) -> dict[str, Any]:
 
 
 def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m tunedeck.runner.train CONFIG.yaml [key=value ...]", file=sys.stderr)
-        raise ConfigProblem("no config file given")
-    config_path, overrides = argv[0], argv[1:]
-    from tunedeck.runner.config.yamlio import ConfigDoc
-
-    doc = ConfigDoc.load(config_path, overrides)
-    values = with_secrets(doc.values(), os.environ)
-    if isinstance(values.get("output_dir"), str) and values["output_dir"].strip():
-        # Known before validation, so a config error still lands in trainer_exit.json.
-        ctx.output_dir = Path(values["output_dir"]).expanduser()
-    _validate(doc, ctx)
+    config_path, values = _load_config(argv, ctx)
     faults = faults_from_env()
 
     import torch
@@ -344,43 +333,11 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
     fields = {f.name for f in dataclasses.fields(_training_args_class(stage if stage != "ppo" else "sft"))}
     plan = build_plan(values, training_fields=fields, cuda=cuda)
     out = Path(plan.output_dir)
-    ctx.output_dir = out
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        # A trainer_exit.json from an earlier attempt would misdescribe this one if it crashes hard.
-        with contextlib.suppress(FileNotFoundError):
-            (out / TRAINER_EXIT).unlink()
-    for note in plan.notes:
-        say(ctx, note)
-    if faults.any:
-        say(ctx, f"fault injection active: {faults}")
-
-    resume = resolve_resume(plan, ctx)
-    if resume is None and plan.overwrite_output_dir and ctx.is_main:
-        # LLaMA-Factory starts a fresh log when overwriting; a resume always appends.
-        with contextlib.suppress(FileNotFoundError):
-            (out / TRAINER_LOG).unlink()
-
+    resume = _prepare_output(plan, ctx, faults)
     args = _make_training_args(plan)
     _check_world_size(args, ctx)
-
-    from transformers import set_seed
-    from transformers.trainer_utils import enable_full_determinism
-
-    if args.full_determinism:
-        enable_full_determinism(args.seed)
-    else:
-        set_seed(args.seed)
-
-    from tunedeck.runner.train.model import load_model, load_tokenizer, trainable_summary
-
-    tokenizer = load_tokenizer(plan.model)
-    bundle = _build_data(plan, tokenizer, args, config_path)
-    added = (getattr(bundle, "stats", None) or {}).get("added_tokens")
-    model = load_model(plan, tokenizer, resize=bool(added))
-    n_train, n_total = trainable_summary(model)
-    say(ctx, f"model {plan.model.model_name_or_path}: {plan.finetune.finetuning_type}, "
-             f"trainable params {n_train:,} / {n_total:,} ({100 * n_train / max(1, n_total):.4f}%)")
+    _seed(args)
+    tokenizer, bundle, model = _load_model_and_data(plan, args, config_path, ctx)
 
     flags = RunFlags()
     ctx.flags = flags
@@ -399,19 +356,9 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
         return Outcome.make("finished", trainer.state.global_step, "evaluation finished")
 
     if resume:
-        from tunedeck.runner.rundir.health import checkpoint_resume_end
-
-        end = checkpoint_resume_end(Path(resume), {"max_steps": args.max_steps,
-                                                   "num_train_epochs": args.num_train_epochs})
-        if end is not None:
-            # transformers would restore the step and still run one more before it checks
-            # max_steps (checkpoint-300 -> checkpoint-301); the shared rule says the end is
-            # reached, so nothing is trained and nothing is written.
-            ctx.step = end.checkpoint_step
-            callbacks[0].close()
-            msg = f"a resume would do nothing: {end.message}; trained 0 steps"
-            say(ctx, msg)
-            return Outcome.make("finished", end.checkpoint_step, msg, Path(resume).name)
+        nothing = _resume_at_end(resume, args, ctx, callbacks[0])
+        if nothing is not None:
+            return nothing
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     finally:
@@ -427,6 +374,87 @@ def _run(argv: list[str], signals: StopSignals, ctx: _Context) -> Outcome:
     loss = _finish(trainer, plan, result, ctx).get("train_loss")
     msg = f"finished {step} step{'' if step == 1 else 's'}" + (f", mean train loss {loss:.4f}" if isinstance(loss, float) else "")
     return Outcome.make("finished", step, msg, flags.last_checkpoint)
+
+
+def _load_config(argv: list[str], ctx: _Context) -> tuple[str, dict[str, Any]]:
+    """The command line's config with its overrides and secrets, validated: (path, values)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m tunedeck.runner.train CONFIG.yaml [key=value ...]", file=sys.stderr)
+        raise ConfigProblem("no config file given")
+    config_path, overrides = argv[0], argv[1:]
+    from tunedeck.runner.config.yamlio import ConfigDoc
+
+    doc = ConfigDoc.load(config_path, overrides)
+    values = with_secrets(doc.values(), os.environ)
+    if isinstance(values.get("output_dir"), str) and values["output_dir"].strip():
+        # Known before validation, so a config error still lands in trainer_exit.json.
+        ctx.output_dir = Path(values["output_dir"]).expanduser()
+    _validate(doc, ctx)
+    return config_path, values
+
+
+def _prepare_output(plan: RunPlan, ctx: _Context, faults: Faults) -> str | None:
+    """Make the output directory ready for this attempt; return the checkpoint it resumes from."""
+    out = Path(plan.output_dir)
+    ctx.output_dir = out
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        # A trainer_exit.json from an earlier attempt would misdescribe this one if it crashes hard.
+        with contextlib.suppress(FileNotFoundError):
+            (out / TRAINER_EXIT).unlink()
+    for note in plan.notes:
+        say(ctx, note)
+    if faults.any:
+        say(ctx, f"fault injection active: {faults}")
+
+    resume = resolve_resume(plan, ctx)
+    if resume is None and plan.overwrite_output_dir and ctx.is_main:
+        # LLaMA-Factory starts a fresh log when overwriting; a resume always appends.
+        with contextlib.suppress(FileNotFoundError):
+            (out / TRAINER_LOG).unlink()
+    return resume
+
+
+def _seed(args) -> None:
+    from transformers import set_seed
+    from transformers.trainer_utils import enable_full_determinism
+
+    if args.full_determinism:
+        enable_full_determinism(args.seed)
+    else:
+        set_seed(args.seed)
+
+
+def _load_model_and_data(plan: RunPlan, args, config_path: str, ctx: _Context):
+    """(tokenizer, datasets, model): the data first, since its added tokens resize the model."""
+    from tunedeck.runner.train.model import load_model, load_tokenizer, trainable_summary
+
+    tokenizer = load_tokenizer(plan.model)
+    bundle = _build_data(plan, tokenizer, args, config_path)
+    added = (getattr(bundle, "stats", None) or {}).get("added_tokens")
+    model = load_model(plan, tokenizer, resize=bool(added))
+    n_train, n_total = trainable_summary(model)
+    say(ctx, f"model {plan.model.model_name_or_path}: {plan.finetune.finetuning_type}, "
+             f"trainable params {n_train:,} / {n_total:,} ({100 * n_train / max(1, n_total):.4f}%)")
+    return tokenizer, bundle, model
+
+
+def _resume_at_end(resume: str, args, ctx: _Context, log_callback: Any) -> Outcome | None:
+    """The outcome when the checkpoint already reached the end (nothing trained), else None."""
+    from tunedeck.runner.rundir.health import checkpoint_resume_end
+
+    end = checkpoint_resume_end(Path(resume), {"max_steps": args.max_steps,
+                                               "num_train_epochs": args.num_train_epochs})
+    if end is None:
+        return None
+    # transformers would restore the step and still run one more before it checks
+    # max_steps (checkpoint-300 -> checkpoint-301); the shared rule says the end is
+    # reached, so nothing is trained and nothing is written.
+    ctx.step = end.checkpoint_step
+    log_callback.close()
+    msg = f"a resume would do nothing: {end.message}; trained 0 steps"
+    say(ctx, msg)
+    return Outcome.make("finished", end.checkpoint_step, msg, Path(resume).name)
 
 
 def _validate(doc, ctx: _Context) -> None:

@@ -81,14 +81,14 @@ async def test_a_new_tui_shows_the_full_history_and_status_of_the_observed_run(f
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_for(pilot, lambda: "observed" in screen_text(app) and "finished" in screen_text(app),
                            timeout=60, what="the run on the dashboard")
-            app.select_run(run_dir)
+            app.screen.select_run_dir(run_dir)  # type: ignore[attr-defined]
             await wait_for(pilot, lambda: _detail_points(app) == log.data["steps"], timeout=60,
                            what="the selected run's full loss history")
 
 
 def _detail_points(app: Any) -> int | None:
     """How many loss values the dashboard's selected-run panel was given."""
-    detail = getattr(app.dashboard, "detail", None)
+    detail = app.detail
     loss = detail.series.get("loss") if detail is not None else None
     return loss.count if loss is not None else None
 
@@ -150,25 +150,24 @@ async def test_planted_secrets_appear_in_no_file_output_or_screen(fleet, scenari
         try:
             async with app.run_test(size=(200, 60)) as pilot:
                 await wait_for(pilot, lambda: "observed" in screen_text(app), timeout=60, what="the dashboard")
-                app.select_run(run_dir)
+                app.screen.select_run_dir(run_dir)  # type: ignore[attr-defined]
+                await wait_for(pilot, lambda: app.selected_run_dir == run_dir, what="the run selected")
                 await pilot.pause(1.0)
                 scan("dashboard screen", screen_text(app).encode())
-                snap = next(r for r in app.runs_view.runs if Path(r.run_dir) == run_dir)  # type: ignore[union-attr]
-                app.open_logs(run_dir)
+                await pilot.press("l")
                 await wait_for(pilot, lambda: "attempt 1" in screen_text(app) or "supervisor" in screen_text(app),
                                timeout=60, what="the logs screen")
                 scan("logs screen", screen_text(app).encode())
-                app.back_to_dashboard()
-                app.open_checkpoints(run_dir)
+                await pilot.press("escape", "c")
                 await pilot.pause(1.0)
                 scan("checkpoints screen", screen_text(app).encode())
-                app.back_to_dashboard()
-                app.open_triage(run_dir)
+                await pilot.press("escape", "t")
                 await pilot.pause(1.0)
                 scan("triage screen", screen_text(app).encode())
-                app.back_to_dashboard()
+                await pilot.press("escape")
+                await wait_for(pilot, lambda: app.screen.id == "dashboard", what="the dashboard again")
                 # "Edit config" opens the config the user launched (it holds the secrets in clear).
-                app.edit_run_config(snap)
+                await pilot.press("e")
                 await wait_for(pilot, lambda: "hf_hub_token" in screen_text(app) or "Editor" in type(app.screen).__name__,
                                timeout=60, what="the editor")
                 await pilot.pause(1.0)

@@ -16,6 +16,7 @@ from tunedeck import themes
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data.checkpoints import delete_checkpoint, export_argv, scan_checkpoints
 from tunedeck.tui.data.runs import read_run
+from tunedeck.tui.flows import host, resume
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.screens.modals import ConfirmationModal, PathPrompt
 from tunedeck.tui.widgets.footer import AppFooter
@@ -180,7 +181,7 @@ class CheckpointsScreen(RegistryScreen[None]):
         if run is None:
             self.notify("Cannot read this run.", severity="error")
             return
-        self.app.choose_resume(run, checkpoint=Path(c.path))  # type: ignore[attr-defined]
+        resume.choose_resume(host(self), run, checkpoint=Path(c.path))
 
     def action_delete(self) -> None:
         c = self.selected()

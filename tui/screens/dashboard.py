@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.css.query import NoMatches
+from textual.reactive import reactive
 from textual.widgets import DataTable, Input, Static
 
-from tunedeck.tui import format as fmt
 from tunedeck.tui.data.detail import RunDetail
 from tunedeck.tui.data.gpus import GpuView
 from tunedeck.tui.data.runs import RunStatus, RunsView
 from tunedeck.tui.desktop import desktop_notify
+from tunedeck.tui.flows import configs, host, launch, resume, runs_root, stop
+from tunedeck.tui.messages import MetricChosen, RunSelected
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.widgets.footer import AppFooter
 from tunedeck.tui.widgets.gpu_panel import GpuPanel
@@ -22,24 +26,37 @@ from tunedeck.tui.widgets.run_panel import RunPanel
 from tunedeck.tui.widgets.runs_table import RunsTable
 
 if TYPE_CHECKING:
-    from tunedeck.tui.app import TunedeckApp
     from tunedeck.tui.data.runs import RunSnapshot
 
 
 class DashboardScreen(RegistryScreen[None]):
+    """GPUs, runs and the selected run.
+
+    The app's samples arrive in the reactives below (bound to the app's, see
+    ``TunedeckApp.get_default_screen``) and are painted by their ``watch_`` methods; the
+    screen tells the app which run is selected and which metric is plotted by posting
+    :class:`~tunedeck.tui.messages.RunSelected` / :class:`~tunedeck.tui.messages.MetricChosen`,
+    and starts the user flows of :mod:`tunedeck.tui.flows`.
+    """
+
     SCOPE = "dashboard"
     AUTO_FOCUS = "#runs"  # the runs table, never the (hidden) filter box
 
+    root: reactive[Path] = reactive(Path, init=False)
+    """The directory whose runs are listed (besides the registered runs)."""
+    runs_view: reactive[RunsView | None] = reactive(None, always_update=True, init=False)
+    gpu_view: reactive[GpuView | None] = reactive(None, always_update=True, init=False)
+    detail: reactive[RunDetail | None] = reactive(None, always_update=True, init=False)
+    """The newest sample of the selected run (shown while that run is selected)."""
+    started_run: reactive[Path | None] = reactive(None, always_update=True, init=False)
+    """A run just launched or resumed: selected as soon as it is listed."""
+
     def __init__(self) -> None:
         super().__init__(id="dashboard")
-        self.runs_view: RunsView | None = None
-        self.detail: RunDetail | None = None
         self._empty_text: str | None = "\0"  # never a real message: the first call applies
         self.filter_text = ""  # the runs filter (/): name, status or directory, any case
-
-    @property
-    def tapp(self) -> TunedeckApp:
-        return self.app  # type: ignore[return-value]
+        self._selected: Path | None = None  # the run the app was last told about
+        self._pending_select: Path | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="gpu-box"):
@@ -57,17 +74,11 @@ class DashboardScreen(RegistryScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#gpu-box").border_title = "GPUs"
-        self.show_root(self.tapp.root)
         self.query_one("#run-panel").border_title = "Selected run"
         self._layout_for(self.size.width, self.size.height)
-        # Samples that arrived before this screen was mounted.
-        if self.tapp.gpu_view is not None:
-            self.apply_gpus(self.tapp.gpu_view)
-        if self.tapp.runs_view is not None:
-            self.apply_runs(self.tapp.runs_view)
         self._show_empty()
 
-    def show_root(self, root: Path) -> None:
+    def watch_root(self, root: Path) -> None:
         self.query_one("#runs-box").border_title = f"Runs: registered + under {root}"
 
     def on_resize(self) -> None:
@@ -84,14 +95,30 @@ class DashboardScreen(RegistryScreen[None]):
             table.rebuild(self.runs_view.runs)
 
     # -- snapshots from the app's samplers ----------------------------------------
-    def apply_gpus(self, view: GpuView) -> None:
-        panel = self.query_one(GpuPanel)
-        panel.update_view(view)
-        self.query_one("#gpu-box").set_class(not view.snapshot.available, "-off")
+    def watch_gpu_view(self, view: GpuView | None) -> None:
+        if view is None:
+            return
+        with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
+            self.query_one(GpuPanel).update_view(view)
+            self.query_one("#gpu-box").set_class(not view.snapshot.available, "-off")
 
-    def apply_runs(self, view: RunsView, *, refilter: bool = False) -> None:
-        self._announce_ends(self.runs_view, view)
-        self.runs_view = view
+    def watch_runs_view(self, old: RunsView | None, view: RunsView | None) -> None:
+        if view is None:
+            return
+        with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
+            self._announce_ends(old, view)
+            self._show_runs(view)
+            self._select_started()
+
+    def watch_started_run(self, run_dir: Path | None) -> None:
+        self._pending_select = run_dir
+        self._select_started()
+
+    def _select_started(self) -> None:
+        if self._pending_select is not None and self.select_run_dir(self._pending_select):
+            self._pending_select = None
+
+    def _show_runs(self, view: RunsView, *, refilter: bool = False) -> None:
         self._show_queue(view)
         table = self.query_one(RunsTable)
         shown = self.visible_runs(view.runs)
@@ -139,12 +166,14 @@ class DashboardScreen(RegistryScreen[None]):
         line.update(t)
         line.display = True
 
-    def apply_detail(self, detail: RunDetail) -> None:
-        sel = self.selected_run()
-        if sel is not None and Path(sel.run_dir) != detail.run_dir:
-            return  # an answer for a run that is no longer selected
-        self.detail = detail
-        self.query_one(RunPanel).show(detail)
+    def watch_detail(self, detail: RunDetail | None) -> None:
+        if detail is None:
+            return
+        with contextlib.suppress(NoMatches):  # its widgets go first while the app closes
+            sel = self.selected_run()
+            if sel is not None and Path(sel.run_dir) != detail.run_dir:
+                return  # an answer for a run that is no longer selected
+            self.query_one(RunPanel).show(detail)
 
     def _show_empty(self) -> None:
         empty = self.query_one("#runs-empty", Static)
@@ -213,7 +242,7 @@ class DashboardScreen(RegistryScreen[None]):
             return
         self.filter_text = text
         if self.runs_view is not None:
-            self.apply_runs(self.runs_view, refilter=True)
+            self._show_runs(self.runs_view, refilter=True)
 
     # -- selection ------------------------------------------------------------
     def selected_run(self) -> RunSnapshot | None:
@@ -232,9 +261,11 @@ class DashboardScreen(RegistryScreen[None]):
     def _selection_changed(self) -> None:
         run = self.selected_run()
         new = Path(run.run_dir) if run is not None else None
-        if new != self.tapp.selected_run_dir:
-            self.tapp.select_run(new)
-            if self.detail is None or self.detail.run_dir != new:
+        if new != self._selected:
+            self._selected = new
+            self.post_message(RunSelected(new))
+            shown = self.query_one(RunPanel).detail
+            if shown is None or shown.run_dir != new:
                 self.query_one(RunPanel).show(None if new is None else RunDetail(new, run, {}, (), (), ()))
 
     def _need_run(self) -> RunSnapshot | None:
@@ -246,32 +277,36 @@ class DashboardScreen(RegistryScreen[None]):
     # -- actions (ids and keys in tui/actions.py) ----------------------------
     def action_metric(self, name: str) -> None:
         self.query_one(RunPanel).set_metric(name)
-        self.tapp.show_metric(name)
+        self.post_message(MetricChosen(name))
 
     def action_stop_run(self) -> None:
         run = self._need_run()
         if run is not None:
-            self.tapp.confirm_stop(run)
+            stop.confirm_stop(host(self), run)
 
     def action_resume_run(self) -> None:
         run = self._need_run()
         if run is not None:
-            self.tapp.choose_resume(run)
+            resume.choose_resume(host(self), run)
 
     def action_launch_copy(self) -> None:
         run = self._need_run()
         if run is not None:
-            self.tapp.launch_copy(run)
+            launch.launch_copy(host(self), run)
 
     def action_open_triage(self) -> None:
+        from tunedeck.tui.screens.triage import TriageScreen
+
         run = self._need_run()
         if run is not None:
-            self.tapp.open_triage(Path(run.run_dir))
+            self.app.push_screen(TriageScreen(Path(run.run_dir)))
 
     def action_open_logs(self) -> None:
+        from tunedeck.tui.screens.logs import LogsScreen
+
         run = self._need_run()
         if run is not None:
-            self.tapp.open_logs(Path(run.run_dir))
+            self.app.push_screen(LogsScreen(Path(run.run_dir)))
 
     def action_toggle_mark(self) -> None:
         run = self.query_one(RunsTable).toggle_mark()
@@ -299,12 +334,14 @@ class DashboardScreen(RegistryScreen[None]):
             self.app.push_screen(ChartScreen([(run.name or run.id, Path(run.run_dir))]))
 
     def action_open_checkpoints(self) -> None:
+        from tunedeck.tui.screens.checkpoints import CheckpointsScreen
+
         if len(self.query_one(RunsTable).marked_runs()) >= 2:
             self.action_compare()
             return
         run = self._need_run()
         if run is not None:
-            self.tapp.open_checkpoints(Path(run.run_dir))
+            self.app.push_screen(CheckpointsScreen(Path(run.run_dir)))
 
     def action_open_chat(self) -> None:
         from tunedeck.tui.screens.chat import ChatScreen, ChatTarget
@@ -316,32 +353,16 @@ class DashboardScreen(RegistryScreen[None]):
     def action_edit_config(self) -> None:
         run = self._need_run()
         if run is not None:
-            self.tapp.edit_run_config(run)
+            configs.edit_run_config(host(self), run)
 
     def action_new_config(self) -> None:
-        self.tapp.new_config()
+        configs.new_config(host(self))
 
     def action_open_config(self) -> None:
-        self.tapp.prompt_open_config()
+        configs.prompt_open_config(host(self))
 
     def action_change_root(self) -> None:
-        self.tapp.prompt_root()
+        runs_root.prompt_root(host(self))
 
 
-def describe_stop(run: RunSnapshot) -> list[str]:
-    pids = list(run.pids)
-    lines = [
-        f"Run: {run.name}  ({run.status})",
-        f"Directory: {run.run_dir}",
-        f"Processes: {', '.join(map(str, pids)) if pids else 'none recorded'}",
-        "What happens: the supervisor sends SIGTERM to the trainer's process group; the trainer "
-        "saves a checkpoint at the next step boundary and exits; the run ends as 'stopped'. "
-        "If it has not exited after the grace period it is killed (SIGKILL).",
-        "You can resume it later from that checkpoint (R).",
-    ]
-    if run.current_steps is not None and run.total_steps:
-        lines.insert(2, f"Progress: step {run.current_steps}/{run.total_steps}")
-    return lines
-
-
-__all__ = ["DashboardScreen", "describe_stop", "fmt"]
+__all__ = ["DashboardScreen"]

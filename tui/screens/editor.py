@@ -26,6 +26,7 @@ from tunedeck.tui import format as fmt
 from tunedeck.tui.data import schema
 from tunedeck.tui.data.configs import hardware_presets
 from tunedeck.tui.data.editor import ConfigDoc, ConfigError, EditorAnalysis, StaleFileError, analyse
+from tunedeck.tui.flows import configs, host, launch
 from tunedeck.tui.messages import EditorAnalysed
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.screens.modals import PathPrompt, UnsavedModal
@@ -158,7 +159,7 @@ class EditorScreen(RegistryScreen[None]):
                 self.memory_sources.append((_preset_label(pr), int(pr.num_gpus), float(pr.gpu_mem_gib)))
         except Exception:  # noqa: BLE001 - presets module missing: NVML only
             pass
-        gv = getattr(self.app, "gpu_view", None)
+        gv = host(self).gpu_view
         if gv is not None:
             self.gpus_here = _has_gpus(gv.snapshot)
             if not self.gpus_here and len(self.memory_sources) > 1:
@@ -605,10 +606,10 @@ class EditorScreen(RegistryScreen[None]):
             pane.scroll_to_widget(f.control, animate=False, immediate=True)
 
     def action_open_config(self) -> None:
-        self.app.prompt_open_config()  # type: ignore[attr-defined]
+        configs.prompt_open_config(host(self))
 
     def action_new_config(self) -> None:
-        self.app.new_config()  # type: ignore[attr-defined]
+        configs.new_config(host(self))
 
     def action_save(self) -> None:
         if self.readonly:
@@ -621,7 +622,7 @@ class EditorScreen(RegistryScreen[None]):
     def action_save_as(self, then: Callable[[], Any] | None = None) -> None:
         if self.readonly:
             return
-        root: Path = getattr(self.app, "root", Path.cwd())
+        root = host(self).root
         default = str(self.path) if self.path else str(root / "config.yaml")
 
         def chosen(value: str | None) -> None:
@@ -682,21 +683,19 @@ class EditorScreen(RegistryScreen[None]):
             return
         values = self.doc.values()
         path = self.path
+        trust = values.get("trust_remote_code") is True
         if not self.dirty:
-            self.app.start_launch(  # type: ignore[attr-defined]
-                path, {}, title=f"Launch {path.name}",
-                trust_remote_code=values.get("trust_remote_code") is True)
+            launch.start_launch(host(self), launch.LaunchRequest(
+                path, title=f"Launch {path.name}", trust_remote_code=trust))
             return
         # Unsaved edits: the dialog shows the command for the edited config, and the file is
         # written only when the launch is confirmed. Cancelling leaves the file untouched
         # and the edits in the editor. (Not a frozen temporary copy: the run's manifest
         # would then point at a file that is not yours, and "edit the run's config" would
         # open that copy instead of the file you were editing.)
-        self.app.start_launch(  # type: ignore[attr-defined]
-            path, {}, title=f"Launch {path.name} (with your unsaved edits)",
-            trust_remote_code=values.get("trust_remote_code") is True,
-            text=self.doc.dumps(), before_launch=lambda: self._save(path),
-        )
+        launch.start_launch(host(self), launch.LaunchRequest(
+            path, title=f"Launch {path.name} (with your unsaved edits)", trust_remote_code=trust,
+            text=self.doc.dumps(), before_launch=lambda: self._save(path)))
 
 
 def _has_gpus(snapshot: GpuSnapshot) -> bool:

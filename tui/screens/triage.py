@@ -19,6 +19,7 @@ from tunedeck.tui import format as fmt
 from tunedeck.tui.data import triage
 from tunedeck.tui.data.runs import read_run
 from tunedeck.tui.data.triage import TriageView
+from tunedeck.tui.flows import host, resume
 from tunedeck.tui.screens.base import RegistryScreen
 from tunedeck.tui.widgets.footer import AppFooter
 
@@ -171,7 +172,7 @@ class TriageScreen(RegistryScreen[None]):
             return
         if run.active:
             return
-        self.app.choose_resume(run, checkpoint=None, overrides=dict(suggestion.patch))  # type: ignore[attr-defined]
+        resume.choose_resume(host(self), run, checkpoint=None, overrides=dict(suggestion.patch))
 
 
 def patch_diff(patch: dict[str, Any], values: Any) -> list[str]:

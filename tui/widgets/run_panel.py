@@ -104,6 +104,11 @@ class MetricPanel(Vertical):
         self._ready = bool(self.query("#metric-tabs"))  # not when torn down at start-up
         self.show(self._detail)
 
+    def on_resize(self) -> None:
+        # The chart or the sparkline is chosen by this panel's size: choose again once it is
+        # laid out (a first sample can arrive before that) and whenever it changes.
+        self.show(self._detail)
+
     def show(self, detail: RunDetail | None, *, force: bool = False) -> None:
         self._detail = detail
         if not self._ready:

@@ -30,10 +30,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunedeck.runner.errors import ConfigError, LaunchError, TunedeckError
-from tunedeck.runner.rundir.protocol import ACTIVE_STATUSES, STDOUT_LOG, RunStatus
+from tunedeck.runner.rundir.protocol import ACTIVE_STATUSES, STDOUT_LOG, STOP_REQUEST, RunStatus
 from tunedeck.runner.rundir.slurm import (
     PENDING_STATES,
     RUNNING_STATES,
@@ -44,6 +44,9 @@ from tunedeck.runner.rundir.slurm import (
     state_of,
     view,
 )
+
+if TYPE_CHECKING:
+    from tunedeck.runner.rundir.manifest import RunManifest
 
 SCRIPT = "slurm_job.sh"
 DEFAULT_SIGNAL_SECONDS = 300
@@ -431,27 +434,7 @@ def stop_job(run_dir: Path, *, timeout: float, wait: bool, poll: float = 0.5) ->
             waited=False)
     request_stop(run_dir, timeout=timeout, by="tunedeck stop (Slurm)")
     pending = state in PENDING_STATES
-    if pending:
-        r = run_cmd(["scancel", job])
-        how = "cancelled while pending (nothing to save)"
-        if r.returncode != 0:
-            raise TunedeckError(f"scancel {job} failed: {(r.stderr or r.stdout).strip()}")
-    else:
-        # The runner must be up (its handler installed) before USR1 can be handled: a
-        # signal to the bare batch shell would end the job without a checkpoint.
-        deadline = time.monotonic() + RUNNER_UP_TIMEOUT
-        while time.monotonic() < deadline:
-            cur = read_manifest(run_dir)
-            if cur is not None and cur.slurm is not None and cur.slurm.runner_pid and \
-                    cur.status in (RunStatus.RUNNING, RunStatus.STOPPING):
-                break
-            if state_of(job) not in RUNNING_STATES:
-                break
-            time.sleep(poll)
-        r = run_cmd(["scancel", "--signal=USR1", "--batch", job])
-        if r.returncode != 0 and state_of(job) in RUNNING_STATES:
-            raise TunedeckError(f"scancel --signal=USR1 --batch {job} failed: {(r.stderr or r.stdout).strip()}")
-        how = "USR1 to the batch step"
+    how = _signal_job(run_dir, job, pending, poll)
     if not wait:
         return StopResult(False, RunStatus.STOPPING, None,
                           message=f"stop requested for run {m.id} (Slurm job {job}: {how})", waited=False)
@@ -460,6 +443,51 @@ def stop_job(run_dir: Path, *, timeout: float, wait: bool, poll: float = 0.5) ->
         cancelled = True
         run_cmd(["scancel", job])
         _wait_job_end(job, CANCEL_WAIT, poll)
+    m2, final = _record_end(run_dir, m, job, how, cancelled, timeout, poll)
+    # On this machine (a one-node cluster, or the batch host itself) nothing of the run may be left.
+    left = [p.pid for p in P.find_by_env(RUN_ID_ENV, m.id, exclude=[os.getpid()])]
+    st = RunStatus.STOPPED if m2.status in (RunStatus.STOPPED, RunStatus.PREEMPTED) else m2.status
+    ck = m2.checkpoint
+    # A job cancelled in the queue ran nothing since its last checkpoint (if any): nothing lost.
+    clean = st is RunStatus.STOPPED and not cancelled and not left and (
+        pending or _checkpoint_complete(ck, run_dir))
+    msg = f"run {m.id} {st.value}: Slurm job {job} {how}, ended {final.lower()}"
+    if m2.message and how not in m2.message:
+        msg += f"; {m2.message}"
+    return StopResult(clean, st, ck, left, [], msg)
+
+
+def _signal_job(run_dir: Path, job: str, pending: bool, poll: float) -> str:
+    """Cancel a pending job, or send USR1 to a running job's batch step once the runner is up
+    (a signal to the bare batch shell would end the job without a checkpoint). Says how."""
+    from tunedeck.runner.rundir.manifest import read_manifest
+
+    if pending:
+        r = run_cmd(["scancel", job])
+        if r.returncode != 0:
+            raise TunedeckError(f"scancel {job} failed: {(r.stderr or r.stdout).strip()}")
+        return "cancelled while pending (nothing to save)"
+    deadline = time.monotonic() + RUNNER_UP_TIMEOUT
+    while time.monotonic() < deadline:
+        cur = read_manifest(run_dir)
+        if cur is not None and cur.slurm is not None and cur.slurm.runner_pid and \
+                cur.status in (RunStatus.RUNNING, RunStatus.STOPPING):
+            break
+        if state_of(job) not in RUNNING_STATES:
+            break
+        time.sleep(poll)
+    r = run_cmd(["scancel", "--signal=USR1", "--batch", job])
+    if r.returncode != 0 and state_of(job) in RUNNING_STATES:
+        raise TunedeckError(f"scancel --signal=USR1 --batch {job} failed: {(r.stderr or r.stdout).strip()}")
+    return "USR1 to the batch step"
+
+
+def _record_end(run_dir: Path, m: RunManifest, job: str, how: str, cancelled: bool, timeout: float,
+                poll: float) -> tuple[RunManifest, str]:
+    """The ended job in the manifest (the runner's record, or ours when it wrote none) and the
+    stop request removed: (the manifest, the job's final Slurm state)."""
+    from tunedeck.runner.rundir.manifest import read_manifest
+
     # The runner records the end as it leaves; give the shared filesystem a moment.
     end_by = time.monotonic() + 30.0
     while time.monotonic() < end_by:
@@ -482,21 +510,9 @@ def stop_job(run_dir: Path, *, timeout: float, wait: bool, poll: float = 0.5) ->
     if cancelled:
         m2.message = (m2.message or "") + f" [did not end within {timeout:.0f}s of USR1: scancel]"
     m2.write(run_dir)
-    from tunedeck.runner.rundir.protocol import STOP_REQUEST
-
     with contextlib.suppress(FileNotFoundError):
         (run_dir / STOP_REQUEST).unlink()
-    # On this machine (a one-node cluster, or the batch host itself) nothing of the run may be left.
-    left = [p.pid for p in P.find_by_env(RUN_ID_ENV, m.id, exclude=[os.getpid()])]
-    st = RunStatus.STOPPED if m2.status in (RunStatus.STOPPED, RunStatus.PREEMPTED) else m2.status
-    ck = m2.checkpoint
-    # A job cancelled in the queue ran nothing since its last checkpoint (if any): nothing lost.
-    clean = st is RunStatus.STOPPED and not cancelled and not left and (
-        pending or _checkpoint_complete(ck, run_dir))
-    msg = f"run {m.id} {st.value}: Slurm job {job} {how}, ended {final.lower()}"
-    if m2.message and how not in m2.message:
-        msg += f"; {m2.message}"
-    return StopResult(clean, st, ck, left, [], msg)
+    return m2, final
 
 
 def _wait_job_end(job: str, timeout: float, poll: float) -> bool:
