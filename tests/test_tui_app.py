@@ -86,25 +86,33 @@ async def test_a_theme_switch_from_the_palette_recolours_status_cells_and_gpu_ga
         await app.sample_once()
         await pilot.pause()
         table, gpus = app.screen.query_one(RunsTable), app.screen.query_one(GpuPanel)
-        oom_row = next(i for i, k in enumerate(table.rows) if table._runs[str(k.value)].name == "mistral-7b-full")
-        table.move_cursor(row=oom_row)
+        # Down the list with j, as a user does, until the oom run is the selected one.
+        for _ in range(len(table.rows)):
+            if app.selected_run_dir is not None and app.selected_run_dir.name == "mistral-7b-full":
+                break
+            await pilot.press("j")
+            await pilot.pause()
         await wait_for(pilot, lambda: app.selected_run_dir is not None
                        and app.selected_run_dir.name == "mistral-7b-full", what="the oom run selected")
         await app.sample_once()
-        await pilot.pause()
         header = app.screen.query_one("#run-header", Static)
-        assert _painted(header, "oom") == {_colour("tunedeck-dark", "status-failed")}
+        dark_failed = {_colour("tunedeck-dark", "status-failed")}
+        # Painted by the dashboard's watchers a frame or more after the sample: wait for it.
+        await wait_for(pilot, lambda: _painted(header, "oom") == dark_failed, what="the header's oom in dark")
         # The oom row is under the cursor (painted as the cursor): the diverged one is not.
         # gpu2's cards are 85% and 78% full: the VRAM bar's fill (13 of 16 cells, where the
         # sparklines have one point so far) is the mid gauge colour.
         bar = "█" * 8
-        assert _painted(table, "diverged") == {_colour("tunedeck-dark", "status-failed")}
-        assert _painted(gpus, bar) == {_colour("tunedeck-dark", "gauge-mid")}
+        await wait_for(pilot, lambda: _painted(table, "diverged") == dark_failed, what="diverged in dark")
+        await wait_for(pilot, lambda: _painted(gpus, bar) == {_colour("tunedeck-dark", "gauge-mid")},
+                       what="the VRAM bar in dark")
         await _switch_theme_from_the_palette(pilot, app, "tunedeck-light")
         await wait_for(pilot, lambda: _painted(table, "diverged") == {_colour("tunedeck-light", "status-failed")},
                        what="the status cell in the light theme's colour")
-        assert _painted(gpus, bar) == {_colour("tunedeck-light", "gauge-mid")}
-        assert _painted(header, "oom") == {_colour("tunedeck-light", "status-failed")}
+        await wait_for(pilot, lambda: _painted(gpus, bar) == {_colour("tunedeck-light", "gauge-mid")},
+                       what="the VRAM bar in light")
+        await wait_for(pilot, lambda: _painted(header, "oom") == {_colour("tunedeck-light", "status-failed")},
+                       what="the header's oom in light")
         assert _colour("tunedeck-light", "gauge-mid") != _colour("tunedeck-dark", "gauge-mid")
         assert _colour("tunedeck-light", "status-failed") != _colour("tunedeck-dark", "status-failed")
 

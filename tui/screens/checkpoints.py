@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
@@ -12,17 +13,15 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from tunedeck.tui import format as fmt
-from tunedeck.tui.data.checkpoints import (
-    CheckpointInfo,
-    delete_checkpoint,
-    export_argv,
-    scan_checkpoints,
-)
+from tunedeck.tui.data.checkpoints import delete_checkpoint, export_argv, scan_checkpoints
 from tunedeck.tui.data.runs import read_run
 from tunedeck.tui.flows import host, resume
 from tunedeck.tui.screens.base import RunScreen
 from tunedeck.tui.screens.modals import ConfirmationModal, PathPrompt
 from tunedeck.tui.widgets.footer import AppFooter
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.checkpoints import CheckpointInfo
 
 COLUMNS = (("step", "Step"), ("time", "Saved"), ("size", "Size"), ("loss", "Loss"),
            ("eval", "Eval loss"), ("kind", "Kind"), ("complete", "Complete"))
