@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -102,6 +103,42 @@ def test_run_survives_its_terminal_then_a_killed_trainer_is_resumed_to_the_end(d
     cks = st["checkpoints"]
     assert [c["step"] for c in cks] == [3, 6, 9, 12] and all(c["complete"] for c in cks)
     assert _alive_pids(m) == []
+
+
+def test_the_supervisor_keeps_nothing_of_its_caller(demo_run):
+    """`launch` returns, and a pipe its caller handed it (inherited, not stdio) reaches EOF
+    then, not when the run ends; the supervisor has a session of its own, /dev/null for
+    stdin and stdout.log for its output, whether `launch` forked it or started a fresh
+    Python (TUNEDECK_SUPERVISOR_FORK=0, the path of the TUI)."""
+    for fork in ("1", "0"):
+        run = demo_run(env={"TUNEDECK_FAULT": "slow@4", "TUNEDECK_SUPERVISOR_FORK": fork},
+                       max_steps=30, save_steps=100, logging_steps=1)
+        out_dir = run.out_dir
+        read_end, write_end = os.pipe()
+        os.set_inheritable(write_end, True)
+        try:
+            launcher = subprocess.Popen(
+                [sys.executable, "-m", "tunedeck.runner.cli", "launch", str(run.config), "--overwrite"],
+                env=run.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                pass_fds=(write_end,))
+            os.close(write_end)
+            out, err = launcher.communicate(timeout=180)
+            assert launcher.returncode == 0, err
+            run_id = out.strip()
+            # EOF (not a deadline passing) while the run goes on: nothing of the run holds it.
+            assert select.select([read_end], [], [], 60)[0] and os.read(read_end, 1) == b""
+        finally:
+            os.close(read_end)
+        m = run.manifest()
+        assert m["id"] == run_id and m["status"] in ("starting", "running")
+        sup = m["supervisor"]["pid"]
+        assert os.getsid(sup) == sup and os.getpgid(sup) == sup
+        assert os.readlink(f"/proc/{sup}/fd/0") == "/dev/null"
+        assert os.readlink(f"/proc/{sup}/fd/1") == os.readlink(f"/proc/{sup}/fd/2") == str(out_dir / "stdout.log")
+        assert sup not in [p.pid for p in psutil.Process().children(recursive=True)]
+        run.cli("stop", run_id, timeout=RUN_TIMEOUT)
+        assert run.manifest()["status"] == "stopped", run.tail()
+        assert _alive_pids(run.manifest()) == []
 
 
 def test_second_launch_is_refused_stop_checkpoints_and_resume_finishes(tmp_path, demo_run):
