@@ -108,7 +108,7 @@ def test_run_survives_its_terminal_then_a_killed_trainer_is_resumed_to_the_end(d
 def test_the_supervisor_keeps_nothing_of_its_caller(demo_run):
     """`launch` returns, and a pipe its caller handed it (inherited, not stdio) reaches EOF
     then, not when the run ends; the supervisor has a session of its own, /dev/null for
-    stdin and stdout.log for its output, whether `launch` forked it or started a fresh
+    stdin and stdout.log for its output, and ps shows its own command line, whether `launch` forked it or started a fresh
     Python (TUNEDECK_SUPERVISOR_FORK=0, the path of the TUI)."""
     for fork in ("1", "0"):
         run = demo_run(env={"TUNEDECK_FAULT": "slow@4", "TUNEDECK_SUPERVISOR_FORK": fork},
@@ -136,6 +136,10 @@ def test_the_supervisor_keeps_nothing_of_its_caller(demo_run):
         assert os.readlink(f"/proc/{sup}/fd/0") == "/dev/null"
         assert os.readlink(f"/proc/{sup}/fd/1") == os.readlink(f"/proc/{sup}/fd/2") == str(out_dir / "stdout.log")
         assert sup not in [p.pid for p in psutil.Process().children(recursive=True)]
+        # ps shows the supervisor's own command line either way, never `tunedeck launch`.
+        shown = " ".join(psutil.Process(sup).cmdline())
+        assert "tunedeck.runner.control.supervisor" in shown and str(out_dir) in shown, shown
+        assert "launch" not in shown, shown
         run.cli("stop", run_id, timeout=RUN_TIMEOUT)
         assert run.manifest()["status"] == "stopped", run.tail()
         assert _alive_pids(run.manifest()) == []

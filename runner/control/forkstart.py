@@ -14,7 +14,9 @@ The child never returns into the launcher's code: it runs the supervisor and ``_
 Anything else (the TUI, which has threads; a test calling ``launch()`` in-process; a
 process that imported torch) spawns a fresh interpreter as before, and so does
 ``TUNEDECK_SUPERVISOR_FORK=0``. ``ps`` shows a forked supervisor with the command line of
-the ``tunedeck launch`` (or ``resume``) that started it, named ``tunedeck-superv``.
+the supervisor's own, ``python -m tunedeck.runner.control.supervisor RUN_DIR`` (rewritten
+with ``setproctitle``), exactly as a spawned one, so ``ps``, ``pgrep -f`` and anything that
+finds supervisors by their command line see no difference.
 """
 
 from __future__ import annotations
@@ -74,8 +76,7 @@ def _become_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd:
         os.dup2(log_fd, 2)
         os.close(devnull)
         _close_inherited(keep=(0, 1, 2, lock_fd))
-        with contextlib.suppress(OSError), open("/proc/self/comm", "wb") as fh:
-            fh.write(PROCESS_NAME)
+        _retitle(run_dir)
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
@@ -98,6 +99,18 @@ def _become_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd:
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+
+
+def _retitle(run_dir: Path) -> None:
+    """Show the supervisor's command line in ps, not the launcher's."""
+    title = f"{sys.executable} -m tunedeck.runner.control.supervisor {run_dir}"
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title)
+    except Exception:  # noqa: BLE001 - the title is cosmetic; fall back to the short name
+        with contextlib.suppress(OSError), open("/proc/self/comm", "wb") as fh:
+            fh.write(PROCESS_NAME)
 
 
 def _close_inherited(keep: tuple[int, ...]) -> None:
