@@ -43,7 +43,10 @@ def _alive_pids(m: dict) -> list[int]:
 
 
 def test_run_survives_its_terminal_then_a_killed_trainer_is_resumed_to_the_end(demo_run):
-    run = demo_run(env={"TUNEDECK_FAULT": "slow@0.5"}, max_steps=12, save_steps=3, logging_steps=1)
+    # 1 s steps: once checkpoint-3 is complete, 9 s of training remain in which to kill the
+    # trainer, however busy the machine (with 0.5 s steps a loaded box sometimes saw the run
+    # finish first).
+    run = demo_run(env={"TUNEDECK_FAULT": "slow@1"}, max_steps=12, save_steps=3, logging_steps=1)
     cfg, out_dir = run.config, run.out_dir
     # The "terminal": a session of its own running `tunedeck launch --follow`, which we then kill
     # entirely (SIGHUP like a dropped SSH link, then SIGKILL) while training is under way.
