@@ -100,16 +100,17 @@ async def test_a_theme_switch_from_the_palette_recolours_status_cells_and_gpu_ga
         # Painted by the dashboard's watchers a frame or more after the sample: wait for it.
         await wait_for(pilot, lambda: _painted(header, "oom") == dark_failed, what="the header's oom in dark")
         # The oom row is under the cursor (painted as the cursor): the diverged one is not.
-        # gpu2's cards are 85% and 78% full: the VRAM bar's fill (13 of 16 cells, where the
-        # sparklines have one point so far) is the mid gauge colour.
+        # gpu2's cards are 85% and 78% full: the VRAM bar's fill (13 of 16 cells) is the mid
+        # gauge colour. (A sparkline that has seen 8 samples at 100% also paints 8 full
+        # blocks, in its own colour: so ask whether the gauge colour is among them.)
         bar = "█" * 8
+        dark_mid, light_mid = _colour("tunedeck-dark", "gauge-mid"), _colour("tunedeck-light", "gauge-mid")
         await wait_for(pilot, lambda: _painted(table, "diverged") == dark_failed, what="diverged in dark")
-        await wait_for(pilot, lambda: _painted(gpus, bar) == {_colour("tunedeck-dark", "gauge-mid")},
-                       what="the VRAM bar in dark")
+        await wait_for(pilot, lambda: dark_mid in _painted(gpus, bar), what="the VRAM bar in dark")
         await _switch_theme_from_the_palette(pilot, app, "tunedeck-light")
         await wait_for(pilot, lambda: _painted(table, "diverged") == {_colour("tunedeck-light", "status-failed")},
                        what="the status cell in the light theme's colour")
-        await wait_for(pilot, lambda: _painted(gpus, bar) == {_colour("tunedeck-light", "gauge-mid")},
+        await wait_for(pilot, lambda: light_mid in _painted(gpus, bar) and dark_mid not in _painted(gpus, bar),
                        what="the VRAM bar in light")
         await wait_for(pilot, lambda: _painted(header, "oom") == {_colour("tunedeck-light", "status-failed")},
                        what="the header's oom in light")
