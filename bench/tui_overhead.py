@@ -308,7 +308,8 @@ def _train_pair(cfg_alone: Path, cfg_watched: Path, run_alone: Path, run_watched
     return _steps_per_second(run_alone), _steps_per_second(run_watched)
 
 
-def bench_train_side_by_side(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
+def _train_inputs(tmp: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The tiny model, the demo data and the trainer's environment (8 fake GPUs) under ``tmp``."""
     from tunedeck.runner.data.demo import write_demo_data
     from tunedeck.runner.train.tiny import build_tiny_model
 
@@ -317,6 +318,11 @@ def bench_train_side_by_side(rounds: int, steps: int, tmp: Path) -> dict[str, fl
     write_demo_data(data, seed=0, n=400)
     env = _child_env(TUNEDECK_HOME=str(tmp / "home"), TUNEDECK_FAKE_NVML="gpu8",
                      HF_HOME=str(tmp / "hf"), TUNEDECK_CACHE_DIR=str(tmp / "cache"))
+    return model, data, env
+
+
+def bench_train_side_by_side(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
+    model, data, env = _train_inputs(tmp)
     ratios, alone, watched = [], [], []
     for r in range(rounds):
         cores = (0, 1) if r % 2 == 0 else (1, 0)  # swap the cores every round
@@ -336,14 +342,7 @@ def bench_train_side_by_side(rounds: int, steps: int, tmp: Path) -> dict[str, fl
 
 
 def bench_train(rounds: int, steps: int, tmp: Path) -> dict[str, float]:
-    from tunedeck.runner.data.demo import write_demo_data
-    from tunedeck.runner.train.tiny import build_tiny_model
-
-    model = build_tiny_model(tmp / "tiny-llama", seed=0, hidden=64, layers=2)
-    data = tmp / "demo-data"
-    write_demo_data(data, seed=0, n=400)
-    env = _child_env(TUNEDECK_HOME=str(tmp / "home"), TUNEDECK_FAKE_NVML="gpu8",
-                     HF_HOME=str(tmp / "hf"), TUNEDECK_CACHE_DIR=str(tmp / "cache"))
+    model, data, env = _train_inputs(tmp)
     alone: list[float] = []
     watched: list[float] = []
     for r in range(rounds):

@@ -40,8 +40,10 @@ medians of the rounds:
 - samples/s: batch x steps over wall time in the same window;
 - time to first logged step: spawn to the first record (start-up, data, model, 5 steps);
 - peak RSS of the largest process;
-- ``launch --follow``: its whole tree's wall and CPU (spawn to exit) and summed peak RSS,
-  minus the trainer alone's;
+- ``launch --follow``, read within its own tree: wall outside the trainer (spawn to the
+  trainer's start + the trainer's end to the exit), CPU and summed peak RSS of every process
+  but the trainer's, and the load average; also its whole tree's wall, CPU and RSS minus the
+  trainer alone's, side by side (at the mercy of the other core's load);
 - packing speed-ups: CPU per epoch unpacked over packed;
 - the largest loss difference at any logged step (same seed, same data order).
 
@@ -164,17 +166,30 @@ def _quiet_env() -> dict[str, str]:
     return env
 
 
-def _stat(pid: int) -> tuple[int, float, int] | None:
-    """(parent pid, CPU seconds, start time in ticks) of a live process."""
+def _stat(pid: int) -> tuple[int, float, int, bool] | None:
+    """(parent pid, CPU seconds, start time in ticks, exited) of a process still in /proc.
+    ``exited``: a zombie, whose parent has not collected it yet (it holds no memory and
+    uses no CPU; a detached supervisor whose launcher exited first waits as one until init
+    reaps it, which some containers' init does only every second or two)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
             fields = fh.read().rsplit(") ", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[19])
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[19]), fields[0] in "ZX"
+
+
+def _running(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and not st[3]
 
 
 def _boot_time() -> float:
+    """The wall-clock moment of boot, to the microsecond: a process's start in /proc is
+    counted in ticks since boot (CLOCK_BOOTTIME). /proc/stat's ``btime`` is the same moment
+    truncated to the second, which would put every start up to 1 s early."""
+    with contextlib.suppress(AttributeError, OSError):
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
     with open("/proc/stat", encoding="ascii") as fh:
         for line in fh:
             if line.startswith("btime "):
@@ -215,15 +230,48 @@ class Sampled:
     cmd: dict[int, str] = field(default_factory=dict)
     started: dict[int, float] = field(default_factory=dict)     # pid -> start (epoch seconds)
     last_seen: dict[int, float] = field(default_factory=dict)   # pid -> last sample it was alive
+    cpu_by_pid: dict[int, float] = field(default_factory=dict)  # pid -> CPU seconds at its last sample
+    parent: dict[int, int] = field(default_factory=dict)        # pid -> parent pid
+    load: tuple[float, float, float] = (0.0, 0.0, 0.0)          # load average at the end
 
-    def wrapper_overhead_s(self, root: int) -> float | None:
-        """Wall time the run spent outside the trainer: from spawning the command to the
-        trainer's start, plus from the trainer's end to the command's end."""
-        trainers = [p for p, c in self.cmd.items() if p != root and "tunedeck.runner.train" in c]
-        if not trainers:
+    def trainer_pid(self) -> int | None:
+        """The trainer process of a wrapped run (the command itself is not one)."""
+        trainers = [p for p, c in self.cmd.items() if p != self.root and "tunedeck.runner.train" in c]
+        return min(trainers, key=lambda p: self.started.get(p, 0.0)) if trainers else None
+
+    def _trainer_tree(self) -> set[int]:
+        t = self.trainer_pid()
+        if t is None:
+            return set()
+        tree = {t}
+        grew = True
+        while grew:
+            more = {p for p, pp in self.parent.items() if pp in tree} - tree
+            tree |= more
+            grew = bool(more)
+        return tree
+
+    def wrapper_overhead_s(self) -> tuple[float, float] | None:
+        """Wall time the run spent outside the trainer: (spawning the command to the
+        trainer's start, the trainer's end to the command's end)."""
+        t = self.trainer_pid()
+        if t is None or t not in self.started:
             return None
-        t = trainers[0]
-        return (self.started[t] - self.spawned) + (self.ended - self.last_seen[t])
+        return self.started[t] - self.spawned, self.ended - self.last_seen[t]
+
+    def outside_cpu_s(self) -> float | None:
+        """CPU seconds of every process but the trainer and its children."""
+        tree = self._trainer_tree()
+        if not tree:
+            return None
+        return sum(c for p, c in self.cpu_by_pid.items() if p not in tree)
+
+    def outside_rss_mib(self) -> float | None:
+        """Summed peak RSS of every process but the trainer and its children."""
+        tree = self._trainer_tree()
+        if not tree:
+            return None
+        return sum(k for p, k in self.peak_rss_kib.items() if p not in tree) / 1024
 
     def cpu_at(self, t: float) -> float:
         best = self.cpu[0][1]
@@ -252,11 +300,13 @@ class Tree:
         self.cpu_by_pid: dict[int, float] = {}
         self.hwm: dict[int, int] = {}
         self.cmd: dict[int, str] = {}
+        self.parent: dict[int, int] = {}
         self.last_seen: dict[int, float] = {}
         self.samples: list[tuple[float, float]] = []
         self.records: list[tuple[float, dict]] = []
         self._offset = 0
         self._seen: set[int] = set()
+        self.finished_at: float | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -275,6 +325,7 @@ class Tree:
             ppid = st[0]
             if ppid in self.tracked or self.marker in _cmdline(pid):
                 self.tracked[pid] = st[2]
+                self.parent[pid] = ppid
 
     def _poll_log(self, now: float) -> None:
         try:
@@ -300,21 +351,31 @@ class Tree:
                 if st is None:
                     continue
                 self.cpu_by_pid[pid] = st[1]
+                if st[3]:
+                    continue  # exited: its CPU is final, it is not running any more
                 self.last_seen[pid] = now
                 self.hwm[pid] = max(self.hwm.get(pid, 0), _hwm_kib(pid))
-                if pid not in self.cmd:
-                    self.cmd[pid] = _cmdline(pid)[:200]
+                # Read at every sample: a child seen between fork and exec still shows
+                # its parent's command line.
+                cmd = _cmdline(pid)[:200]
+                if cmd:
+                    self.cmd[pid] = cmd
             self.samples.append((now, sum(self.cpu_by_pid.values())))
             self._poll_log(now)
+            if self.finished_at is None and self.proc.poll() is not None and not any(
+                    _running(p) for p in self.tracked if p != self.proc.pid):
+                self.finished_at = time.time()  # the command and every process it started are gone
             time.sleep(0.02)
 
     def wait(self, timeout: float = 3600) -> Sampled:
         self.proc.wait(timeout=timeout)
-        # A detached supervisor may outlive the command by a moment.
+        # A detached supervisor may outlive the command by a moment. The end is the moment
+        # the sampler saw everything gone, not this call's (side by side, the other tree is
+        # waited for first every other round).
         deadline = time.time() + 30
-        while time.time() < deadline and any(_stat(p) is not None and p != self.proc.pid for p in self.tracked):
-            time.sleep(0.05)
-        ended = time.time()
+        while self.finished_at is None and time.time() < deadline:
+            time.sleep(0.02)
+        ended = self.finished_at or time.time()
         self._done.set()
         self._thread.join()
         self._poll_log(ended)
@@ -324,8 +385,8 @@ class Tree:
         if self.proc.returncode != 0:
             raise SystemExit(f"failed ({self.proc.returncode}): {' '.join(self.proc.args)}\n{out[-3000:]}")
         started = {p: _BOOT + ticks / CLK_TCK for p, ticks in self.tracked.items() if ticks >= 0}
-        return Sampled(self.spawned, ended, self.proc.pid, self.samples, self.records, dict(self.hwm), dict(self.cmd), started,
-                       dict(self.last_seen))
+        return Sampled(self.spawned, ended, self.proc.pid, self.samples, self.records, dict(self.hwm), dict(self.cmd),
+                       started, dict(self.last_seen), dict(self.cpu_by_pid), dict(self.parent), os.getloadavg())
 
 
 # -- the shared inputs -----------------------------------------------------------------
@@ -379,7 +440,12 @@ class Result:
     epoch_cpu_s: float
     tokens_per_s: float | None
     vram_gib: float | None
-    outside_trainer_s: float | None
+    outside_trainer_s: float | None   # wall outside the trainer (a wrapped run only)
+    outside_start_s: float | None     # of which: spawn to the trainer's start
+    outside_end_s: float | None       # of which: the trainer's end to the command's exit
+    outside_cpu_s: float | None       # CPU of the processes other than the trainer's
+    outside_rss_mib: float | None     # their peak RSS, summed
+    load1: float                      # 1-minute load average when the run ended
 
 
 def measure(s: Sampled, batch: int) -> Result:
@@ -393,6 +459,7 @@ def measure(s: Sampled, batch: int) -> Result:
     tokens = [r.get("total_tokens") for _, r in recs]
     tps = (tokens[-1] - tokens[0]) / (t1 - t0) if tokens[0] and tokens[-1] and t1 > t0 else None
     vram = [r.get("vram_allocated") for _, r in recs if r.get("vram_allocated") is not None]
+    wo = s.wrapper_overhead_s()
     return Result(
         cpu_per_step=window_cpu / steps,
         samples_per_s=batch * steps / (t1 - t0) if t1 > t0 else float("nan"),
@@ -405,7 +472,12 @@ def measure(s: Sampled, batch: int) -> Result:
         epoch_cpu_s=window_cpu / steps * total,
         tokens_per_s=tps,
         vram_gib=max(vram) if vram else None,
-        outside_trainer_s=s.wrapper_overhead_s(s.root),
+        outside_trainer_s=sum(wo) if wo else None,
+        outside_start_s=wo[0] if wo else None,
+        outside_end_s=wo[1] if wo else None,
+        outside_cpu_s=s.outside_cpu_s(),
+        outside_rss_mib=s.outside_rss_mib(),
+        load1=s.load[0],
     )
 
 
@@ -522,6 +594,11 @@ def main() -> int:  # noqa: C901 - one linear script
                               f"samples/s {res.samples_per_s:7.1f}  first step {res.first_step_s:5.2f} s  "
                               f"wall {res.wall_s:6.2f} s  tree CPU {res.tree_cpu_s:6.2f} s  "
                               f"peak RSS {res.peak_rss_mib:6.0f} MiB (tree {res.tree_rss_mib:6.0f})", flush=True)
+                        if res.outside_trainer_s is not None:
+                            print(f"round {r + 1} {n:<12} outside the trainer: wall {res.outside_trainer_s:5.2f} s "
+                                  f"({res.outside_start_s:.2f} before it, {res.outside_end_s:.2f} after it)  "
+                                  f"CPU {res.outside_cpu_s or 0:5.2f} s  peak RSS {res.outside_rss_mib or 0:4.0f} MiB"
+                                  f"  load {res.load1:.1f}", flush=True)
 
         def ratio(x: str, y: str, attr: str) -> tuple[float, list[float]]:
             if (x, y) in by_pair:
@@ -575,13 +652,25 @@ def main() -> int:  # noqa: C901 - one linear script
             dw = [x.wall_s - y.wall_s for x, y in lt]
             dc = [x.tree_cpu_s - y.tree_cpu_s for x, y in lt]
             dm = [x.tree_rss_mib - y.tree_rss_mib for x, y in lt]
-            out = [x.outside_trainer_s for x, _ in lt if x.outside_trainer_s is not None]
-            if out:
-                row("launch --follow: wall outside the trainer (spawn to trainer start + trainer end to exit), s",
-                    med(out), ".2f", LAUNCH_WALL_MAX_S, out)
-            row("launch --follow minus trainer alone: wall s", med(dw), ".2f", None, dw)
-            row("launch --follow minus trainer alone: tree CPU s", med(dc), ".2f", None, dc)
-            row("launch --follow minus trainer alone: summed peak RSS MiB", med(dm), ".0f", LAUNCH_RSS_MAX_MIB, dm)
+            def got(attr: str) -> list[float]:
+                return [getattr(x, attr) for x, _ in lt if getattr(x, attr) is not None]
+
+            # The strict measure: what launch --follow's own processes cost, read in its tree.
+            for attr, label, fmt, target in (
+                    ("outside_trainer_s", "launch --follow: wall outside the trainer, s", ".2f", LAUNCH_WALL_MAX_S),
+                    ("outside_start_s", "  of which spawn to the trainer's start, s", ".2f", None),
+                    ("outside_end_s", "  of which the trainer's end to the exit, s", ".2f", None),
+                    ("outside_cpu_s", "launch --follow: CPU of the processes outside the trainer, s", ".2f", None),
+                    ("outside_rss_mib", "launch --follow: summed peak RSS of the processes outside the trainer, "
+                     "MiB", ".0f", LAUNCH_RSS_MAX_MIB)):
+                vals = got(attr)
+                if vals:
+                    row(label, med(vals), fmt, target, vals)
+            row("launch --follow minus trainer alone (side by side): wall s", med(dw), ".2f", None, dw)
+            row("launch --follow minus trainer alone (side by side): tree CPU s", med(dc), ".2f", None, dc)
+            row("launch --follow minus trainer alone (side by side): summed peak RSS MiB", med(dm), ".0f", None, dm)
+            loads = [x.load1 for x, _ in lt]
+            row("1-minute load average at the end of the launch rounds", med(loads), ".1f", None, loads)
             row("launch --follow / trainer alone: wall", ratio("launch", "td", "wall_s")[0], ".3f", None)
             row("launch --follow / trainer alone: tree CPU", ratio("launch", "td", "tree_cpu_s")[0], ".3f", None)
         if "packing" in pairs:

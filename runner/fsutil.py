@@ -87,7 +87,7 @@ def sweep_stale_temps(path: str | Path) -> list[Path]:
         if not (name.startswith(head) and name.endswith(".tmp")):
             continue
         pid_text = name[len(head):].split(".", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
@@ -95,7 +95,8 @@ def sweep_stale_temps(path: str | Path) -> list[Path]:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` (one that left a temp file or folder named after it) still exists."""
     if pid <= 0:
         return True  # not a pid we wrote: leave it
     try:

@@ -5,6 +5,9 @@ that keeps every test offline, single-threaded and out of the user's home.
 - ``tiny_model_dir``: a LLaMA-architecture model + tokenizer from
   :func:`tunedeck.runner.train.tiny.build_tiny_model` (hidden 64, 2 layers; ~140k parameters).
 - ``demo_data_dir``: :func:`tunedeck.runner.data.demo.write_demo_data` output with ``dataset_info.json``.
+- ``demo_run(env={...}, **overrides) -> DemoRun``: ``make_demo_config``'s config with its output
+  dir and the environment the control tests run the CLI with (tests/control_helpers.py).
+- ``supervisor``: a live process standing in for a running run's supervisor (a ``ProcRef``).
 - ``make_demo_config(tmp_path, **overrides) -> Path``: ``tmp_path/demo.yaml`` for a 12-step
   LoRA SFT run on CPU (output in ``tmp_path/out``); overrides replace or add keys, and a
   value of ``None`` removes the key.
@@ -13,11 +16,18 @@ that keeps every test offline, single-threaded and out of the user's home.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psutil
 import pytest
+
+if TYPE_CHECKING:
+    from tests.control_helpers import DemoRun
+    from tunedeck.runner.rundir.manifest import ProcRef
 
 MakeConfig = Callable[..., Path]
 
@@ -46,6 +56,30 @@ def _session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def _per_test_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Each test gets its own ``TUNEDECK_HOME`` (run registry, settings)."""
     monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(autouse=True)
+def _fake_gpus(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``@pytest.mark.fake_gpus("gpu2")``: the test's app sees that fake NVML (no NVML state
+    left from an earlier test) and its own ``TUNEDECK_HOME`` in its ``tmp_path``."""
+    mark = request.node.get_closest_marker("fake_gpus")
+    if mark is not None:
+        from tests.tui_helpers import use_fake_gpus
+
+        use_fake_gpus(monkeypatch, mark.args[0], home=request.getfixturevalue("tmp_path") / "home")
+
+
+@pytest.fixture
+def supervisor() -> Iterator[ProcRef]:
+    """A live process to stand in for a running run's supervisor (pid + start time)."""
+    from tunedeck.runner.rundir.manifest import ProcRef
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        yield ProcRef(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time())
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +137,20 @@ def make_demo_config(tiny_model_dir: Path, demo_data_dir: Path) -> MakeConfig:
         # JSON scalars are valid YAML; one key per line keeps validator line numbers useful.
         path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()), encoding="utf-8")
         return path
+
+    return make
+
+
+@pytest.fixture
+def demo_run(tmp_path: Path, make_demo_config: MakeConfig) -> Callable[..., DemoRun]:
+    """``demo_run(env={...}, **overrides)``: the demo config in ``tmp_path`` (overrides as for
+    ``make_demo_config``), its output dir ``tmp_path/out`` and the control tests' CLI
+    environment with its own registry in ``tmp_path/home`` (plus ``env``)."""
+    from tests.control_helpers import DemoRun, control_env
+
+    def make(*, env: dict[str, str] | None = None, **overrides: Any) -> DemoRun:
+        return DemoRun(make_demo_config(tmp_path, **overrides), tmp_path / "out",
+                       control_env(tmp_path / "home", **(env or {})))
 
     return make
 

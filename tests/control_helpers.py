@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,9 @@ def control_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def tunedeck(
-    args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 180
+    args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``tunedeck ARGS`` (the real CLI, argv list, no shell) and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "tunedeck.runner.cli", *args],
         env=env,
@@ -45,10 +47,11 @@ def tunedeck(
         capture_output=True,
         text=True,
         timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+def wait_for(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.1) -> Any:
     """Poll ``pred`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -102,3 +105,35 @@ def end_of_tail(run_dir: Path, n: int = 30) -> str:
         return "\n".join((run_dir / "stdout.log").read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no stdout.log)"
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """A demo run as a control test drives it: its config, its output directory and the
+    environment the CLI runs with (``conftest.demo_run`` makes one)."""
+
+    config: Path
+    out_dir: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        """``tunedeck ARGS`` in this run's environment."""
+        return tunedeck(list(args), self.env, timeout=timeout)
+
+    def manifest(self) -> dict[str, Any]:
+        return manifest(self.out_dir)
+
+    def steps(self) -> list[int]:
+        """The steps logged with a loss, in log order."""
+        return log_steps(self.out_dir)
+
+    def tail(self, n: int = 30) -> str:
+        """The end of stdout.log, for assertion messages."""
+        return end_of_tail(self.out_dir, n)
+
+    def status(self, run: str) -> dict[str, Any]:
+        """``tunedeck status RUN --json``."""
+        return status_json(run, self.env)
+
+    def worker_pid(self) -> int | None:
+        return worker_pid(self.out_dir)

@@ -8,13 +8,13 @@ import json
 import os
 import pty
 import select
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from control_helpers import REPO
+from pty_helpers import kill_child, read_some
 
 CHAT_TIMEOUT = 240
 
@@ -69,12 +69,10 @@ def _read_until(fd: int, needle: bytes, timeout: float, seen: bytearray, start: 
     deadline = time.monotonic() + timeout
     while seen.find(needle, start) < 0:
         assert time.monotonic() < deadline, f"no {needle!r} in the terminal; it shows:\n{seen.decode(errors='replace')[-1500:]}"
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                seen.extend(os.read(fd, 4096))
-            except OSError:
-                break
+        chunk = read_some(fd, 0.2)
+        if chunk is None:
+            break
+        seen.extend(chunk)
     return seen.find(needle, start)
 
 
@@ -115,11 +113,7 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(trained_demo_run: Path) ->
                     seen.extend(os.read(fd, 4096))
         assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")[-800:]
     finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        kill_child(pid)
         os.close(fd)
 
 

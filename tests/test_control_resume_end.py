@@ -11,47 +11,37 @@ import json
 
 import pytest
 
-from tests.control_helpers import (
-    control_env,
-    end_of_tail,
-    log_steps,
-    manifest,
-    status_json,
-    tunedeck,
-)
-
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT = 300
 
 
-def test_resume_from_the_last_step_trains_no_step_and_every_view_agrees(tmp_path, make_demo_config):
-    cfg = make_demo_config(tmp_path, max_steps=3, save_steps=3, logging_steps=1)
-    out_dir = tmp_path / "out"
-    env = control_env(tmp_path / "home")
-    first = tunedeck(["launch", str(cfg), "--follow"], env, timeout=RUN_TIMEOUT)
-    assert first.returncode == 0, (first.stdout, first.stderr, end_of_tail(out_dir))
-    run_id = manifest(out_dir)["id"]
+def test_resume_from_the_last_step_trains_no_step_and_every_view_agrees(demo_run):
+    run = demo_run(max_steps=3, save_steps=3, logging_steps=1)
+    out_dir = run.out_dir
+    first = run.cli("launch", str(run.config), "--follow", timeout=RUN_TIMEOUT)
+    assert first.returncode == 0, (first.stdout, first.stderr, run.tail())
+    run_id = run.manifest()["id"]
     assert sorted(p.name for p in out_dir.glob("checkpoint-*")) == ["checkpoint-3"]
     # `stop` on a finished run says so, without promising to wait for a checkpoint.
-    stop = tunedeck(["stop", run_id], env, timeout=120)
+    stop = run.cli("stop", run_id, timeout=120)
     assert "stopping" not in stop.stderr and "not running (status finished)" in stop.stdout, stop
 
     said = "a resume would do nothing: checkpoint-3 is already at max_steps 3"
-    tri = tunedeck(["triage", run_id, "--json"], env, timeout=120)
+    tri = run.cli("triage", run_id, "--json", timeout=120)
     assert tri.returncode == 0, tri.stderr
     titles = [d["summary"] for d in json.loads(tri.stdout)["diagnoses"]]
     assert said in titles, titles
 
-    res = tunedeck(["resume", run_id, "--follow"], env, timeout=RUN_TIMEOUT)
-    assert res.returncode == 0, (res.stdout, res.stderr, end_of_tail(out_dir))
+    res = run.cli("resume", run_id, "--follow", timeout=RUN_TIMEOUT)
+    assert res.returncode == 0, (res.stdout, res.stderr, run.tail())
     assert said in res.stderr and "0 steps" in res.stderr, res.stderr
     # What happened agrees: no step 4, no checkpoint-4, finished at step 3.
     assert sorted(p.name for p in out_dir.glob("checkpoint-*")) == ["checkpoint-3"]
-    assert max(log_steps(out_dir)) == 3
-    m = manifest(out_dir)
+    assert max(run.steps()) == 3
+    m = run.manifest()
     assert m["status"] == "finished" and len(m["attempts"]) == 2
     assert said in (m["message"] or "") and "trained 0 steps" in m["message"], m["message"]
     te = json.loads((out_dir / "trainer_exit.json").read_text())
     assert te["step"] == 3 and te["reason"] == "finished"
-    assert status_json(run_id, env)["current_steps"] == 3
+    assert run.status(run_id)["current_steps"] == 3

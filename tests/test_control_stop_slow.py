@@ -19,15 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.control_helpers import (
-    control_env,
-    end_of_tail,
-    log_steps,
-    manifest,
-    status_json,
-    tunedeck,
-    wait_for,
-)
+from tests.control_helpers import DemoRun, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,21 +27,20 @@ SLOW = "slow@8,slow-save@20"
 RUN_TIMEOUT = 300  # model load + one 8 s step under load; nothing asserts on time
 
 
-def _launch(tmp_path: Path, make_demo_config, *extra: str) -> tuple[str, Path, dict[str, str]]:
-    cfg = make_demo_config(tmp_path, max_steps=30, save_steps=100, logging_steps=1)
-    out_dir = tmp_path / "out"
-    env = control_env(tmp_path / "home", TUNEDECK_FAULT=SLOW)
-    out = tunedeck(["launch", str(cfg), *extra], env, timeout=180)
+def _launch(demo_run, *extra: str) -> tuple[str, DemoRun]:
+    run = demo_run(env={"TUNEDECK_FAULT": SLOW}, max_steps=30, save_steps=100, logging_steps=1)
+    out = run.cli("launch", str(run.config), *extra, timeout=180)
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.strip()
     # Stop right after the first logged step: the signal lands inside the next 8 s step.
-    wait_for(lambda: len(log_steps(out_dir)) >= 1, RUN_TIMEOUT, "the first logged step")
-    return run_id, out_dir, env
+    wait_for(lambda: len(run.steps()) >= 1, RUN_TIMEOUT, "the first logged step")
+    return run_id, run
 
 
-def _assert_stopped_with_a_complete_checkpoint(out_dir: Path, run_id: str, env: dict[str, str]) -> Path:
-    m = manifest(out_dir)
-    assert m["status"] == "stopped", (m.get("message"), end_of_tail(out_dir))
+def _assert_stopped_with_a_complete_checkpoint(run: DemoRun, run_id: str) -> Path:
+    out_dir = run.out_dir
+    m = run.manifest()
+    assert m["status"] == "stopped", (m.get("message"), run.tail())
     assert "SIGKILL" not in (m.get("message") or ""), m["message"]
     ck = Path(m["checkpoint"])
     assert ck.parent == out_dir and int(ck.name.split("-")[1]) >= 1
@@ -57,47 +48,47 @@ def _assert_stopped_with_a_complete_checkpoint(out_dir: Path, run_id: str, env: 
     assert not (ck / "checkpoint-is-incomplete.txt").exists()
     te = json.loads((out_dir / "trainer_exit.json").read_text())
     assert te["reason"] == "stopped" and Path(str(te["checkpoint"])).name == ck.name, te
-    assert status_json(run_id, env)["status"] == "stopped"
+    assert run.status(run_id)["status"] == "stopped"
     log = (out_dir / "stdout.log").read_text(errors="replace")
-    assert "exit code 143" not in log and "SIGKILL to" not in log, end_of_tail(out_dir, 60)
+    assert "exit code 143" not in log and "SIGKILL to" not in log, run.tail(60)
     return ck
 
 
 @pytest.mark.parametrize("nproc", [1, 2], ids=["1-process", "2-processes-gloo"])
-def test_stop_with_8s_steps_and_a_20s_save_leaves_a_complete_checkpoint(tmp_path, make_demo_config, nproc):
+def test_stop_with_8s_steps_and_a_20s_save_leaves_a_complete_checkpoint(demo_run, nproc):
     extra = ["--num-processes", "2", "--cpu"] if nproc == 2 else []
-    run_id, out_dir, env = _launch(tmp_path, make_demo_config, *extra)
-    stop = tunedeck(["stop", run_id, "--json"], env, timeout=RUN_TIMEOUT + 120)
-    assert stop.returncode == 0, (stop.stdout, stop.stderr, end_of_tail(out_dir, 60))
+    run_id, run = _launch(demo_run, *extra)
+    stop = run.cli("stop", run_id, "--json", timeout=RUN_TIMEOUT + 120)
+    assert stop.returncode == 0, (stop.stdout, stop.stderr, run.tail(60))
     res = json.loads(stop.stdout)
     assert res["status"] == "stopped" and res["stopped_cleanly"] and res["survivors"] == []
-    ck = _assert_stopped_with_a_complete_checkpoint(out_dir, run_id, env)
+    ck = _assert_stopped_with_a_complete_checkpoint(run, run_id)
     assert res["checkpoint"] == str(ck)
 
 
-def _signal_and_wait(out_dir: Path, pids: list[int]) -> None:
+def _signal_and_wait(run: DemoRun, pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     ended = {"stopped", "finished", "failed", "killed", "oom", "diverged", "preempted"}
-    wait_for(lambda: manifest(out_dir).get("status") in ended, RUN_TIMEOUT, "the run to end")
-    sup = manifest(out_dir)["supervisor"]["pid"]
+    wait_for(lambda: run.manifest().get("status") in ended, RUN_TIMEOUT, "the run to end")
+    sup = run.manifest()["supervisor"]["pid"]
     wait_for(lambda: not psutil.pid_exists(sup) or psutil.Process(sup).status() == psutil.STATUS_ZOMBIE,
              60, "the supervisor to exit")
 
 
-def test_docker_stop_sigterm_to_the_supervisor_alone_keeps_the_checkpoint(tmp_path, make_demo_config):
-    run_id, out_dir, env = _launch(tmp_path, make_demo_config)
-    _signal_and_wait(out_dir, [manifest(out_dir)["supervisor"]["pid"]])
-    _assert_stopped_with_a_complete_checkpoint(out_dir, run_id, env)
+def test_docker_stop_sigterm_to_the_supervisor_alone_keeps_the_checkpoint(demo_run):
+    run_id, run = _launch(demo_run)
+    _signal_and_wait(run, [run.manifest()["supervisor"]["pid"]])
+    _assert_stopped_with_a_complete_checkpoint(run, run_id)
 
 
-def test_a_cluster_sigterm_to_every_process_of_a_2_process_run_keeps_the_checkpoint(tmp_path, make_demo_config):
+def test_a_cluster_sigterm_to_every_process_of_a_2_process_run_keeps_the_checkpoint(demo_run):
     # Slurm's scancel / a node drain signals every process of the job at once,
     # the launcher (torchrun's elastic agent) included.
-    run_id, out_dir, env = _launch(tmp_path, make_demo_config, "--num-processes", "2", "--cpu")
-    m = manifest(out_dir)
+    run_id, run = _launch(demo_run, "--num-processes", "2", "--cpu")
+    m = run.manifest()
     pids = [m["supervisor"]["pid"], *(p["pid"] for p in m.get("procs") or [])]
     assert sum(1 for p in m["procs"] if p.get("role") == "worker") == 2, m["procs"]
-    _signal_and_wait(out_dir, pids)
-    _assert_stopped_with_a_complete_checkpoint(out_dir, run_id, env)
+    _signal_and_wait(run, pids)
+    _assert_stopped_with_a_complete_checkpoint(run, run_id)

@@ -207,8 +207,25 @@ def test_the_tui_reaches_the_core_only_through_tui_data() -> None:
     assert offenders == []
 
 
-def test_the_dashboards_first_frame_imports_no_training_stack() -> None:
-    # Textual of course; torch and friends never (the data package imports only the cheap,
-    # torch-free runner modules at the top).
-    code = "import tunedeck.tui.app, tunedeck.tui.screens.dashboard\n"
+def test_the_dashboards_first_frame_imports_no_training_stack_and_no_reader() -> None:
+    # Textual of course; torch and friends never. Nor the run-directory readers, the NVML
+    # facade or the config modules: the samplers' threads load those after the first frame
+    # (tui/data's dashboard modules import them in their functions, their types under
+    # TYPE_CHECKING).
+    readers = ("tunedeck.runner.rundir.runs", "tunedeck.runner.rundir.logs",
+               "tunedeck.runner.rundir.checkpoints", "tunedeck.runner.rundir.manifest",
+               "tunedeck.runner.monitor.nvml", "tunedeck.runner.config")
+    code = ("import tunedeck.tui.app, tunedeck.tui.screens.dashboard\n"
+            f"early = [m for m in sys.modules if m.startswith({readers!r})]\n"
+            "assert not early, early\n")
     assert _loaded_after(code) == ["textual"]
+
+
+def test_every_tui_module_imports() -> None:
+    # The data modules re-export some of the runner's types for TYPE_CHECKING only: a module
+    # that imported one at run time would pass mypy and fail here.
+    names = sorted("tunedeck.tui." + p.relative_to(REPO / "tui").with_suffix("").as_posix().replace("/", ".")
+                   for p in (REPO / "tui").rglob("*.py") if p.name != "__init__.py")
+    assert "tunedeck.tui.flows.resume" in names and "tunedeck.tui.data.runs" in names
+    code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in names)
+    assert "torch" not in _loaded_after(code)

@@ -14,12 +14,14 @@ import sys
 import termios
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.color import Color
 from textual.widget import Widget
 from textual.widgets import Static
 
+from tests.pty_helpers import kill_child, read_some
 from tests.tui_helpers import build_runs, wait_for
 from tunedeck import themes
 from tunedeck.tui.app import TunedeckApp
@@ -33,17 +35,22 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
 
 
+async def _switch_theme_from_the_palette(pilot: Any, app: TunedeckApp, theme: str) -> None:
+    """The way a user switches themes: ctrl+p, type ``theme: THEME``, enter."""
+    await pilot.press("ctrl+p")
+    await pilot.press(*f"theme: {theme}")
+    await wait_for(pilot, lambda: f"theme: {theme}" in str(
+        app.screen.query_one("CommandList").get_option_at_index(0).prompt), what="palette hit")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.theme == theme, what="theme switched")
+
+
 async def test_theme_from_the_command_line_and_the_palette_is_remembered(tmp_path: Path) -> None:
     settings = tmp_path / "home" / "settings.json"
     app = TunedeckApp(root=tmp_path, theme="light", poll=False)
     async with app.run_test() as pilot:
         assert app.theme == "tunedeck-light"
-        await pilot.press("ctrl+p")
-        await pilot.press(*"theme: tunedeck-contrast")
-        await wait_for(pilot, lambda: "theme: tunedeck-contrast" in str(
-            app.screen.query_one("CommandList").get_option_at_index(0).prompt), what="palette hit")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: app.theme == "tunedeck-contrast", what="theme switched")
+        await _switch_theme_from_the_palette(pilot, app, "tunedeck-contrast")
     assert json.loads(settings.read_text())["theme"] == "tunedeck-contrast"
     again = TunedeckApp(root=tmp_path, poll=False)
     async with again.run_test():
@@ -79,30 +86,34 @@ async def test_a_theme_switch_from_the_palette_recolours_status_cells_and_gpu_ga
         await app.sample_once()
         await pilot.pause()
         table, gpus = app.screen.query_one(RunsTable), app.screen.query_one(GpuPanel)
-        oom_row = next(i for i, k in enumerate(table.rows) if table._runs[str(k.value)].name == "mistral-7b-full")
-        table.move_cursor(row=oom_row)
+        # Down the list with j, as a user does, until the oom run is the selected one.
+        for _ in range(len(table.rows)):
+            if app.selected_run_dir is not None and app.selected_run_dir.name == "mistral-7b-full":
+                break
+            await pilot.press("j")
+            await pilot.pause()
         await wait_for(pilot, lambda: app.selected_run_dir is not None
                        and app.selected_run_dir.name == "mistral-7b-full", what="the oom run selected")
         await app.sample_once()
-        await pilot.pause()
         header = app.screen.query_one("#run-header", Static)
-        assert _painted(header, "oom") == {_colour("tunedeck-dark", "status-failed")}
+        dark_failed = {_colour("tunedeck-dark", "status-failed")}
+        # Painted by the dashboard's watchers a frame or more after the sample: wait for it.
+        await wait_for(pilot, lambda: _painted(header, "oom") == dark_failed, what="the header's oom in dark")
         # The oom row is under the cursor (painted as the cursor): the diverged one is not.
-        # gpu2's cards are 85% and 78% full: the VRAM bar's fill (13 of 16 cells, where the
-        # sparklines have one point so far) is the mid gauge colour.
+        # gpu2's cards are 85% and 78% full: the VRAM bar's fill (13 of 16 cells) is the mid
+        # gauge colour. (A sparkline that has seen 8 samples at 100% also paints 8 full
+        # blocks, in its own colour: so ask whether the gauge colour is among them.)
         bar = "█" * 8
-        assert _painted(table, "diverged") == {_colour("tunedeck-dark", "status-failed")}
-        assert _painted(gpus, bar) == {_colour("tunedeck-dark", "gauge-mid")}
-        await pilot.press("ctrl+p")
-        await pilot.press(*"theme: tunedeck-light")
-        await wait_for(pilot, lambda: "theme: tunedeck-light" in str(
-            app.screen.query_one("CommandList").get_option_at_index(0).prompt), what="palette hit")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: app.theme == "tunedeck-light", what="theme switched")
+        dark_mid, light_mid = _colour("tunedeck-dark", "gauge-mid"), _colour("tunedeck-light", "gauge-mid")
+        await wait_for(pilot, lambda: _painted(table, "diverged") == dark_failed, what="diverged in dark")
+        await wait_for(pilot, lambda: dark_mid in _painted(gpus, bar), what="the VRAM bar in dark")
+        await _switch_theme_from_the_palette(pilot, app, "tunedeck-light")
         await wait_for(pilot, lambda: _painted(table, "diverged") == {_colour("tunedeck-light", "status-failed")},
                        what="the status cell in the light theme's colour")
-        assert _painted(gpus, bar) == {_colour("tunedeck-light", "gauge-mid")}
-        assert _painted(header, "oom") == {_colour("tunedeck-light", "status-failed")}
+        await wait_for(pilot, lambda: light_mid in _painted(gpus, bar) and dark_mid not in _painted(gpus, bar),
+                       what="the VRAM bar in light")
+        await wait_for(pilot, lambda: _painted(header, "oom") == {_colour("tunedeck-light", "status-failed")},
+                       what="the header's oom in light")
         assert _colour("tunedeck-light", "gauge-mid") != _colour("tunedeck-dark", "gauge-mid")
         assert _colour("tunedeck-light", "status-failed") != _colour("tunedeck-dark", "status-failed")
 
@@ -149,23 +160,16 @@ def test_high_contrast_theme_uses_only_the_16_ansi_colours() -> None:
 
 
 def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
-    import select
-
     buf = b""
     deadline = time.monotonic() + timeout
     while needle not in buf:
         left = deadline - time.monotonic()
         if left <= 0:
             raise AssertionError(f"{needle!r} never appeared; got {buf[-2000:]!r}")
-        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
+        chunk = read_some(fd, min(left, 0.5))
+        if chunk is None:
+            break
+        buf += chunk
     return buf
 
 
@@ -192,8 +196,4 @@ def test_the_tui_exits_when_its_terminal_hangs_up_and_honours_no_color(tmp_path:
             assert time.monotonic() < deadline, "the TUI kept running after its terminal went away"
             time.sleep(0.1)
     finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        kill_child(pid)

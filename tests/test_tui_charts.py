@@ -16,14 +16,7 @@ from tunedeck.tui.screens.chart import ChartScreen
 from tunedeck.tui.widgets.curve_chart import CurveChart
 from tunedeck.tui.widgets.runs_table import RunsTable
 
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
-    from tunedeck.runner.monitor.nvml import reset_nvml
-
-    reset_nvml()
+pytestmark = pytest.mark.fake_gpus("gpu2")
 
 
 async def _select(pilot, app: TunedeckApp, name: str) -> None:  # type: ignore[no-untyped-def]

@@ -7,13 +7,12 @@ helper process stands in for a running run's supervisor so its status is real.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-import psutil
 import pytest
 
 from tests.tui_helpers import RunSpec, build_runs, screen_text, wait_for, wait_text, write_run
@@ -22,25 +21,7 @@ from tunedeck.tui import actions
 from tunedeck.tui.app import TunedeckApp
 from tunedeck.tui.widgets.runs_table import RunsTable
 
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
-    from tunedeck.runner.monitor.nvml import reset_nvml
-
-    reset_nvml()
-
-
-@pytest.fixture
-def supervisor() -> Iterator[ProcRef]:
-    """A live process to stand in for a running run's supervisor (pid + start time)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        yield ProcRef(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time())
-    finally:
-        proc.kill()
-        proc.wait(10)
+pytestmark = pytest.mark.fake_gpus("gpu2")
 
 
 @pytest.fixture
@@ -63,6 +44,17 @@ def _row_names(app: TunedeckApp) -> list[str]:
     return [r.name for r in (table._runs[str(k.value)] for k in table.rows)]
 
 
+@asynccontextmanager
+async def _dashboard(
+    root: Path, *, size: tuple[int, int], **options: Any
+) -> AsyncIterator[tuple[Any, TunedeckApp]]:
+    """``(pilot, app)``: the app over ``root`` (``runs_root``) at ``size``, once it lists the six runs."""
+    app = TunedeckApp(root=root, **options)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="the six runs")
+        yield pilot, app
+
+
 async def _select(pilot, app: TunedeckApp, name: str) -> None:  # type: ignore[no-untyped-def]
     table = app.screen.query_one(RunsTable)
     names = _row_names(app)
@@ -80,9 +72,7 @@ async def _select(pilot, app: TunedeckApp, name: str) -> None:  # type: ignore[n
 async def test_runs_table_shows_each_run_and_updates_in_place_without_moving_the_cursor(
     runs_root: Path,
 ) -> None:
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="six runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         # The status word, not colour alone.
         await wait_text(pilot, app, "running", "finished", "oom", "stopped", "diverged")
         await _select(pilot, app, "tiny-demo")
@@ -112,9 +102,7 @@ async def test_runs_table_shows_each_run_and_updates_in_place_without_moving_the
 async def test_selected_run_panel_shows_alert_metrics_one_key_away_and_the_stop_modal(
     runs_root: Path, supervisor: ProcRef
 ) -> None:
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(160, 48)) as (pilot, app):
         await _select(pilot, app, "mistral-7b-full")
         await wait_text(pilot, app, "CUDA out of memory", "last ", " min ")  # banner; loss as text
         await pilot.press("2")
@@ -134,10 +122,8 @@ async def test_selected_run_panel_shows_alert_metrics_one_key_away_and_the_stop_
 
 
 async def test_readonly_mode_registers_no_action_that_changes_a_run(runs_root: Path) -> None:
-    app = TunedeckApp(root=runs_root, readonly=True)
     mutating = {a.key for a in actions.ACTIONS if a.mutating and a.key}
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40), readonly=True) as (pilot, app):
         await _select(pilot, app, "gemma-2b-live")
         bound = {b.key for _k, b in app.screen._bindings}
         assert not (bound & {"S", "R", "L"}), bound
@@ -186,9 +172,7 @@ async def test_help_is_generated_from_the_registry(runs_root: Path) -> None:
 
 
 async def test_logs_checkpoints_and_triage_screens(runs_root: Path) -> None:
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
 
         # Logs: jump to the first error, search with n.
         await _select(pilot, app, "mistral-7b-full")
@@ -265,9 +249,7 @@ async def test_logs_checkpoints_and_triage_screens(runs_root: Path) -> None:
 
 
 async def test_launch_a_copy_shows_the_exact_command_for_the_gpus_ticked(runs_root: Path) -> None:
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         await _select(pilot, app, "qwen2-7b-dpo")
         await pilot.press("L")
         await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=30, what="launch modal")
@@ -321,9 +303,7 @@ async def test_stop_says_when_there_is_nothing_to_stop_asks_first_and_y_requests
     from tunedeck.runner.rundir.protocol import STOP_REQUEST
 
     request = runs_root / "gemma-2b-live" / STOP_REQUEST
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         await _select(pilot, app, "qwen2-7b-dpo")
         await pilot.press("S")
         await wait_for(pilot, lambda: _said(app, "qwen2-7b-dpo is finished: nothing to stop"))
@@ -353,9 +333,7 @@ async def test_resume_offers_complete_checkpoints_newest_first_then_confirms(
     monkeypatch.setattr(control, "resume", lambda run_dir, from_=None, overrides=None:
                         resumed.append((Path(run_dir), from_, overrides)))
     run = runs_root / "tiny-demo"
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         # A LLaMA-Factory run: said at once, no picker.
         await _select(pilot, app, "llama3-8b-lora-sft")
         await pilot.press("R")
@@ -405,9 +383,7 @@ async def test_launch_a_copy_launches_on_y_and_selects_the_new_run(
         return SimpleNamespace(run_dir=str(copy_dir), name=copy_dir.name)
 
     monkeypatch.setattr(control, "launch", fake_launch)
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         await _select(pilot, app, "qwen2-7b-dpo")
         await pilot.press("L")
         await wait_for(pilot, lambda: app.screen.id == "launch-modal", timeout=30, what="launch modal")
@@ -453,9 +429,7 @@ async def test_d_lists_the_runs_under_another_directory_and_o_opens_a_config_the
 
     other = tmp_path / "elsewhere"
     write_run(other, RunSpec("elsewhere-run", "finished", 100, 100), now=time.time())
-    app = TunedeckApp(root=runs_root)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: len(_row_names(app)) == 6, what="runs")
+    async with _dashboard(runs_root, size=(120, 40)) as (pilot, app):
         await pilot.press("d")
         await wait_for(pilot, lambda: app.screen.id == "path-prompt", what="the root prompt")
         box = app.screen.query_one(Input)

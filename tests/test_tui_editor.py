@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui_helpers import screen_text, wait_for
-from tunedeck.tui.app import TunedeckApp
+from tests.tui_helpers import editor_app, screen_text, wait_for, write_editor_config
 from tunedeck.tui.screens.editor import EditorScreen
+
+pytestmark = pytest.mark.fake_gpus("gpu2")
 
 CONFIG = """\
 # My 7B LoRA run: keep these comments!
@@ -32,29 +33,9 @@ output_dir: {out}
 """
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
-    from tunedeck.runner.monitor.nvml import reset_nvml
-
-    reset_nvml()
-
-
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    p = tmp_path / "train.yaml"
-    p.write_text(CONFIG.format(out=tmp_path / "runs" / "my-run"))
-    return p
-
-
-async def _open(pilot, app: TunedeckApp) -> EditorScreen:  # type: ignore[no-untyped-def]
-    await wait_for(
-        pilot,
-        lambda: isinstance(app.screen, EditorScreen) and app.screen.analysis is not None,
-        what="editor and first analysis",
-    )
-    return app.screen  # type: ignore[return-value]
+    return write_editor_config(tmp_path, CONFIG)
 
 
 async def _type_into(pilot, editor: EditorScreen, key: str, text: str) -> None:  # type: ignore[no-untyped-def]
@@ -67,9 +48,7 @@ async def test_invalid_value_is_marked_then_fixed_and_saved_with_comments_kept(
     tmp_path: Path, config_file: Path
 ) -> None:
     original = config_file.read_text()
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(160, 48)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(160, 48)) as (pilot, app, editor):
         assert "learning_rate" not in editor.field_errors
 
         await _type_into(pilot, editor, "learning_rate", "-1")
@@ -120,9 +99,7 @@ async def test_invalid_value_is_marked_then_fixed_and_saved_with_comments_kept(
 async def test_save_is_refused_when_the_file_changed_on_disk(
     tmp_path: Path, config_file: Path
 ) -> None:
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(120, 40)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(120, 40)) as (pilot, app, editor):
         await _type_into(pilot, editor, "cutoff_len", "512")
         config_file.write_text(config_file.read_text() + "# edited by a colleague\n")
         changed = config_file.read_text()
@@ -138,9 +115,7 @@ async def test_save_is_refused_when_the_file_changed_on_disk(
 
 
 async def test_secrets_never_reach_the_screen(tmp_path: Path, config_file: Path) -> None:
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(160, 48)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(160, 48)) as (pilot, app, editor):
         await editor.jump_to("hf_hub_token")
         await pilot.pause()
         assert "TOPSECRET" not in screen_text(app)
@@ -160,9 +135,7 @@ async def test_secrets_never_reach_the_screen(tmp_path: Path, config_file: Path)
 async def test_findings_jump_to_their_field_and_estimate_follows_presets(
     tmp_path: Path, config_file: Path
 ) -> None:
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(160, 48)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(160, 48)) as (pilot, app, editor):
         await _type_into(pilot, editor, "lora_rank", "0")
         await editor.jump_to("learning_rate")  # move away, then come back through the findings
         findings = editor.query_one("#findings")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import subprocess
 import sys
 import termios
@@ -16,10 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui_helpers import screen_text, wait_for, wait_text
+from tests.pty_helpers import read_some
+from tests.tui_helpers import (
+    editor_app,
+    open_editor,
+    screen_text,
+    wait_for,
+    wait_text,
+    write_editor_config,
+)
 from tunedeck.tui.app import TunedeckApp
 from tunedeck.tui.data import schema
 from tunedeck.tui.screens.editor import EditorScreen
+
+pytestmark = pytest.mark.fake_gpus("gpu2")
 
 CONFIG = """\
 # A 7B LoRA run
@@ -48,29 +57,9 @@ output_dir: {out}
 """
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
-    from tunedeck.runner.monitor.nvml import reset_nvml
-
-    reset_nvml()
-
-
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
-    p = tmp_path / "train.yaml"
-    p.write_text(CONFIG.format(out=tmp_path / "runs" / "my-run"))
-    return p
-
-
-async def _open(pilot, app: TunedeckApp) -> EditorScreen:  # type: ignore[no-untyped-def]
-    await wait_for(
-        pilot,
-        lambda: isinstance(app.screen, EditorScreen) and app.screen.analysis is not None,
-        what="editor and first analysis",
-    )
-    return app.screen  # type: ignore[return-value]
+    return write_editor_config(tmp_path, CONFIG)
 
 
 def _focused_field(editor: EditorScreen) -> str | None:
@@ -86,9 +75,7 @@ def _group_of(editor: EditorScreen) -> str:
 async def test_tab_visits_every_field_of_a_group_in_order_and_shows_each_one(
     tmp_path: Path, config_file: Path, size: tuple[int, int]
 ) -> None:
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=size) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=size) as (pilot, app, editor):
         first_group = editor.groups[0].id
         assert _focused_field(editor) == schema.params_in_group(first_group)[0].name
         # To the LoRA group with the keyboard: its first field gets the focus.
@@ -123,9 +110,7 @@ async def test_tab_visits_every_field_of_a_group_in_order_and_shows_each_one(
 async def test_ctrl_pageup_and_pagedown_switch_groups_and_say_which(
     tmp_path: Path, config_file: Path
 ) -> None:
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(80, 24)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(80, 24)) as (pilot, app, editor):
         ids = [g.id for g in editor.groups]
         await pilot.press("ctrl+pageup")  # wraps to the last group
         await wait_for(pilot, lambda: _group_of(editor) == ids[-1], what="last group")
@@ -142,9 +127,7 @@ async def test_ctrl_pageup_and_pagedown_switch_groups_and_say_which(
 async def test_typing_part_of_a_name_in_the_find_box_focuses_that_field(
     tmp_path: Path, config_file: Path
 ) -> None:
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(80, 24)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(80, 24)) as (pilot, app, editor):
         await pilot.press("ctrl+f")
         await wait_for(pilot, lambda: app.screen.id == "param-search", what="find box")
         await pilot.press(*"per_dev")
@@ -179,9 +162,7 @@ async def test_the_palette_finds_a_parameter_by_part_of_its_name(
     from textual.command import CommandPalette
     from textual.widgets import OptionList
 
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(120, 40)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(120, 40)) as (pilot, app, editor):
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), what="palette")
         await pilot.press(*"per_dev")
@@ -212,9 +193,7 @@ async def test_editing_keys_keep_their_order_with_typing_while_the_screen_is_bus
 
     from textual import events
 
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(80, 24)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(80, 24)) as (pilot, app, editor):
         await pilot.press("ctrl+f", *"cutoff_len", "enter")
         await wait_for(pilot, lambda: _focused_field(editor) == "cutoff_len", what="cutoff_len")
         control = editor.fields["cutoff_len"].control
@@ -249,9 +228,7 @@ async def test_booleans_say_true_or_false_in_words_without_colour(
     tmp_path: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(80, 40)) as pilot:  # unfolded fields (no compact layout)
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(80, 40)) as (pilot, app, editor):  # unfolded fields (no compact layout)
         assert app.no_color
         await pilot.press("ctrl+f", *"plot_loss", "enter")
         await wait_for(pilot, lambda: _focused_field(editor) == "plot_loss", what="plot_loss")
@@ -279,9 +256,7 @@ async def test_findings_count_says_1_error_and_the_estimate_says_no_gpu_was_foun
     from tunedeck.runner.monitor.nvml import reset_nvml
 
     reset_nvml()
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(160, 48)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(160, 48)) as (pilot, app, editor):
         text = await wait_text(pilot, app, "1 error,", "no GPU found here, so preset 1 x 24 GiB")
         assert "1 errors" not in text
         assert "NVML" not in text.split("Memory estimate")[1].split("╰")[0]
@@ -300,9 +275,7 @@ async def test_opening_another_file_replaces_the_editor_and_asks_about_unsaved_e
     other = tmp_path / "other.yaml"
     other.write_text(OTHER.format(out=tmp_path / "runs" / "other"))
     original = config_file.read_text()
-    app = TunedeckApp(root=tmp_path, config=config_file, poll=False)
-    async with app.run_test(size=(120, 40)) as pilot:
-        editor = await _open(pilot, app)
+    async with editor_app(tmp_path, config_file, size=(120, 40)) as (pilot, app, editor):
 
         async def open_path(path: Path) -> None:
             await pilot.press("ctrl+o")
@@ -394,14 +367,10 @@ async def test_opening_another_file_replaces_the_editor_and_asks_about_unsaved_e
 def _read_until_quiet(fd: int, deadline: float, done: subprocess.Popen[bytes]) -> bytes:
     out = b""
     while time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
+        chunk = read_some(fd, 0.2)
+        if chunk is None:
+            break
+        if chunk:
             out += chunk
         elif done.poll() is not None:
             break
@@ -463,7 +432,7 @@ async def test_launch_with_unsaved_edits_writes_the_file_only_when_confirmed(
     run_dir = tmp_path / "out"
     app = TunedeckApp(root=tmp_path, config=config)
     async with app.run_test(size=(140, 44)) as pilot:
-        editor = await _open(pilot, app)
+        editor = await open_editor(pilot, app)
         await pilot.press("ctrl+f", *"max_steps", "enter")
         await wait_for(pilot, lambda: _focused_field(editor) == "max_steps", what="max_steps")
         await pilot.press("end", "ctrl+u", "3")

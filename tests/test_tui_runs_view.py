@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-import psutil
 import pytest
 from textual.command import CommandList, Hits, Provider
 from textual.widgets import Input
@@ -22,14 +21,7 @@ from tunedeck.runner.rundir.manifest import ProcRef
 from tunedeck.tui.app import TunedeckApp
 from tunedeck.tui.widgets.runs_table import RunsTable
 
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
-    from tunedeck.runner.monitor.nvml import reset_nvml
-
-    reset_nvml()
+pytestmark = pytest.mark.fake_gpus("gpu2")
 
 
 def _row_names(app: TunedeckApp) -> list[str]:
@@ -37,15 +29,32 @@ def _row_names(app: TunedeckApp) -> list[str]:
     return [r.name for r in (table._runs[str(k.value)] for k in table.rows)]
 
 
-async def test_a_step_logged_twice_by_a_resume_is_one_point_in_the_chart_and_tokens_per_second(
-    tmp_path: Path,
-) -> None:
+@asynccontextmanager
+async def _runs_table_focused(
+    app: TunedeckApp, ready: Callable[[], bool], *, notifications: bool = False
+) -> AsyncIterator[Any]:
+    """The pilot of ``app`` running at 160x48 once ``ready()`` holds, with the runs table focused."""
+    async with app.run_test(size=(160, 48), notifications=notifications) as pilot:
+        await wait_for(pilot, ready, what="the run")
+        app.screen.query_one(RunsTable).focus()
+        yield pilot
+
+
+@asynccontextmanager
+async def _on_a_resumed_llamafactory_run(tmp_path: Path) -> AsyncIterator[tuple[Any, TunedeckApp]]:
+    """``(pilot, app)``: the dashboard over one LLaMA-Factory run that was resumed once
+    (``make_llamafactory_resumed_run``), with the runs table focused on it."""
     root = tmp_path / "saves"
     make_llamafactory_resumed_run(root / "lf-resumed")
     app = TunedeckApp(root=root)
-    async with app.run_test(size=(160, 48), notifications=True) as pilot:
-        await wait_for(pilot, lambda: _row_names(app) == ["lf-resumed"], what="the run")
-        app.screen.query_one(RunsTable).focus()
+    async with _runs_table_focused(app, lambda: _row_names(app) == ["lf-resumed"], notifications=True) as pilot:
+        yield pilot, app
+
+
+async def test_a_step_logged_twice_by_a_resume_is_one_point_in_the_chart_and_tokens_per_second(
+    tmp_path: Path,
+) -> None:
+    async with _on_a_resumed_llamafactory_run(tmp_path) as (pilot, app):
         await wait_text(pilot, app, "last 0.58", "(12 points)")
         await pilot.press("5")
         await wait_text(pilot, app, "tokens/s", "(12 points)")
@@ -93,26 +102,10 @@ async def test_the_dashboard_lists_registered_runs_outside_its_root_once_and_the
         assert app.root == other.resolve()
 
 
-@pytest.fixture
-def supervisor() -> Iterator[ProcRef]:
-    """A live process to stand in for a running run's supervisor (pid + start time)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        yield ProcRef(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time())
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
 async def test_resume_on_a_llamafactory_run_says_at_once_that_it_cannot_and_its_missing_log_is_named(
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "saves"
-    make_llamafactory_resumed_run(root / "lf-resumed")
-    app = TunedeckApp(root=root)
-    async with app.run_test(size=(160, 48), notifications=True) as pilot:
-        await wait_for(pilot, lambda: _row_names(app) == ["lf-resumed"], what="the run")
-        app.screen.query_one(RunsTable).focus()
+    async with _on_a_resumed_llamafactory_run(tmp_path) as (pilot, app):
         text = await wait_text(pilot, app, "no stdout.log")  # there is none: not "stdout.log is empty"
         assert "stdout.log is empty" not in text
         await pilot.press("R")
@@ -138,9 +131,7 @@ async def test_the_palette_runs_what_was_typed_when_enter_follows_at_once(tmp_pa
     root = tmp_path / "runs"
     write_run(root, RunSpec("alpha", "finished", 100, 100, checkpoints=(50, 100)), now=time.time())
     app = _LoadedApp(root=root)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await wait_for(pilot, lambda: app.selected_run_dir is not None, what="a run selected")
-        app.screen.query_one(RunsTable).focus()
+    async with _runs_table_focused(app, lambda: app.selected_run_dir is not None) as pilot:
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: app.screen.id == "--command-palette", what="the palette")
         palette = app.screen
@@ -182,9 +173,7 @@ async def test_a_checkpoint_between_logging_steps_says_which_step_its_loss_is_fr
     root = tmp_path / "runs"
     write_run(root, RunSpec("between", "stopped", 120, 300, checkpoints=(100, 125)), now=time.time())
     app = TunedeckApp(root=root)
-    async with app.run_test(size=(160, 48)) as pilot:
-        await wait_for(pilot, lambda: app.selected_run_dir is not None, what="a run selected")
-        app.screen.query_one(RunsTable).focus()
+    async with _runs_table_focused(app, lambda: app.selected_run_dir is not None) as pilot:
         text = await wait_text(pilot, app, "step 125", "(at step 120)")
         line100 = next(ln for ln in text.splitlines() if "step 100 " in ln)
         assert "(at step" not in line100  # logged at its own step: nothing to say

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tunedeck.runner.rundir.protocol import (
     INCOMPLETE_MARKER,
     TRAINER_EXIT,
@@ -111,18 +113,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; a zombie (ended, not yet reaped) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    # A zombie still answers kill(0); count it as gone.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
 
 
 def diagnostics(proc: subprocess.CompletedProcess[str], n: int = 40) -> str:

@@ -9,14 +9,19 @@ import json
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunedeck.runner.fsutil import atomic_write_json
 from tunedeck.runner.rundir.manifest import Attempt, ProcRef, RunManifest
 from tunedeck.runner.rundir.protocol import STDOUT_LOG, TRAINER_EXIT, TRAINER_LOG
+
+if TYPE_CHECKING:
+    from tunedeck.tui.app import TunedeckApp
+    from tunedeck.tui.screens.editor import EditorScreen
 
 FROZEN_NOW = 1_760_000_000.0  # the snapshot tests' clock (2025-10-09)
 
@@ -233,6 +238,49 @@ def many_runs(n: int, seed: int = 0) -> list[RunSpec]:
         )
         for i in range(n)
     ]
+
+
+def write_editor_config(tmp_path: Path, text: str) -> Path:
+    """``tmp_path/train.yaml`` from ``text`` with its ``{out}`` set to an output dir under ``tmp_path``."""
+    path = tmp_path / "train.yaml"
+    path.write_text(text.format(out=tmp_path / "runs" / "my-run"))
+    return path
+
+
+def use_fake_gpus(monkeypatch: Any, fake: str, *, home: Path | None = None) -> None:
+    """Give the app the fake NVML ``fake`` (``gpu2``, ``none``, ...) with no NVML state left from
+    an earlier test, and, when given, its own ``TUNEDECK_HOME``."""
+    if home is not None:
+        monkeypatch.setenv("TUNEDECK_HOME", str(home))
+    monkeypatch.setenv("TUNEDECK_FAKE_NVML", fake)
+    from tunedeck.runner.monitor.nvml import reset_nvml
+
+    reset_nvml()
+
+
+async def open_editor(pilot: Any, app: Any) -> EditorScreen:
+    """Wait until the editor is the screen and its first analysis is done; the editor screen."""
+    from tunedeck.tui.screens.editor import EditorScreen
+
+    await wait_for(
+        pilot,
+        lambda: isinstance(app.screen, EditorScreen) and app.screen.analysis is not None,
+        what="editor and first analysis",
+    )
+    return app.screen  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def editor_app(
+    root: Path, config: Path, *, size: tuple[int, int]
+) -> AsyncIterator[tuple[Any, TunedeckApp, EditorScreen]]:
+    """``(pilot, app, editor)``: the app on ``config`` (no polling) at ``size``, once its editor
+    shows the first analysis."""
+    from tunedeck.tui.app import TunedeckApp
+
+    app = TunedeckApp(root=root, config=config, poll=False)
+    async with app.run_test(size=size) as pilot:
+        yield pilot, app, await open_editor(pilot, app)
 
 
 async def wait_for(

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on
 from textual.app import App
@@ -29,8 +29,8 @@ from textual.screen import Screen
 from tunedeck import themes
 from tunedeck.tui import actions
 from tunedeck.tui.data.detail import RunDetail, RunDetailSampler
-from tunedeck.tui.data.gpus import GpuSampler, GpuSnapshot, GpuView, failed_snapshot
-from tunedeck.tui.data.runs import RunSnapshot, RunsSampler, RunsView, list_runs
+from tunedeck.tui.data.gpus import GpuSampler, GpuView, failed_snapshot
+from tunedeck.tui.data.runs import RunsSampler, RunsView, list_runs
 from tunedeck.tui.flows import configs
 from tunedeck.tui.messages import (
     GpusSampled,
@@ -43,6 +43,10 @@ from tunedeck.tui.messages import (
 )
 from tunedeck.tui.settings import Settings, load_settings, save_settings, user_themes_dir
 from tunedeck.tui.terminal import TerminalWatch
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.gpus import GpuSnapshot
+    from tunedeck.tui.data.runs import RunSnapshot
 
 GPU_INTERVAL = 1.0       # NVML devices ~1 Hz (processes are cached ~2 s by the facade)
 RUNS_INTERVAL = 2.0      # run discovery + manifests

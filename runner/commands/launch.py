@@ -184,9 +184,11 @@ def run(args: argparse.Namespace) -> int:
         return _print_script(args)
     if args.print_command:
         return _print_command(args)
+    from tunedeck.runner.control import forkstart
     from tunedeck.runner.control.follow import follow, outcome_exit_code
     from tunedeck.runner.control.launch import launch
 
+    forkstart.allow()  # this short-lived command forks the supervisor (see forkstart)
     opts = options_from_args(args)
     slurm = slurm_options_from_args(args) if args.slurm else None
     res = launch(args.config, args.overrides, opts,  # type: ignore[arg-type]

@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from tunedeck.runner.commands import add_job_target
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -18,10 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = "exit codes: 0 finished; 1 the job failed or was killed (rerun to continue); " \
                     "2 bad target/options; 3 run not found; 4 a predict job already runs there"
-    parser.add_argument("target", metavar="RUN|CONFIG|EXPORT_DIR")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="e.g. eval_dataset=my_eval max_samples=200 temperature=0.01 "
-                             "per_device_eval_batch_size=16")
+    add_job_target(parser, "e.g. eval_dataset=my_eval max_samples=200 temperature=0.01 "
+                           "per_device_eval_batch_size=16")
     parser.add_argument("--checkpoint", metavar="N|latest|base|PATH", help="default: latest")
     parser.add_argument("--dir", metavar="DIR",
                         help="where the predictions go (default RUN/predict-CHECKPOINT)")

@@ -28,8 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tunedeck.runner.control import forkstart
     from tunedeck.runner.control.follow import follow, outcome_exit_code
     from tunedeck.runner.control.resume import resume
+
+    forkstart.allow()  # this short-lived command forks the supervisor (see forkstart)
     from tunedeck.runner.rundir.runs import resolve_run
 
     run_dir = resolve_run(args.run, args.root)

@@ -8,6 +8,8 @@ import json
 import sys
 import time
 
+from tunedeck.runner.commands import add_job_target
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from tunedeck.runner.infer.serve import DEFAULT_PORT
@@ -23,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = "exit codes: 0 serving; 2 bad target/options; 3 run not found; 4 a server already " \
                     "runs in that directory; 5 the server could not start"
-    parser.add_argument("target", metavar="RUN|CONFIG|EXPORT_DIR")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="inference keys, e.g. temperature=0.3 infer_backend=vllm template=qwen")
+    add_job_target(parser, "inference keys, e.g. temperature=0.3 infer_backend=vllm template=qwen")
     parser.add_argument("--checkpoint", action="append", metavar="N|latest|base|PATH",
                         help="what to serve; repeat to serve several (default: latest)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

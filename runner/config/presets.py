@@ -45,89 +45,47 @@ def _ro(d: dict[str, Any]) -> MappingProxyType[str, Any]:
     return MappingProxyType(dict(d))
 
 
-HARDWARE_PRESETS: dict[str, Preset] = {
-    "single_24gb": Preset(
-        name="single_24gb",
-        title="One 24 GB card (RTX 3090/4090): LoRA on a 7B model",
-        gpu_mem_gib=24,
-        num_gpus=1,
-        values=_ro({
-            "stage": "sft",
-            "finetuning_type": "lora",
-            "per_device_train_batch_size": 1,
-            "gradient_accumulation_steps": 8,
-            "cutoff_len": 2048,
-            "enable_liger_kernel": True,
-            "flash_attn": "fa2",
-            "lora_rank": 16,
-            "lora_alpha": 32,
-            "lora_target": "all",
-            "learning_rate": 5e-5,
-            "num_train_epochs": 3,
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 100,
-        }),
-        sample_config="single_24gb.yaml",
+def _preset(name: str, title: str, gpu_mem_gib: float, num_gpus: int, finetuning_type: str, *,
+            batch: int, accumulation: int, cutoff_len: int, more: dict[str, Any], note: str) -> Preset:
+    """A row of §10.1: SFT with the guide's batch size, accumulation and sequence length for that
+    hardware, then the row's other keys (``more``); its sample config is ``sample_configs/NAME.yaml``."""
+    values = {"stage": "sft", "finetuning_type": finetuning_type, "per_device_train_batch_size": batch,
+              "gradient_accumulation_steps": accumulation, "cutoff_len": cutoff_len, **more}
+    return Preset(name=name, title=title, gpu_mem_gib=gpu_mem_gib, num_gpus=num_gpus, values=_ro(values),
+                  sample_config=f"{name}.yaml", note=note)
+
+
+HARDWARE_PRESETS: dict[str, Preset] = {p.name: p for p in (
+    _preset(
+        "single_24gb", "One 24 GB card (RTX 3090/4090): LoRA on a 7B model", 24, 1, "lora",
+        batch=1, accumulation=8, cutoff_len=2048,
+        more={"enable_liger_kernel": True, "flash_attn": "fa2", "lora_rank": 16, "lora_alpha": 32,
+              "lora_target": "all", "learning_rate": 5e-5, "num_train_epochs": 3,
+              "lr_scheduler_type": "cosine", "warmup_steps": 100},
         note="Batch 1 with 8-step accumulation keeps activations small; move to QLoRA if it still does not fit.",
     ),
-    "dual_48gb": Preset(
-        name="dual_48gb",
-        title="Two 48 GB cards (A6000 class): LoRA with longer sequences",
-        gpu_mem_gib=48,
-        num_gpus=2,
-        values=_ro({
-            "stage": "sft",
-            "finetuning_type": "lora",
-            "per_device_train_batch_size": 2,
-            "gradient_accumulation_steps": 8,
-            "cutoff_len": 4096,
-            "lora_rank": 32,
-            "lora_alpha": 64,
-            "ddp_find_unused_parameters": False,
-            "dataloader_num_workers": 8,
-        }),
-        sample_config="dual_48gb.yaml",
+    _preset(
+        "dual_48gb", "Two 48 GB cards (A6000 class): LoRA with longer sequences", 48, 2, "lora",
+        batch=2, accumulation=8, cutoff_len=4096,
+        more={"lora_rank": 32, "lora_alpha": 64, "ddp_find_unused_parameters": False,
+              "dataloader_num_workers": 8},
         note="Data parallel: each card holds the whole 7B model plus its own batch.",
     ),
-    "multi_80gb_lora": Preset(
-        name="multi_80gb_lora",
-        title="Several 80 GB cards (A100/H100): LoRA at 8K context with a high rank",
-        gpu_mem_gib=80,
-        num_gpus=8,
-        values=_ro({
-            "stage": "sft",
-            "finetuning_type": "lora",
-            "per_device_train_batch_size": 4,
-            "gradient_accumulation_steps": 4,
-            "cutoff_len": 8192,
-            "lora_rank": 64,
-            "lora_alpha": 128,
-            "use_rslora": True,
-        }),
-        sample_config="multi_80gb_lora.yaml",
+    _preset(
+        "multi_80gb_lora", "Several 80 GB cards (A100/H100): LoRA at 8K context with a high rank", 80, 8,
+        "lora", batch=4, accumulation=4, cutoff_len=8192,
+        more={"lora_rank": 64, "lora_alpha": 128, "use_rslora": True},
         note="Rank 64 uses rank-stabilised scaling (use_rslora) to stay stable.",
     ),
-    "multi_80gb_full": Preset(
-        name="multi_80gb_full",
-        title="Several 80 GB cards (A100/H100): full fine-tuning with ZeRO-3",
-        gpu_mem_gib=80,
-        num_gpus=8,
-        values=_ro({
-            "stage": "sft",
-            "finetuning_type": "full",
-            "per_device_train_batch_size": 4,
-            "gradient_accumulation_steps": 4,
-            "cutoff_len": 8192,
-            "learning_rate": 1e-5,
-            "bf16": True,
-            "pure_bf16": False,
-            "deepspeed": launch_file("ds_z3_config.json"),
-        }),
-        sample_config="multi_80gb_full.yaml",
+    _preset(
+        "multi_80gb_full", "Several 80 GB cards (A100/H100): full fine-tuning with ZeRO-3", 80, 8, "full",
+        batch=4, accumulation=4, cutoff_len=8192,
+        more={"learning_rate": 1e-5, "bf16": True, "pure_bf16": False,
+              "deepspeed": launch_file("ds_z3_config.json")},
         note="The guide lists only the batch, length and learning rate; full fine-tuning of a 7B model "
              "needs its states sharded, so tunedeck adds DeepSpeed ZeRO-3 (pure_bf16 is off: ZeRO-3 rejects it).",
     ),
-}
+)}
 
 
 OPTIMIZATION_LEVELS: list[Level] = [

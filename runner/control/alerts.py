@@ -16,7 +16,6 @@ import contextlib
 import os
 import queue
 import socket
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -268,6 +267,8 @@ class RunWatch:
             return self.fixed
         if not self.intervals:
             return None
+        import statistics  # only here: it costs the supervisor's start ~10 ms
+
         return max(MIN_STALL_SECONDS, (self.factor or DEFAULT_STALL_FACTOR) * statistics.median(self.intervals))
 
     def tick(self, now: float) -> list[tuple[str, str]]:

@@ -625,7 +625,7 @@ def write_plan_files(plan: LaunchPlan, values: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------
 def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: Path,
                      manifest: RunManifest) -> int:
-    """Spawn the detached supervisor for ``run_dir``; it inherits the locked ``lock_fd``.
+    """Start the detached supervisor for ``run_dir``; it inherits the locked ``lock_fd``.
 
     New session (survives the terminal, SSH hang-up, tmux detaching), stdin from
     /dev/null, stdout/stderr appended to the run's stdout.log: a file, never a pipe.
@@ -642,17 +642,22 @@ def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: P
         os.fchmod(log_fd, os.fstat(log_fd).st_mode & 0o777 & ~0o022)
     log = os.fdopen(log_fd, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tunedeck.runner.control.supervisor", str(run_dir)],
-            cwd=str(cwd),
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=(lock_fd,),
-            close_fds=True,
-        )
+        from tunedeck.runner.control.forkstart import fork_supervisor
+
+        # The `tunedeck` command forks it (no second interpreter start); anything else spawns.
+        pid = fork_supervisor(run_dir, lock_fd, child_env, cwd, log.fileno())
+        if pid is None:
+            pid = subprocess.Popen(
+                [sys.executable, "-m", "tunedeck.runner.control.supervisor", str(run_dir)],
+                cwd=str(cwd),
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(lock_fd,),
+                close_fds=True,
+            ).pid
     except OSError as exc:
         manifest.status = RunStatus.FAILED
         manifest.message = f"cannot start the supervisor: {exc}"
@@ -661,7 +666,7 @@ def start_supervisor(run_dir: Path, lock_fd: int, env: Mapping[str, str], cwd: P
         raise LaunchError(manifest.message) from None
     finally:
         log.close()
-    return proc.pid
+    return pid
 
 
 def wait_supervisor_up(run_dir: Path, pid: int, timeout: float = SUPERVISOR_START_TIMEOUT) -> None:

@@ -14,9 +14,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tunedeck.runner.config.schema import is_secret_key as schema_is_secret_key
-from tunedeck.runner.config.schema import redact as schema_redact
-
 REDACTED = "***"
 # JSON {config key: value} handed to the trainer for the secrets the frozen config lacks.
 SECRETS_ENV = "TUNEDECK_SECRETS"
@@ -38,6 +35,10 @@ def redact_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def is_secret_key(key: str) -> bool:
     """A config key that holds a secret (the schema's declaration, or its name)."""
+    # The schema only when asked: the supervisor redacts messages with the helpers
+    # below and never pays for importing the parameter table.
+    from tunedeck.runner.config.schema import is_secret_key as schema_is_secret_key
+
     return schema_is_secret_key(key)
 
 
@@ -52,6 +53,8 @@ def split_secrets(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def redact_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a config mapping with secret values replaced by :data:`REDACTED`."""
+    from tunedeck.runner.config.schema import redact as schema_redact
+
     return schema_redact(values)
 
 

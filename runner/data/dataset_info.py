@@ -19,6 +19,15 @@ from tunedeck.runner.errors import ConfigError
 DATA_CONFIG = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt", "openai")
 LoadFrom = Literal["file", "hf_hub", "ms_hub", "om_hub", "script", "cloud_file"]
+# The entry key that names the data, first match wins (LLaMA-Factory's order), and where it loads from.
+_SOURCE_KEYS: dict[str, LoadFrom] = {
+    "hf_hub_url": "hf_hub",
+    "ms_hub_url": "ms_hub",
+    "om_hub_url": "om_hub",
+    "script_url": "script",
+    "cloud_file_name": "cloud_file",
+    "file_name": "file",
+}
 
 # Column roles LLaMA-Factory knows (`columns` in an entry) and their defaults per format.
 COLUMN_NAMES = (
@@ -178,21 +187,10 @@ def _parse_entry(name: str, entry: Any, path: Path, line: int | None) -> Dataset
             f"unknown key(s) {', '.join(map(repr, unknown))}",
             hint=f"known keys: {', '.join(sorted(_ENTRY_KEYS - {'file_sha1'}))}",
         )
-    load_from: LoadFrom
-    if "hf_hub_url" in entry:
-        load_from, source = "hf_hub", entry["hf_hub_url"]
-    elif "ms_hub_url" in entry:
-        load_from, source = "ms_hub", entry["ms_hub_url"]
-    elif "om_hub_url" in entry:
-        load_from, source = "om_hub", entry["om_hub_url"]
-    elif "script_url" in entry:
-        load_from, source = "script", entry["script_url"]
-    elif "cloud_file_name" in entry:
-        load_from, source = "cloud_file", entry["cloud_file_name"]
-    elif "file_name" in entry:
-        load_from, source = "file", entry["file_name"]
-    else:
+    key = next((k for k in _SOURCE_KEYS if k in entry), None)
+    if key is None:
         raise err("no data source", hint="add `file_name` (a file or folder under dataset_dir)")
+    load_from, source = _SOURCE_KEYS[key], entry[key]
     if not isinstance(source, str) or not source:
         raise err("the data source must be a non-empty string")
 
@@ -206,25 +204,22 @@ def _parse_entry(name: str, entry: Any, path: Path, line: int | None) -> Dataset
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples <= 0):
         raise err("`num_samples` must be a positive integer")
 
+    def names(key: str, known: tuple[str, ...], what: str) -> dict[str, str | None]:
+        """The entry's ``columns`` or ``tags`` object: known roles only, each a name or null."""
+        given = entry.get(key, {}) or {}
+        if not isinstance(given, Mapping):
+            raise err(f"`{key}` must be an object")
+        bad = sorted(set(given) - set(known))
+        if bad:
+            raise err(f"unknown {what} {', '.join(map(repr, bad))}", hint=f"known: {', '.join(known)}")
+        return {k: (None if v is None else str(v)) for k, v in given.items()}
+
     columns = dict(_ALPACA_COLUMNS)
     if formatting == "openai":
         columns["messages"] = "messages"
-    given_cols = entry.get("columns", {}) or {}
-    if not isinstance(given_cols, Mapping):
-        raise err("`columns` must be an object")
-    bad = sorted(set(given_cols) - set(COLUMN_NAMES))
-    if bad:
-        raise err(f"unknown column role(s) {', '.join(map(repr, bad))}", hint=f"known: {', '.join(COLUMN_NAMES)}")
-    columns.update({k: (None if v is None else str(v)) for k, v in given_cols.items()})
-
+    columns.update(names("columns", COLUMN_NAMES, "column role(s)"))
     tags = dict(_OPENAI_TAGS if formatting == "openai" else _SHAREGPT_TAGS)
-    given_tags = entry.get("tags", {}) or {}
-    if not isinstance(given_tags, Mapping):
-        raise err("`tags` must be an object")
-    bad = sorted(set(given_tags) - set(TAG_NAMES))
-    if bad:
-        raise err(f"unknown tag(s) {', '.join(map(repr, bad))}", hint=f"known: {', '.join(TAG_NAMES)}")
-    tags.update({k: (None if v is None else str(v)) for k, v in given_tags.items()})
+    tags.update(names("tags", TAG_NAMES, "tag(s)"))
 
     return DatasetAttr(
         name=name,

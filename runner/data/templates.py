@@ -258,40 +258,20 @@ class Template:
         return _to_ids(tokenizer, prompt), _to_ids(tokenizer, response)
 
     def render_messages(
-        self,
-        messages: Sequence[Message],
-        system: str | None = None,
-        tools: Any = None,
-        *,
-        tokenizer: Any = None,
-        bos_token: str = "<s>",
-        eos_token: str = "</s>",
+        self, messages: Sequence[Message], system: str | None = None, tools: Any = None,
+        *, tokenizer: Any = None,
     ) -> list[tuple[str, str]]:
-        """``(prompt_text, answer_text)`` per turn; bos/eos from ``tokenizer`` when given."""
-        if tokenizer is not None:
-            bos_token = getattr(tokenizer, "bos_token", None) or ""
-            eos_token = getattr(tokenizer, "eos_token", None) or ""
+        """``(prompt_text, answer_text)`` per turn; bos/eos as ``tokenizer`` spells them (``<s>``/``</s>`` without one)."""
         pairs = self.multiturn_elements(messages, system, tools, tokenizer=tokenizer)
-        return [
-            (_to_text(s, bos_token, eos_token), _to_text(t, bos_token, eos_token)) for s, t in pairs
-        ]
+        return [_pair_text(s, t, tokenizer) for s, t in pairs]
 
     def render_oneturn(
-        self,
-        messages: Sequence[Message],
-        system: str | None = None,
-        tools: Any = None,
-        *,
-        tokenizer: Any = None,
-        bos_token: str = "<s>",
-        eos_token: str = "</s>",
+        self, messages: Sequence[Message], system: str | None = None, tools: Any = None,
+        *, tokenizer: Any = None,
     ) -> tuple[str, str]:
         """Text form of :meth:`encode_oneturn`."""
-        if tokenizer is not None:
-            bos_token = getattr(tokenizer, "bos_token", None) or ""
-            eos_token = getattr(tokenizer, "eos_token", None) or ""
         prompt, response = self.oneturn_elements(messages, system, tools, tokenizer=tokenizer)
-        return _to_text(prompt, bos_token, eos_token), _to_text(response, bos_token, eos_token)
+        return _pair_text(prompt, response, tokenizer)
 
     def fix_special_tokens(self, tokenizer: Any) -> list[str]:
         """LLaMA-Factory's tokenizer fix-up; returns the tokens that were *added* to the vocab.
@@ -332,16 +312,20 @@ class Template:
         system = system or self.default_system
         out: list[Elements] = []
         for i, message in enumerate(messages):
-            elements: Elements = []
-            if i == 0:
-                elements += self.format_prefix.apply()
-                if system or tools:
-                    tool_text = self.format_tools.apply(content=tools)[0] if tools else ""
-                    assert isinstance(tool_text, str)
-                    elements += self.format_system.apply(content=system + tool_text)
-            elements += self._role_elements(message, i)
-            out.append(elements)
+            if i > 0:
+                out.append(self._role_elements(message, i))
+                continue
+            system_elements: Elements = []
+            if system or tools:
+                tool_text = self.format_tools.apply(content=tools)[0] if tools else ""
+                assert isinstance(tool_text, str)
+                system_elements = self.format_system.apply(content=system + tool_text)
+            out.append(self.format_prefix.apply() + self._first_message(message, system_elements))
         return out
+
+    def _first_message(self, message: Message, system: Elements) -> Elements:
+        """The first message's slots after the prefix: the system slots, then the message's own."""
+        return system + self._role_elements(message, 0)
 
     def _role_elements(self, message: Message, i: int, content: str | None = None) -> Elements:
         role = message["role"]
@@ -394,28 +378,11 @@ def _check_pairs(messages: Sequence[Message]) -> None:
 class Llama2Template(Template):
     """The system text is folded into the first user message (llama2, mistral, gemma)."""
 
-    def message_elements(
-        self, messages: Sequence[Message], system: str | None, tools: Any
-    ) -> list[Elements]:
-        system = system or self.default_system
-        out: list[Elements] = []
-        for i, message in enumerate(messages):
-            elements: Elements = []
-            system_text = ""
-            if i == 0:
-                elements += self.format_prefix.apply()
-                if system or tools:
-                    tool_text = self.format_tools.apply(content=tools)[0] if tools else ""
-                    first = self.format_system.apply(content=system + str(tool_text))[0]
-                    system_text = first if isinstance(first, str) else ""
-            if message["role"] == "user":
-                elements += self.format_user.apply(
-                    content=system_text + message["content"], idx=str(i // 2)
-                )
-            else:
-                elements += self._role_elements(message, i)
-            out.append(elements)
-        return out
+    def _first_message(self, message: Message, system: Elements) -> Elements:
+        system_text = system[0] if system and isinstance(system[0], str) else ""
+        if message["role"] == "user":
+            return self._role_elements(message, 0, content=system_text + message["content"])
+        return self._role_elements(message, 0)
 
 
 @dataclass(frozen=True)
@@ -570,6 +537,15 @@ def _to_ids(tokenizer: Any, elements: Elements) -> list[int]:
         else:
             ids.append(tokenizer.convert_tokens_to_ids(elem.token))
     return ids
+
+
+def _pair_text(prompt: Elements, answer: Elements, tokenizer: Any) -> tuple[str, str]:
+    """A prompt and its answer as text, bos/eos as ``tokenizer`` spells them (``<s>``/``</s>`` without one)."""
+    bos, eos = "<s>", "</s>"
+    if tokenizer is not None:
+        bos = getattr(tokenizer, "bos_token", None) or ""
+        eos = getattr(tokenizer, "eos_token", None) or ""
+    return _to_text(prompt, bos, eos), _to_text(answer, bos, eos)
 
 
 def _to_text(elements: Elements, bos: str, eos: str) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from tunedeck.runner.errors import ConfigError, TunedeckError
+from tunedeck.runner.fsutil import pid_alive
 from tunedeck.runner.infer.spec import EXPORT_RECORD, InferSpec
 
 Progress = Callable[[str], None]
@@ -263,18 +264,8 @@ def _clean_stale_temps(export_dir: Path) -> None:
         for p in export_dir.parent.iterdir():
             if p.name.startswith(prefix) and p.is_dir():
                 pid = p.name[len(prefix):]
-                if pid.isdigit() and not _pid_alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     shutil.rmtree(p, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _generation_config(model: Any, spec: InferSpec, stop_ids: list[int], pad_id: int | None) -> Any:

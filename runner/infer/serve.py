@@ -93,12 +93,18 @@ def _lora_rank(adapter_dir: str) -> int | None:
         return None
 
 
+def _one_base(specs: Sequence[Any], engine: str) -> str:
+    """The base model every spec shares (vLLM and SGLang serve one base with its adapters)."""
+    base = specs[0].model_name_or_path
+    if any(s.model_name_or_path != base for s in specs):
+        raise ConfigError(f"{engine} serves one base model: these checkpoints have different bases")
+    return str(base)
+
+
 def vllm_argv(specs: Sequence[Any], ids: Sequence[str], host: str, port: int,
               values: dict[str, Any]) -> list[str]:
     """``vllm serve`` for one base and every checkpoint as a named LoRA module."""
-    base = specs[0].model_name_or_path
-    if any(s.model_name_or_path != base for s in specs):
-        raise ConfigError("vLLM serves one base model: these checkpoints have different bases")
+    base = _one_base(specs, "vLLM")
     argv = [shutil.which("vllm") or "vllm", "serve", base, "--host", host, "--port", str(port),
             "--served-model-name", Path(base).name or base]
     dtype = values.get("infer_dtype") or "auto"
@@ -135,9 +141,8 @@ def vllm_argv(specs: Sequence[Any], ids: Sequence[str], host: str, port: int,
 
 def sglang_argv(specs: Sequence[Any], ids: Sequence[str], host: str, port: int,
                 values: dict[str, Any]) -> list[str]:
-    base = specs[0].model_name_or_path
-    if any(s.model_name_or_path != base for s in specs):
-        raise ConfigError("SGLang serves one base model: these checkpoints have different bases")
+    """SGLang's server for one base and every checkpoint as a named LoRA path."""
+    base = _one_base(specs, "SGLang")
     argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", base, "--host", host,
             "--port", str(port), "--dtype", str(values.get("infer_dtype") or "auto")]
     if values.get("sglang_mem_fraction") is not None:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tunedeck.runner.monitor.host import trees_pids
 from tunedeck.runner.rundir.discover import discover_runs
 from tunedeck.runner.rundir.manifest import read_manifest
 
@@ -178,6 +177,8 @@ def run_processes(run_dirs: Iterable[str | os.PathLike[str]]) -> list[RunProcess
         spans.append((len(roots), len(roots) + len(refs)))
         roots.extend((r.pid, r.create_time) for r in refs)
         manifests.append((Path(d), m))
+    from tunedeck.runner.monitor.host import trees_pids  # psutil: only for the tree walk
+
     trees = trees_pids(roots) if roots else []
     out = []
     for (run_dir, m), (lo, hi) in zip(manifests, spans, strict=True):

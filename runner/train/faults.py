@@ -50,6 +50,22 @@ class Faults:
         return self != Faults()
 
 
+# KIND@ARG -> (the Faults field, how ARG is read); ``enospc@save`` and ``hang@exit`` are flags.
+_NUMBERED: dict[str, tuple[str, type[int] | type[float]]] = {
+    "oom": ("oom_step", int),
+    "nan": ("nan_step", int),
+    "slow": ("slow_seconds", float),
+    "slow-save": ("slow_save_seconds", float),
+    "exit": ("exit_step", int),
+    "stop": ("stop_step", int),
+    "preempt": ("preempt_step", int),
+    "slowshard": ("slow_shard_seconds", float),
+    "slowload": ("slow_load_seconds", float),
+    "slowtoken": ("slow_token_seconds", float),
+}
+_FLAGS = {"enospc@save": "enospc_on_save", "hang@exit": "hang_at_exit"}
+
+
 def parse_faults(spec: str | None) -> Faults:
     """Parse a ``TUNEDECK_FAULT`` value; raises ``ValueError`` naming the bad part."""
     if not spec or not spec.strip():
@@ -61,30 +77,11 @@ def parse_faults(spec: str | None) -> Faults:
             continue
         kind, _, arg = part.partition("@")
         try:
-            if kind == "oom":
-                fields["oom_step"] = int(arg)
-            elif kind == "nan":
-                fields["nan_step"] = int(arg)
-            elif kind == "enospc" and arg == "save":
-                fields["enospc_on_save"] = True
-            elif kind == "slow":
-                fields["slow_seconds"] = float(arg)
-            elif kind == "slow-save":
-                fields["slow_save_seconds"] = float(arg)
-            elif kind == "exit":
-                fields["exit_step"] = int(arg)
-            elif kind == "stop":
-                fields["stop_step"] = int(arg)
-            elif kind == "preempt":
-                fields["preempt_step"] = int(arg)
-            elif kind == "slowshard":
-                fields["slow_shard_seconds"] = float(arg)
-            elif kind == "slowload":
-                fields["slow_load_seconds"] = float(arg)
-            elif kind == "slowtoken":
-                fields["slow_token_seconds"] = float(arg)
-            elif kind == "hang" and arg == "exit":
-                fields["hang_at_exit"] = True
+            if part in _FLAGS:
+                fields[_FLAGS[part]] = True
+            elif kind in _NUMBERED:
+                name, read = _NUMBERED[kind]
+                fields[name] = read(arg)
             else:
                 raise ValueError
         except ValueError:

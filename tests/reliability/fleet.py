@@ -523,25 +523,34 @@ def _two_rank_run(d: Path, env: dict[str, str], make_config: Callable[..., Path]
     return run_id, out
 
 
-def drive_gloo_stop(ctx: Ctx) -> TrialLog:
+def _two_rank_trials(ctx: Ctx, what: str, check: Callable[[str, Path, dict[str, str], dict[str, bool], TrialLog], None]) -> TrialLog:
+    """``ctx.n(1, 3)`` trials of ``what``, each on a fresh 2-process run (slow@0.3 steps) that
+    ``check(run_id, out, env, trial_flags, log)`` drives; nothing of the run is left alive after."""
     log = TrialLog()
     env = ctx.env(TUNEDECK_FAULT="slow@0.3")
     for i in range(ctx.n(1, 3)):
         out, run_id = ctx.base / f"t{i}" / "out", ""
         try:
-            with log.trial(f"stop a 2-process run #{i + 1}") as t:
+            with log.trial(f"{what} #{i + 1}") as t:
                 run_id, out = _two_rank_run(ctx.base / f"t{i}", env, ctx.make_config)
-                res = stop_and_check(run_id, out, env)
-                assert res.get("status") == "stopped" and res.get("stopped_cleanly"), res
-                st = status_of(out, env)
-                ck = st.get("latest_checkpoint")
-                if not ck:
-                    t["lost"] = True
-                assert ck, st
-                log.data["checkpoint"] = Path(ck).name
+                check(run_id, out, env, t, log)
         finally:
             kill_run_processes(out, [run_id])
     return log
+
+
+def drive_gloo_stop(ctx: Ctx) -> TrialLog:
+    def check(run_id: str, out: Path, env: dict[str, str], t: dict[str, bool], log: TrialLog) -> None:
+        res = stop_and_check(run_id, out, env)
+        assert res.get("status") == "stopped" and res.get("stopped_cleanly"), res
+        st = status_of(out, env)
+        ck = st.get("latest_checkpoint")
+        if not ck:
+            t["lost"] = True
+        assert ck, st
+        log.data["checkpoint"] = Path(ck).name
+
+    return _two_rank_trials(ctx, "stop a 2-process run", check)
 
 
 def drive_gloo_finish(ctx: Ctx) -> TrialLog:
@@ -572,36 +581,28 @@ def drive_gloo_finish(ctx: Ctx) -> TrialLog:
 
 
 def drive_supervisor_kill(ctx: Ctx) -> TrialLog:
-    log = TrialLog()
-    env = ctx.env(TUNEDECK_FAULT="slow@0.3")
-    for i in range(ctx.n(1, 3)):
-        out, run_id = ctx.base / f"t{i}" / "out", ""
-        try:
-            with log.trial(f"supervisor SIGKILLed, then tunedeck stop #{i + 1}") as t:
-                run_id, out = _two_rank_run(ctx.base / f"t{i}", env, ctx.make_config)
-                sup = manifest(out)["supervisor"]
-                assert abs(psutil.Process(sup["pid"]).create_time() - sup["create_time"]) < 0.5
-                os.kill(sup["pid"], signal.SIGKILL)
-                wait_for(lambda s=sup: _dead(s["pid"]), 30, "the supervisor to die")  # type: ignore[misc]
-                st = status_of(out, env)
-                assert st["status"] == "lost", f"a run without its supervisor shows {st['status']}"
-                runs = json.loads(tunedeck(["runs", "--json"], env, timeout=120).stdout)
-                assert [r["status"] for r in runs if r["id"] == run_id] == ["lost"], runs
-                # The trainer keeps training meanwhile (nobody told it anything).
-                before = len(loss_steps(out))
-                wait_for(lambda o=out, b=before: len(loss_steps(o)) > b, 120,  # type: ignore[misc]
-                         "training to go on without the supervisor")
-                res = stop_and_check(run_id, out, env)
-                assert res.get("status") == "stopped", res
-                st = status_of(out, env)
-                assert st["status"] == "stopped", st
-                if not st.get("latest_checkpoint"):
-                    t["lost"] = True
-                assert st.get("latest_checkpoint"), "the trainer did not save a checkpoint on the stop"
-                log.data["message"] = st.get("message")
-        finally:
-            kill_run_processes(out, [run_id])
-    return log
+    def check(run_id: str, out: Path, env: dict[str, str], t: dict[str, bool], log: TrialLog) -> None:
+        sup = manifest(out)["supervisor"]
+        assert abs(psutil.Process(sup["pid"]).create_time() - sup["create_time"]) < 0.5
+        os.kill(sup["pid"], signal.SIGKILL)
+        wait_for(lambda: _dead(sup["pid"]), 30, "the supervisor to die")
+        st = status_of(out, env)
+        assert st["status"] == "lost", f"a run without its supervisor shows {st['status']}"
+        runs = json.loads(tunedeck(["runs", "--json"], env, timeout=120).stdout)
+        assert [r["status"] for r in runs if r["id"] == run_id] == ["lost"], runs
+        # The trainer keeps training meanwhile (nobody told it anything).
+        before = len(loss_steps(out))
+        wait_for(lambda: len(loss_steps(out)) > before, 120, "training to go on without the supervisor")
+        res = stop_and_check(run_id, out, env)
+        assert res.get("status") == "stopped", res
+        st = status_of(out, env)
+        assert st["status"] == "stopped", st
+        if not st.get("latest_checkpoint"):
+            t["lost"] = True
+        assert st.get("latest_checkpoint"), "the trainer did not save a checkpoint on the stop"
+        log.data["message"] = st.get("message")
+
+    return _two_rank_trials(ctx, "supervisor SIGKILLed, then tunedeck stop", check)
 
 
 # -----------------------------------------------------------------------------------------

@@ -7,14 +7,17 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+# The real CLI in a subprocess and the polling loop are the control tests' own; the suite
+# imports them from here beside its helpers.
+from tests.control_helpers import tunedeck as tunedeck
+from tests.control_helpers import wait_for as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_ID_ENV = "TUNEDECK_RUN_ID"
@@ -49,33 +52,6 @@ def cli_env(home: Path, base: dict[str, str] | None = None, **extra: str) -> dic
     })
     env.update(extra)
     return env
-
-
-def tunedeck(
-    args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    """Run ``tunedeck ARGS`` (the real CLI, argv list, no shell) and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "tunedeck.runner.cli", *args],
-        env=env,
-        cwd=str(cwd) if cwd else None,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.1) -> Any:
-    """Poll ``pred`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def manifest(run_dir: Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ they saw; these tests check it. See each driver for the exact sequence of events
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from tunedeck.runner.rundir.logs import TrainerLogReader
 
 from .fleet import CI_CKPT_POINTS, DRIVERS, SECRETS, TrialLog
-from .helpers import read_all_bytes, tunedeck
+from .helpers import log_records, read_all_bytes, tunedeck
 from .summary import Scenario
 
 
@@ -48,7 +47,7 @@ def test_tui_and_watch_killed_or_hung_up_mid_run_never_touch_the_run(fleet, scen
     steps_total = log.data.get("steps")
     with sc.trial() as t:
         assert log.data.get("status") == "finished", log.data.get("status")
-        recs = [r for r in _records(run_dir) if "loss" in r]
+        recs = [r for r in log_records(run_dir) if "loss" in r]
         steps = [r["current_steps"] for r in recs]
         if steps != list(range(1, steps_total + 1)):
             t.lost(f"loss steps {steps}")
@@ -91,18 +90,6 @@ def _detail_points(app: Any) -> int | None:
     detail = app.detail
     loss = detail.series.get("loss") if detail is not None else None
     return loss.count if loss is not None else None
-
-
-def _records(run_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in (run_dir / "trainer_log.jsonl").read_bytes().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
 
 
 # -- secrets ----------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ By concern:
 - :mod:`.chat`: the chat screen's sessions
 
 Everything that does I/O runs in thread workers and returns immutable snapshots that the
-widgets render. Modules here import the cheap, torch-free runner modules at the top; the
-heavier ones (ruamel.yaml, the validator, the estimator, triage, the launcher) inside the
-functions that need them, so the dashboard's first frame does not wait for them.
+widgets render. The modules the dashboard's first frame imports (runs, detail, alerts, gpus,
+checkpoints, configs, control) import the runner inside their functions and its types under
+``TYPE_CHECKING`` (screens and widgets import those types the same way), so the first frame
+loads no more of the core than the protocol's constants; the samplers' threads load the
+readers. Modules of screens opened later (editor, charts, chat, schema) import the torch-free
+runner modules they need at the top; torch and transformers only ever load in a worker.
 """

@@ -7,13 +7,15 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tunedeck.runner.monitor.nvml import GpuSnapshot
-from tunedeck.runner.rundir.checkpoints import CheckpointInfo, disk_headroom
-from tunedeck.runner.rundir.health import Stall, stall_check
-from tunedeck.runner.rundir.logs import read_log_records
 from tunedeck.runner.rundir.protocol import RunStatus
-from tunedeck.runner.rundir.runs import RunSnapshot
+
+if TYPE_CHECKING:  # the checks run in the detail sampler's thread
+    from tunedeck.runner.monitor.nvml import GpuSnapshot
+    from tunedeck.runner.rundir.checkpoints import CheckpointInfo
+    from tunedeck.runner.rundir.health import Stall
+    from tunedeck.runner.rundir.runs import RunSnapshot
 
 STALL_TAIL_BYTES = 128 * 1024  # enough records for the rule's medians
 LOW_UTIL_PERCENT = 20
@@ -29,6 +31,9 @@ class Alert:
 
 def _stall(run_dir: Path, run: RunSnapshot | None) -> Stall | None:
     """THE stall rule (the one triage uses) on the end of the run's log."""
+    from tunedeck.runner.rundir.health import stall_check
+    from tunedeck.runner.rundir.logs import read_log_records
+
     try:
         records = read_log_records(run_dir, tail_bytes=STALL_TAIL_BYTES).records
     except Exception:  # noqa: BLE001 - a broken log must not kill the dashboard
@@ -58,6 +63,8 @@ def run_alerts(run_dir: Path, run: RunSnapshot | None, checkpoints: Sequence[Che
             out.append(Alert("stalled", f"No new log line for {stall.idle_s / 60:.0f} min "
                                         f"({stall.basis}): the run may be stalled."))
         with contextlib.suppress(Exception):
+            from tunedeck.runner.rundir.checkpoints import disk_headroom
+
             head = disk_headroom(run_dir, sorted(checkpoints, key=lambda c: c.step))
             if head.low and head.message:
                 out.append(Alert("disk", "Disk nearly full: " + head.message + "."))

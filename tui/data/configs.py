@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tunedeck.runner.config.presets import HARDWARE_PRESETS, Preset
+if TYPE_CHECKING:  # loaded when a new config is started, not with the app
+    from tunedeck.runner.config.presets import Preset
 
 __all__ = ["Preset", "hardware_presets", "preset_yaml", "sample_config_paths"]
 
@@ -20,6 +22,8 @@ def sample_config_paths() -> list[Path]:
 
 
 def hardware_presets() -> list[Preset]:
+    from tunedeck.runner.config.presets import HARDWARE_PRESETS
+
     return list(HARDWARE_PRESETS.values())
 
 

@@ -9,15 +9,16 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tunedeck.runner.chartdata import downsample_xy
-from tunedeck.runner.monitor.nvml import GpuSnapshot
-from tunedeck.runner.rundir import logs
-from tunedeck.runner.rundir.checkpoints import CheckpointInfo, CheckpointWatcher
-from tunedeck.runner.rundir.logs import MetricHistory, RunHistory
 from tunedeck.runner.rundir.protocol import STDOUT_LOG
-from tunedeck.runner.rundir.runs import RunSnapshot
 from tunedeck.tui.data.alerts import Alert, run_alerts
+
+if TYPE_CHECKING:  # the readers load in the sampler's thread, not before the first frame
+    from tunedeck.runner.monitor.nvml import GpuSnapshot
+    from tunedeck.runner.rundir.checkpoints import CheckpointInfo, CheckpointWatcher
+    from tunedeck.runner.rundir.logs import MetricHistory, RunHistory
+    from tunedeck.runner.rundir.runs import RunSnapshot
 
 __all__ = ["METRICS", "SPARK_POINTS", "Alert", "CheckpointInfo", "MetricSeries", "RunDetail",
            "RunDetailSampler", "newest_first"]
@@ -90,6 +91,8 @@ class RunDetailSampler:
                     self._series.pop(key, None)
 
     def history(self, run_dir: Path) -> RunHistory:
+        from tunedeck.runner.rundir.logs import RunHistory
+
         h = self._histories.get(run_dir)
         if h is None:
             h = self._histories[run_dir] = RunHistory(run_dir)
@@ -112,7 +115,10 @@ class RunDetailSampler:
             if new_min is not None and (minimum is None or new_min < minimum):
                 minimum = new_min
         if shown and (n != done or (not points and n)):
-            points = tuple(logs.downsample(vals, SPARK_POINTS))
+            from tunedeck.runner.chartdata import downsample_xy
+            from tunedeck.runner.rundir.logs import downsample
+
+            points = tuple(downsample(vals, SPARK_POINTS))
             xy = downsample_xy(hist.steps(name), vals, SPARK_POINTS)
         elif not shown:
             points = points if n == done else ()  # stale series are dropped, not shown
@@ -128,6 +134,8 @@ class RunDetailSampler:
 
     def _sample(self, run_dir: Path, run: RunSnapshot | None, gpus: GpuSnapshot | None,
                 tail_lines: int, metric: str) -> RunDetail:
+        from tunedeck.runner.rundir import logs
+
         follower = self.history(run_dir)
         with contextlib.suppress(Exception):
             follower.poll()
@@ -149,6 +157,8 @@ class RunDetailSampler:
         return RunDetail(run_dir, run, series, tail, cks, alerts, has_stdout_log=has_log)
 
     def _checkpoints(self, run_dir: Path, hist: MetricHistory) -> tuple[CheckpointInfo, ...]:
+        from tunedeck.runner.rundir.checkpoints import CheckpointWatcher
+
         watcher = self._ckpt.get(run_dir)
         if watcher is None:
             watcher = self._ckpt[run_dir] = CheckpointWatcher(run_dir)

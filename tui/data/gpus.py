@@ -6,9 +6,11 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tunedeck.runner.monitor.nvml import GpuInfo, GpuSnapshot, get_nvml
-from tunedeck.runner.rundir.runs import RunSnapshot
+if TYPE_CHECKING:  # loaded by the sampler's thread, not before the dashboard's first frame
+    from tunedeck.runner.monitor.nvml import GpuInfo, GpuSnapshot
+    from tunedeck.runner.rundir.runs import RunSnapshot
 
 __all__ = ["GpuInfo", "GpuSampler", "GpuSnapshot", "GpuView", "failed_snapshot", "gpu_snapshot"]
 
@@ -21,11 +23,15 @@ class GpuView:
 
 
 def gpu_snapshot() -> GpuSnapshot:
+    from tunedeck.runner.monitor.nvml import get_nvml
+
     return get_nvml().snapshot()
 
 
 def failed_snapshot(message: str) -> GpuSnapshot:
     """What the panel shows when sampling itself failed."""
+    from tunedeck.runner.monitor.nvml import GpuSnapshot
+
     return GpuSnapshot(available=False, message=message, driver_version=None, gpus=(), taken_at=time.time())
 
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunedeck.runner.rundir.manifest import read_manifest
 from tunedeck.runner.rundir.protocol import ACTIVE_STATUSES, FROZEN_CONFIG, RunStatus
-from tunedeck.runner.rundir.runs import RunCache, RunSnapshot
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # read in the samplers' threads, not before the dashboard's first frame
     from tunedeck.runner.control.runqueue import QueueEntry
+    from tunedeck.runner.rundir.manifest import RunManifest
+    from tunedeck.runner.rundir.runs import RunSnapshot
 
 __all__ = ["ACTIVE_STATUSES", "FROZEN_CONFIG", "QueueEntry", "RunSnapshot", "RunStatus", "RunsSampler",
            "RunsView", "list_runs", "read_manifest", "read_run"]
@@ -44,6 +44,8 @@ class RunsSampler:
     (:class:`tunedeck.runner.rundir.runs.RunCache`). Used from one worker at a time."""
 
     def __init__(self, root: Path) -> None:
+        from tunedeck.runner.rundir.runs import RunCache
+
         self.root = root
         self._cache = RunCache()
 
@@ -90,3 +92,10 @@ def read_run(run_dir: Path) -> RunSnapshot | None:
         return runs_mod.read_run(run_dir)
     except Exception:  # noqa: BLE001
         return None
+
+
+def read_manifest(run_dir: Path) -> RunManifest | None:
+    """A run's manifest, or None (missing, truncated, not ours)."""
+    from tunedeck.runner.rundir.manifest import read_manifest as read
+
+    return read(run_dir)

@@ -4,10 +4,14 @@ edit the config a run was launched from."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunedeck.tui.data import configs as samples
-from tunedeck.tui.data.runs import FROZEN_CONFIG, RunSnapshot, read_manifest
+from tunedeck.tui.data.runs import FROZEN_CONFIG, read_manifest
 from tunedeck.tui.flows import FlowHost
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.runs import RunSnapshot
 
 
 def open_editor(h: FlowHost, path: Path | None = None, *, text: str | None = None,

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from tunedeck.tui.data import control
 from tunedeck.tui.data.gpus import gpu_snapshot
-from tunedeck.tui.data.runs import FROZEN_CONFIG, RunSnapshot
+from tunedeck.tui.data.runs import FROZEN_CONFIG
 from tunedeck.tui.flows import FlowHost, in_thread, run_started, tell
 
 if TYPE_CHECKING:
+    from tunedeck.tui.data.runs import RunSnapshot
     from tunedeck.tui.screens.modals import GpuChoice
 
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data import checkpoints, control
-from tunedeck.tui.data.checkpoints import CheckpointInfo
-from tunedeck.tui.data.runs import RunSnapshot
 from tunedeck.tui.flows import FlowHost, in_thread, run_started, tell
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.checkpoints import CheckpointInfo
+    from tunedeck.tui.data.runs import RunSnapshot
 
 
 def choose_resume(h: FlowHost, run: RunSnapshot, *, checkpoint: Path | None = None,

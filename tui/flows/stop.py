@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunedeck.tui.data import control
-from tunedeck.tui.data.runs import RunSnapshot
 from tunedeck.tui.flows import FlowHost, in_thread, tell
 from tunedeck.tui.messages import RunsChanged
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.runs import RunSnapshot
 
 
 def confirm_stop(h: FlowHost, run: RunSnapshot) -> None:

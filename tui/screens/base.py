@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from textual.binding import BindingsMap
 from textual.dom import DOMNode
 from textual.screen import ModalScreen, Screen
 
+from tunedeck import themes
 from tunedeck.tui import actions
 
 T = TypeVar("T")
@@ -55,6 +57,17 @@ class RegistryScreen(Screen[T]):
                 if a.scope == self.SCOPE and a.mutating and a.action == action:
                     return False
         return True
+
+
+class RunScreen(RegistryScreen[None]):
+    """A full screen about one run directory (its log, checkpoints, triage); the screen's id
+    is its ``SCOPE``."""
+
+    CSS_PATH = str(themes.SCREENS_TCSS)
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(id=self.SCOPE)
+        self.run_dir = Path(run_dir)
 
 
 class RegistryModal(ModalScreen[T]):

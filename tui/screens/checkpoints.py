@@ -5,37 +5,33 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from tunedeck import themes
 from tunedeck.tui import format as fmt
-from tunedeck.tui.data.checkpoints import (
-    CheckpointInfo,
-    delete_checkpoint,
-    export_argv,
-    scan_checkpoints,
-)
+from tunedeck.tui.data.checkpoints import delete_checkpoint, export_argv, scan_checkpoints
 from tunedeck.tui.data.runs import read_run
 from tunedeck.tui.flows import host, resume
-from tunedeck.tui.screens.base import RegistryScreen
+from tunedeck.tui.screens.base import RunScreen
 from tunedeck.tui.screens.modals import ConfirmationModal, PathPrompt
 from tunedeck.tui.widgets.footer import AppFooter
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.checkpoints import CheckpointInfo
 
 COLUMNS = (("step", "Step"), ("time", "Saved"), ("size", "Size"), ("loss", "Loss"),
            ("eval", "Eval loss"), ("kind", "Kind"), ("complete", "Complete"))
 
 
-class CheckpointsScreen(RegistryScreen[None]):
+class CheckpointsScreen(RunScreen):
     SCOPE = "checkpoints"
-    CSS_PATH = str(themes.SCREENS_TCSS)
 
     def __init__(self, run_dir: Path) -> None:
-        super().__init__(id="checkpoints")
-        self.run_dir = Path(run_dir)
+        super().__init__(run_dir)
         self.checkpoints: tuple[CheckpointInfo, ...] = ()
         self.export_proc: subprocess.Popen[str] | None = None
         self.export_progress: list[str] = []
@@ -105,23 +101,26 @@ class CheckpointsScreen(RegistryScreen[None]):
         self.app.copy_to_clipboard(str(c.path))
         self.notify("Path copied to the clipboard (where the terminal supports it).")
 
+    def _complete_selected(self, refusal: str) -> CheckpointInfo | None:
+        """The selected checkpoint if it is complete; else None (an incomplete one is refused
+        with a notification ending in ``refusal``)."""
+        c = self.selected()
+        if c is not None and not c.complete:
+            self.notify(f"checkpoint-{c.step} is incomplete: {refusal}.", severity="error")
+            return None
+        return c
+
     def action_chat(self) -> None:
         from tunedeck.tui.screens.chat import ChatScreen, ChatTarget
 
-        c = self.selected()
+        c = self._complete_selected("nothing to load")
         if c is None:
-            return
-        if not c.complete:
-            self.notify(f"checkpoint-{c.step} is incomplete: nothing to load.", severity="error")
             return
         self.app.push_screen(ChatScreen([ChatTarget(str(self.run_dir), str(c.path))]))
 
     def action_export(self) -> None:
-        c = self.selected()
+        c = self._complete_selected("nothing to export")
         if c is None:
-            return
-        if not c.complete:
-            self.notify(f"checkpoint-{c.step} is incomplete: nothing to export.", severity="error")
             return
         if self.export_proc is not None and self.export_proc.poll() is None:
             self.notify("An export is already running.", severity="warning")

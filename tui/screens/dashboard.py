@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
@@ -14,7 +15,7 @@ from textual.widgets import DataTable, Input, Static
 
 from tunedeck.tui.data.detail import RunDetail
 from tunedeck.tui.data.gpus import GpuView
-from tunedeck.tui.data.runs import RunSnapshot, RunStatus, RunsView
+from tunedeck.tui.data.runs import RunStatus, RunsView
 from tunedeck.tui.desktop import desktop_notify
 from tunedeck.tui.flows import configs, host, launch, resume, runs_root, stop
 from tunedeck.tui.messages import MetricChosen, RunSelected
@@ -23,6 +24,9 @@ from tunedeck.tui.widgets.footer import AppFooter
 from tunedeck.tui.widgets.gpu_panel import GpuPanel
 from tunedeck.tui.widgets.run_panel import RunPanel
 from tunedeck.tui.widgets.runs_table import RunsTable
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.runs import RunSnapshot
 
 
 class DashboardScreen(RegistryScreen[None]):

@@ -12,7 +12,7 @@ import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import events, on, work
@@ -24,9 +24,8 @@ from tunedeck import themes
 from tunedeck.tui import actions
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data import schema
-from tunedeck.tui.data.configs import Preset, hardware_presets
+from tunedeck.tui.data.configs import hardware_presets
 from tunedeck.tui.data.editor import ConfigDoc, ConfigError, EditorAnalysis, StaleFileError, analyse
-from tunedeck.tui.data.gpus import GpuSnapshot
 from tunedeck.tui.flows import configs, host, launch
 from tunedeck.tui.messages import EditorAnalysed
 from tunedeck.tui.screens.base import RegistryScreen
@@ -37,6 +36,10 @@ from tunedeck.tui.widgets.findings import FindingsList
 from tunedeck.tui.widgets.footer import AppFooter
 from tunedeck.tui.widgets.param_field import CONTROL_PREFIX, ParamField
 from tunedeck.tui.widgets.yaml_view import render_diff, render_yaml
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.configs import Preset
+    from tunedeck.tui.data.gpus import GpuSnapshot
 
 
 class GroupTabs(TabbedContent):

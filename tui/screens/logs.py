@@ -11,10 +11,9 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import Input, Log, Static
 
-from tunedeck import themes
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data.logs import ERROR_RE, MAX_LOG_BYTES, STDOUT_LOG, read_log, read_log_from
-from tunedeck.tui.screens.base import RegistryScreen
+from tunedeck.tui.screens.base import RunScreen
 from tunedeck.tui.widgets.footer import AppFooter
 
 FOLLOW_INTERVAL = 0.5
@@ -36,13 +35,11 @@ class _LogHighlighter(Highlighter):
                 text.stylize("reverse bold", m.start(), m.end())
 
 
-class LogsScreen(RegistryScreen[None]):
+class LogsScreen(RunScreen):
     SCOPE = "logs"
-    CSS_PATH = str(themes.SCREENS_TCSS)
 
     def __init__(self, run_dir: Path) -> None:
-        super().__init__(id="logs")
-        self.run_dir = Path(run_dir)
+        super().__init__(run_dir)
         self.path = self.run_dir / STDOUT_LOG
         self.log_offset = 0
         self.follow = True

@@ -14,26 +14,23 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from tunedeck import themes
 from tunedeck.tui import format as fmt
 from tunedeck.tui.data import triage
 from tunedeck.tui.data.runs import read_run
 from tunedeck.tui.data.triage import TriageView
 from tunedeck.tui.flows import host, resume
-from tunedeck.tui.screens.base import RegistryScreen
+from tunedeck.tui.screens.base import RunScreen
 from tunedeck.tui.widgets.footer import AppFooter
 
 if TYPE_CHECKING:
     from tunedeck.tui.data.triage import Diagnosis, Suggestion
 
 
-class TriageScreen(RegistryScreen[None]):
+class TriageScreen(RunScreen):
     SCOPE = "triage"
-    CSS_PATH = str(themes.SCREENS_TCSS)
 
     def __init__(self, run_dir: Path) -> None:
-        super().__init__(id="triage")
-        self.run_dir = Path(run_dir)
+        super().__init__(run_dir)
         self.view: TriageView | None = None
         self.suggestions: list[tuple[Diagnosis, Suggestion]] = []  # (diagnosis, suggestion)
         self.applied: Path | None = None

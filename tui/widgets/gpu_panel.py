@@ -3,15 +3,17 @@ VRAM and utilisation sparklines). With no driver, one line and the space goes to
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.console import RenderableType
 from rich.text import Text
 from textual.widget import Widget
 
 from tunedeck.tui import format as fmt
-from tunedeck.tui.data.gpus import GpuInfo, GpuView
 from tunedeck.tui.widgets.palette import Palette
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.gpus import GpuInfo, GpuView
 
 
 class GpuPanel(Widget):

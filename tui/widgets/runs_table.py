@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual.widgets import DataTable
 
 from tunedeck.tui import format as fmt
-from tunedeck.tui.data.runs import RunSnapshot, RunStatus
+from tunedeck.tui.data.runs import RunStatus
 from tunedeck.tui.widgets.palette import Palette
+
+if TYPE_CHECKING:
+    from tunedeck.tui.data.runs import RunSnapshot
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("name", "Run"),

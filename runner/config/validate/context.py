@@ -22,6 +22,10 @@ def detect_cuda() -> bool:
     """True when an NVIDIA driver is present (without importing torch)."""
     if Path("/proc/driver/nvidia/version").exists():
         return True
+    from tunedeck.runner.monitor.nvml import no_nvidia_device
+
+    if no_nvidia_device():
+        return False  # without importing pynvml (~50 ms of every launch)
     try:
         import pynvml  # nvidia-ml-py
 
