@@ -231,3 +231,35 @@ def test_tiny_model_is_deterministic_from_its_seed_and_reloads_offline(tmp_path:
     assert text.startswith("<|im_start|>user\nAdd 2 3<|im_end|>") and text.endswith("<|im_start|>assistant\n")
     # Digits are single tokens (arithmetic stays learnable).
     assert tok.tokenize("12345") == ["1", "2", "3", "4", "5"]
+
+
+# -- the step's shortcuts give transformers' numbers ---------------------------------
+
+def test_grad_clipping_and_flops_match_transformers_own(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The trainer lists the parameters once for clipping and counts them once for the
+    FLOPs: the grad norm, the clipped gradients and total_flos stay transformers' to the bit."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from tunedeck.runner.train.trainer import make_trainer_class
+
+    model, _ = _load(tiny_model_dir, tmp_path, finetuning_type="lora", lora_target="all", lora_rank=4)
+    args = TrainingArguments(output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True, max_grad_norm=0.01)
+    trainer = make_trainer_class(Trainer)(model=model, args=args)
+    torch.manual_seed(0)
+    inputs = {"input_ids": torch.randint(3, 100, (2, 12))}
+    inputs["labels"] = inputs["input_ids"].clone()
+
+    def clipped(clip) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad()
+        model(**inputs).loss.backward()
+        norm = float(clip(model))
+        return norm, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    ours, ours_grads = clipped(trainer._clip_grad_norm)
+    theirs, their_grads = clipped(lambda m: Trainer._clip_grad_norm(trainer, m))
+    assert ours == theirs > 0.01  # the limit is below the norm, so the gradients were scaled
+    assert len(ours_grads) == len(their_grads) > 0
+    assert all(torch.equal(a, b) for a, b in zip(ours_grads, their_grads, strict=True))
+    assert trainer.floating_point_ops(inputs) == Trainer.floating_point_ops(trainer, inputs) > 0
+    assert trainer.floating_point_ops({"labels": inputs["labels"]}) == 0

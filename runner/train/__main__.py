@@ -14,6 +14,11 @@ for _sig in (signal.SIGTERM, signal.SIGUSR1):
     if signal.getsignal(_sig) is signal.SIG_IGN:
         signal.signal(_sig, signal.SIG_DFL)
 
+from tunedeck.runner.train.startup import pause_full_collections  # noqa: E402
+
+# No full garbage collection while torch, transformers ... load (tunedeck.runner.train.startup).
+pause_full_collections()
+
 from tunedeck.runner.train.workflow import hard_exit, main, needs_hard_exit  # noqa: E402
 
 if __name__ == "__main__":

@@ -202,20 +202,43 @@ class TunedeckTrainerMixin:
         )
         return self.optimizer
 
+    # -- per optimizer step ----------------------------------------------------
+    def _clip_grad_norm(self, model):  # type: ignore[override]
+        # transformers hands accelerate ``model.parameters()``, a walk over every module on
+        # each optimizer step (and checks SageMaker's settings, a JSON parse of an
+        # environment variable, each time). Neither changes while training, so list the
+        # parameters once: the same tensors in the same order, and torch skips those
+        # without a gradient either way, so the norm and the clipping are identical.
+        cached = getattr(self, "_tunedeck_clip_params", None)
+        if cached is None or cached[0] is not model:
+            from transformers.trainer import is_sagemaker_mp_enabled
+
+            mixed = getattr(self, "_has_mixed_mesh_grads", None)  # not in every transformers 5.x
+            special = (is_sagemaker_mp_enabled() and self.args.fp16) or (mixed is not None and mixed(model))  # type: ignore[attr-defined]
+            cached = (model, None if special else list(model.parameters()))
+            self._tunedeck_clip_params = cached
+        if cached[1] is None:
+            return super()._clip_grad_norm(model)  # type: ignore[misc]
+        return self.accelerator.clip_grad_norm_(cached[1], self.args.max_grad_norm)  # type: ignore[attr-defined]
+
     # -- per micro-batch -----------------------------------------------------
     def floating_point_ops(self, inputs):  # type: ignore[override]
         # transformers recounts the model's parameters (a walk over every module) on each
         # micro-batch just to add 6 x tokens x parameters to total_flos. The count does not
         # change while training, so count once: about 4% of a small model's step on CPU.
+        # The input name is looked up once too (on a PeftModel every attribute it does not
+        # hold itself goes through a failed lookup and a second one on the base model).
         model = self.model  # type: ignore[attr-defined]
-        name = getattr(model, "main_input_name", "input_ids")
-        if name not in inputs or not hasattr(model, "num_parameters"):
-            return 0
         cached = getattr(self, "_tunedeck_nparams", None)
         if cached is None or cached[0] is not model:
-            cached = (model, model.num_parameters(exclude_embeddings=True))
+            counts = hasattr(model, "num_parameters")
+            cached = (model, getattr(model, "main_input_name", "input_ids"),
+                      model.num_parameters(exclude_embeddings=True) if counts else 0)
             self._tunedeck_nparams = cached
-        return 6 * inputs[name].numel() * cached[1]
+        _, name, n = cached
+        if not n or name not in inputs:
+            return 0
+        return 6 * inputs[name].numel() * n
 
     def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
         step = self.state.global_step + 1  # type: ignore[attr-defined]

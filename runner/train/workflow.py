@@ -38,6 +38,7 @@ from tunedeck.runner.train.outcome import (
     write_exit,
 )
 from tunedeck.runner.train.signals import StopRequested, StopSignals
+from tunedeck.runner.train.startup import libraries_loaded
 
 EXPECT_WORLD_SIZE_ENV = "TUNEDECK_EXPECT_WORLD_SIZE"
 
@@ -227,27 +228,38 @@ def _swanlab_callback(plan: RunPlan, ctx: _Context):
     )
 
 
-def _build_trainer(plan: RunPlan, args, model, tokenizer, bundle, flags, faults: Faults, callbacks: list):
-    stage = plan.finetune.stage
+def _trainer_base(stage: str) -> type:
     if stage in ("sft", "pt"):
         from transformers import Trainer
 
-        base: type = Trainer
-    elif stage == "dpo":
+        return Trainer
+    if stage == "dpo":
         from trl import DPOTrainer
 
-        base = DPOTrainer
-    elif stage == "kto":
+        return DPOTrainer
+    if stage == "kto":
         from trl import KTOTrainer
 
-        base = KTOTrainer
-    else:
-        from trl import RewardTrainer
+        return KTOTrainer
+    from trl import RewardTrainer
 
-        base = RewardTrainer
+    return RewardTrainer
+
+
+def _load_libraries(stage: str) -> None:
+    """Import the rest of what the run needs (datasets, the trainer class and accelerate),
+    then let the collector freeze it all (tunedeck.runner.train.startup)."""
+    import tunedeck.runner.data.loader  # noqa: F401 - datasets, pyarrow, pandas
+    import tunedeck.runner.train.trainer  # noqa: F401
+
+    _trainer_base(stage)
+    libraries_loaded()
+
+
+def _build_trainer(plan: RunPlan, args, model, tokenizer, bundle, flags, faults: Faults, callbacks: list):
     from tunedeck.runner.train.trainer import make_trainer_class
 
-    cls = make_trainer_class(base)
+    cls = make_trainer_class(_trainer_base(plan.finetune.stage))
     kwargs: dict[str, Any] = {
         "model": model,
         "args": args,
@@ -430,6 +442,7 @@ def _load_model_and_data(plan: RunPlan, args, config_path: str, ctx: _Context):
     from tunedeck.runner.train.model import load_model, load_tokenizer, trainable_summary
 
     tokenizer = load_tokenizer(plan.model)
+    _load_libraries(plan.finetune.stage)
     bundle = _build_data(plan, tokenizer, args, config_path)
     added = (getattr(bundle, "stats", None) or {}).get("added_tokens")
     model = load_model(plan, tokenizer, resize=bool(added))
@@ -534,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             outcome = Outcome.make("error", step, one_line(exc), _latest_name(ctx))
         traceback.print_exc()
+    libraries_loaded()  # a run that ended before its data was built: restore the collector
     if ctx.is_main and ctx.output_dir is not None:
         with contextlib.suppress(OSError):
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
