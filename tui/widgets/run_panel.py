@@ -6,7 +6,7 @@ import contextlib
 import statistics
 import time
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.markup import escape
 from rich.style import Style
@@ -22,8 +22,10 @@ from tunedeck.tui import format as fmt
 from tunedeck.tui.data.charts import ChartLine, ChartView
 from tunedeck.tui.data.detail import METRICS, RunDetail
 from tunedeck.tui.data.runs import RunStatus
-from tunedeck.tui.widgets.curve_chart import CurveChart
 from tunedeck.tui.widgets.palette import Palette
+
+if TYPE_CHECKING:
+    from tunedeck.tui.widgets.curve_chart import CurveChart
 
 CHART_MIN_HEIGHT = 10  # rows the metric panel needs for a chart with axes (else a sparkline)
 CHART_MIN_WIDTH = 40
@@ -97,7 +99,8 @@ class MetricPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(id="metric-tabs")
         yield Sparkline([], summary_function=_mean, id="metric-spark")
-        yield CurveChart(id="metric-chart")
+        # The chart (plotext) is mounted the first time there is something to chart: the
+        # dashboard's first frame does not wait for plotext's import.
         yield Static(id="metric-stats")
 
     def on_mount(self) -> None:
@@ -128,13 +131,14 @@ class MetricPanel(Vertical):
         self.query_one("#metric-tabs", Static).update(tabs)
         series = detail.series.get(self.metric) if detail else None
         spark = self.query_one("#metric-spark", Sparkline)
-        chart = self.query_one("#metric-chart", CurveChart)
         values = list(series.values) if series else []
         # A chart with axes where it fits; the one-line sparkline where space is tight.
         use_chart = self.size.height >= CHART_MIN_HEIGHT and self.size.width >= CHART_MIN_WIDTH
         spark.display = bool(values) and not use_chart
-        chart.display = bool(values) and use_chart
-        if use_chart:
+        chart = self._chart(create=bool(values) and use_chart)
+        if chart is not None:
+            chart.display = bool(values) and use_chart
+        if chart is not None and use_chart:
             lines = []
             if series and series.xy[0]:
                 lines.append(ChartLine(dict(METRICS)[self.metric], *series.xy, 0, "smooth"))
@@ -155,6 +159,20 @@ class MetricPanel(Vertical):
         t.append(fmt.number(series.minimum), style="bold")
         t.append(f"  ({series.count} points)", style=muted)
         stats.update(t)
+
+
+    def _chart(self, *, create: bool) -> CurveChart | None:
+        """The chart widget; mounted on first need when ``create``."""
+        from tunedeck.tui.widgets.curve_chart import CurveChart
+
+        found = self.query("#metric-chart")
+        if found:
+            return found.first(CurveChart)
+        if not create:
+            return None
+        chart = CurveChart(id="metric-chart")
+        self.mount(chart, before=self.query_one("#metric-stats"))
+        return chart
 
 
 class RunPanel(Vertical):
