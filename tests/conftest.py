@@ -53,9 +53,16 @@ def _session_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(autouse=True)
-def _per_test_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Each test gets its own ``TUNEDECK_HOME`` (run registry, settings)."""
+def _per_test_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Each test gets its own ``TUNEDECK_HOME`` (run registry, settings), and no NVML facade
+    left by the test before: the process-wide one is chosen from ``TUNEDECK_FAKE_NVML`` at its
+    first use, so a test that ran the TUI with ``none`` would otherwise leave the next test's
+    app without GPUs (seen: test_slurm's dashboard, then test_tui_app's gauges)."""
     monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path_factory.mktemp("home")))
+    yield
+    nvml = sys.modules.get("tunedeck.runner.monitor.nvml")
+    if nvml is not None:
+        nvml.reset_nvml()
 
 
 @pytest.fixture(autouse=True)

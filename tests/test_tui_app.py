@@ -22,7 +22,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from tests.pty_helpers import kill_child, read_some
-from tests.tui_helpers import build_runs, wait_for
+from tests.tui_helpers import build_runs, use_fake_gpus, wait_for
 from tunedeck import themes
 from tunedeck.tui.app import TunedeckApp
 
@@ -31,8 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TUNEDECK_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TUNEDECK_FAKE_NVML", "gpu2")
+    use_fake_gpus(monkeypatch, "gpu2", home=tmp_path / "home")
 
 
 async def _switch_theme_from_the_palette(pilot: Any, app: TunedeckApp, theme: str) -> None:
